@@ -1,0 +1,5 @@
+"""Apache Airflow provider for Milvus, built on langchain-milvus."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,82 @@
+"""Errors that tell the user what to fix, with secrets scrubbed out."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from airflow.exceptions import AirflowException
+
+if TYPE_CHECKING:
+    from airflow_provider_milvus.hooks.milvus import MilvusConnectionSettings
+
+REDACTED = "***"
+
+# Substrings of Milvus/gRPC messages and the advice a user needs for them.
+_HINTS: list[tuple[tuple[str, ...], str]] = [
+    (
+        ("fail connecting", "failed to connect", "connection refused", "unavailable", "deadline exceeded",
+         "timeout"),
+        "Milvus did not answer. Check the connection's URI and port, that the server is running and "
+        "reachable from this worker/triggerer, and whether it expects TLS (https://) or plain (http://).",
+    ),
+    (
+        ("ssl", "tls", "handshake", "wrong version number", "certificate"),
+        "TLS failed. Use https:// (or 'Use TLS') only if the server has TLS enabled, and set the CA "
+        "certificate path for a private CA.",
+    ),
+    (
+        ("auth", "credential", "token", "password", "unauthenticated", "permission denied", "privilege"),
+        "Milvus rejected the credentials. Check the connection's token (user:password or API key).",
+    ),
+    (
+        ("database not found", "database not exist", "database" + " not exist"),
+        "The database does not exist. Check the connection's Database field.",
+    ),
+]
+
+
+class MilvusProviderError(AirflowException):
+    """A Milvus task failed for a reason the user can act on."""
+
+    @classmethod
+    def from_exception(cls, error: BaseException, secrets: Iterable[str], action: str) -> MilvusProviderError:
+        if isinstance(error, MilvusProviderError):
+            return cls(redact(str(error), secrets))
+        detail = getattr(error, "message", None) or str(error) or type(error).__name__
+        message = f"Could not {action}: {type(error).__name__}: {detail}"
+        hint = hint_for(message)
+        if hint:
+            message = f"{message}\n{hint}"
+        return cls(redact(message, secrets))
+
+
+def hint_for(message: str) -> str | None:
+    lowered = message.lower()
+    for needles, hint in _HINTS:
+        if any(needle in lowered for needle in needles):
+            return hint
+    return None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+@contextlib.contextmanager
+def describe_milvus_error(
+    settings: MilvusConnectionSettings | None, *, action: str, secrets: Iterable[str] = ()
+) -> Iterator[None]:
+    """Re-raise anything from pymilvus/langchain/openai as a ``MilvusProviderError`` that names the problem."""
+    try:
+        yield
+    except MilvusProviderError as error:
+        raise MilvusProviderError(redact(str(error), [*secrets, *(settings.secrets if settings else [])])) from None
+    except Exception as error:
+        secrets = [*secrets, *(settings.secrets if settings else [])]
+        where = f" at {settings.uri}" if settings else ""
+        raise MilvusProviderError.from_exception(error, secrets, f"{action}{where}") from None

@@ -1,0 +1,231 @@
+"""The shared embedded Milvus: one Milvus Lite gRPC server per local data directory.
+
+Milvus Lite takes an exclusive ``flock`` on ``<data_dir>/LOCK``, and Airflow runs tasks and
+triggers in different processes, so no Airflow process may open a local path itself. Instead one
+``milvus-lite server`` process owns the directory and every process talks to it over gRPC.
+The server's address is recorded in ``<data_dir>/airflow-provider-milvus-server.json``; a
+connection whose URI is a local path resolves to that address, or fails saying how to start it.
+
+Command line::
+
+    airflow-milvus-lite start --data-dir ./milvus_data [--port 19530]
+    airflow-milvus-lite status --data-dir ./milvus_data
+    airflow-milvus-lite stop --data-dir ./milvus_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_FILENAME = "airflow-provider-milvus-server.json"
+LOG_FILENAME = "airflow-provider-milvus-server.log"
+LOCK_FILENAME = "LOCK"
+
+
+class LocalServerError(RuntimeError):
+    """The shared Milvus Lite server is missing, locked by someone else, or failed to start."""
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    data_dir: str
+    host: str
+    port: int
+    pid: int
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def is_local_path(uri: str) -> bool:
+    """True for a filesystem path (``./milvus_data``, ``/srv/milvus.db``), false for a network URI."""
+    return "://" not in uri and not uri.startswith(("unix:", "tcp:"))
+
+
+def start_command(data_dir: str | os.PathLike[str]) -> str:
+    return f"airflow-milvus-lite start --data-dir {Path(data_dir).expanduser().resolve()}"
+
+
+def find_local_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
+    """Return the live server recorded for ``data_dir``, or None."""
+    state_path = Path(data_dir).expanduser().resolve() / STATE_FILENAME
+    try:
+        server = LocalServer(**json.loads(state_path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if _pid_alive(server.pid) and _port_open(server.host, server.port):
+        return server
+    return None
+
+
+def resolve_local_uri(path: str) -> str:
+    """Map a local data path to the URI of the shared server that owns it."""
+    server = find_local_server(path)
+    if server is None:
+        resolved = Path(path).expanduser().resolve()
+        hint = f"Start it with: {start_command(resolved)}"
+        if _lock_held(resolved):
+            raise LocalServerError(
+                f"The Milvus Lite data directory {resolved} is locked by another process that is not "
+                f"the shared server (an in-process MilvusClient('{path}')?). Stop that process, then "
+                f"serve the directory to every Airflow process. {hint}"
+            )
+        raise LocalServerError(
+            f"No shared Milvus Lite server is serving {resolved}. Airflow tasks and triggers run in "
+            f"separate processes, so a local path must be served by one server. {hint}"
+        )
+    return server.uri
+
+
+def start_local_server(
+    data_dir: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ready_timeout: float = 60.0,
+) -> LocalServer:
+    """Start the shared server for ``data_dir`` unless one is already serving it (idempotent)."""
+    directory = Path(data_dir).expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    running = find_local_server(directory)
+    if running is not None:
+        return running
+    if _lock_held(directory):
+        raise LocalServerError(
+            f"{directory} is locked by another process; a second Milvus Lite server would fight it. "
+            f"Stop the process holding {directory / LOCK_FILENAME} first."
+        )
+    port = port or _free_port(host)
+    log_file = open(directory / LOG_FILENAME, "ab")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(directory),
+         "--host", host, "--port", str(port)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log_file.close()
+    server = LocalServer(data_dir=str(directory), host=host, port=port, pid=process.pid)
+    deadline = time.monotonic() + ready_timeout
+    while not _port_open(host, port):
+        if process.poll() is not None:
+            raise LocalServerError(
+                f"Milvus Lite server for {directory} exited with code {process.returncode}:\n"
+                f"{_log_tail(directory)}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            raise LocalServerError(f"Milvus Lite server for {directory} not ready after {ready_timeout}s")
+        time.sleep(0.1)
+    (directory / STATE_FILENAME).write_text(json.dumps(asdict(server)))
+    return server
+
+
+def stop_local_server(data_dir: str | os.PathLike[str], *, timeout: float = 20.0) -> bool:
+    """Stop the shared server for ``data_dir``; return False if none was running."""
+    directory = Path(data_dir).expanduser().resolve()
+    server = find_local_server(directory)
+    with contextlib.suppress(FileNotFoundError):
+        (directory / STATE_FILENAME).unlink()
+    if server is None:
+        return False
+    os.kill(server.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(server.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(server.pid):
+        os.kill(server.pid, signal.SIGKILL)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _lock_held(directory: Path) -> bool:
+    import fcntl
+
+    lock_path = directory / LOCK_FILENAME
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _log_tail(directory: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join((directory / LOG_FILENAME).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="airflow-milvus-lite", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--data-dir", required=True, help="Milvus Lite data directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            server = start_local_server(args.data_dir, host=args.host, port=args.port)
+            print(f"Milvus Lite serving {server.data_dir} at {server.uri} (pid {server.pid})")
+        elif args.command == "stop":
+            stopped = stop_local_server(args.data_dir)
+            print("stopped" if stopped else "no server was running")
+        else:
+            server = find_local_server(args.data_dir)
+            if server is None:
+                print(f"not running; {start_command(args.data_dir)}")
+                return 1
+            print(f"running at {server.uri} (pid {server.pid})")
+    except LocalServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

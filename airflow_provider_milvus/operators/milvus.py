@@ -1,0 +1,361 @@
+"""Deferrable operators that add, upsert, delete and search Milvus with bounded async fan-out.
+
+Every operator builds a plain-data job and runs the same async core either in the worker
+(``asyncio.run``) or, deferred, in the triggerer (``MilvusOperationTrigger``).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.configuration import conf
+from airflow.sdk import BaseOperator
+
+from airflow_provider_milvus.core import staging
+from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
+from airflow_provider_milvus.core.operations import DeleteJob, Job, SearchJob, StoreConfig, WriteJob, run_job
+from airflow_provider_milvus.exceptions import MilvusProviderError
+from airflow_provider_milvus.hooks.milvus import MilvusHook
+from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+DEFAULT_TIMEOUT = timedelta(hours=2)
+# Jobs this small finish in well under a second: running them inline avoids the 3.3 scheduler race
+# that can fail a task whose trigger fires within seconds of deferring (apache/airflow #72716).
+DEFAULT_INLINE_MAX_ITEMS = 100
+# Inline job payloads above this go to the staging location instead of the trigger row.
+MAX_INLINE_KWARGS_BYTES = 16 * 1024
+
+_STORE_FIELDS = ("milvus_conn_id", "collection_name", "embedding_conn_id", "embedding_model", "staging_url")
+
+
+class BaseMilvusOperator(BaseOperator):
+    """
+    Shared settings of the Milvus operators.
+
+    :param milvus_conn_id: Milvus connection (type ``milvus``).
+    :param collection_name: Collection to work on.
+    :param embedding_conn_id: OpenAI-compatible connection (type ``openai``) for dense embeddings;
+        none (and none on the Milvus connection) means Milvus's built-in BM25 full-text search.
+    :param embedding_model: Embedding model name; defaults to the Milvus connection's.
+    :param embedding_dimensions: Output size for models that support it.
+    :param batch_size: Items per Milvus request (and per embedding request).
+    :param max_concurrency: At most this many batches in flight at once.
+    :param deferrable: Run in the triggerer instead of occupying a worker slot.
+    :param timeout: Deferral timeout (always set: Airflow 3.3 does not enforce ``execution_timeout``
+        while deferred); also bounds the inline run.
+    :param inline_max_items: A deferrable job with at most this many items runs inline instead; 0 always defers.
+    :param staging_url: Where bulk inputs and large results are staged for the triggerer (local dir or
+        object storage URL); defaults to ``[milvus] staging_url`` or a temp dir.
+    """
+
+    template_fields: Sequence[str] = _STORE_FIELDS
+    ui_color = "#e6f2ff"
+
+    def __init__(
+        self,
+        *,
+        milvus_conn_id: str = MilvusHook.default_conn_name,
+        collection_name: str,
+        embedding_conn_id: str | None = None,
+        embedding_model: str | None = None,
+        embedding_dimensions: int | None = None,
+        batch_size: int = 100,
+        max_concurrency: int = 8,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        inline_max_items: int = DEFAULT_INLINE_MAX_ITEMS,
+        staging_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if batch_size < 1 or max_concurrency < 1:
+            raise ValueError("batch_size and max_concurrency must be at least 1")
+        self.milvus_conn_id = milvus_conn_id
+        self.collection_name = collection_name
+        self.embedding_conn_id = embedding_conn_id
+        self.embedding_model = embedding_model
+        self.embedding_dimensions = embedding_dimensions
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.deferrable = deferrable
+        self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+        self.inline_max_items = inline_max_items
+        self.staging_url = staging_url
+
+    def store_config(self, **overrides: Any) -> StoreConfig:
+        return StoreConfig(
+            milvus_conn_id=self.milvus_conn_id,
+            collection_name=self.collection_name,
+            embedding_conn_id=self.embedding_conn_id,
+            embedding_model=self.embedding_model,
+            embedding_dimensions=self.embedding_dimensions,
+            **overrides,
+        )
+
+    def run(self, job: Job, *, items: int | None) -> Any:
+        """Defer ``job`` to the triggerer, or run the same core here when not deferrable or tiny."""
+        if self.deferrable and (items is None or items > self.inline_max_items):
+            staging_url = self.staging_url or staging.default_staging_url()
+            job, staged = self._externalize(job, staging_url)
+            self.log.info("Deferring %s of %s items to the triggerer (timeout %s)", job.operation, items, self.timeout)
+            self.defer(
+                trigger=MilvusOperationTrigger(operation=job.operation, job=job.to_dict(), staging_url=staging_url),
+                method_name="execute_complete",
+                timeout=self.timeout,
+                kwargs={"staged": staged},
+            )
+        try:
+            result = asyncio.run(
+                asyncio.wait_for(run_job(job.operation, job.to_dict()), self.timeout.total_seconds())
+            )
+        except TimeoutError:
+            raise MilvusProviderError(
+                f"{job.operation} on '{self.collection_name}' did not finish within {self.timeout}."
+            ) from None
+        return self.finish(result)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, staged: list[str] | None = None) -> Any:
+        """Resume after the trigger: raise its error, or return its (possibly staged) result."""
+        for reference in staged or []:
+            staging.remove(reference)
+        if not event or event.get("status") not in ("success", "error"):
+            raise MilvusProviderError(f"Unexpected trigger event: {event!r}")
+        if event["status"] == "error":
+            raise MilvusProviderError(event.get("message", "the trigger reported an error"))
+        if "result_ref" in event:
+            result = staging.load_json(event["result_ref"])
+            staging.remove(event["result_ref"])
+        else:
+            result = event.get("result")
+        return self.finish(result)
+
+    def finish(self, result: Any) -> Any:
+        self.log.info("Milvus result: %s", _short(result))
+        return result
+
+    def _externalize(self, job: Job, staging_url: str) -> tuple[Job, list[str]]:
+        """Move bulk fields out of the trigger kwargs (plaintext DB rows) into the staging location."""
+        for inline_name, ref_name in (("chunks", "chunks_ref"), ("queries", "queries_ref")):
+            payload = getattr(job, inline_name, None)
+            if payload is not None and len(json.dumps(payload)) > MAX_INLINE_KWARGS_BYTES:
+                reference = staging.stage_json(payload, staging_url=staging_url, name_hint=f"{self.task_id}-{inline_name}")
+                data = job.to_dict() | {inline_name: None, ref_name: reference}
+                return type(job).from_dict(data), [reference]
+        return job, []
+
+
+class _BaseWriteOperator(BaseMilvusOperator):
+    """Split, id and upsert documents; re-running the same input writes the same primary keys."""
+
+    template_fields: Sequence[str] = (*_STORE_FIELDS, "documents", "ids", "id_key", "replace_by")
+    label = "write"
+
+    def __init__(
+        self,
+        *,
+        documents: Any,
+        ids: list[str] | None = None,
+        id_key: str | None = None,
+        chunk_size: int | None = None,
+        chunk_overlap: int = 0,
+        replace_by: str | None = None,
+        full_text_search: bool | None = None,
+        text_max_length: int = 65535,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.documents = documents
+        self.ids = ids
+        self.id_key = id_key
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+        self.replace_by = replace_by
+        self.full_text_search = full_text_search
+        self.text_max_length = text_max_length
+
+    def execute(self, context: Context) -> Any:
+        chunks = prepare_chunks(
+            _native(self.documents),
+            ids=_native(self.ids),
+            id_key=self.id_key or None,
+            split=SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap),
+            text_max_bytes=self.text_max_length,
+        )
+        if not chunks:
+            self.log.info("No documents given: nothing to write to '%s'", self.collection_name)
+            return {"operation": self.label, "collection": self.collection_name, "chunks": 0, "written": 0}
+        job = WriteJob(
+            store=self.store_config(full_text_search=self.full_text_search, text_max_length=self.text_max_length),
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            chunks=chunks,
+            replace_by=self.replace_by or None,
+            label=self.label,
+        )
+        return self.run(job, items=len(chunks))
+
+
+class MilvusAddDocumentsOperator(_BaseWriteOperator):
+    """
+    Add documents to a collection (created on first use), embedding them with bounded concurrency.
+
+    Writes use Milvus upsert with deterministic ids, because a Milvus server does not deduplicate
+    primary keys on insert: re-running the task never duplicates data.
+
+    :param documents: Strings or ``{"page_content": str, "metadata": dict}`` dicts (or an XCom of them).
+    :param ids: One id per document (no splitting).
+    :param id_key: Metadata key holding each document's id (``<id>#<chunk>`` when splitting).
+    :param chunk_size: Split documents with a recursive character splitter into chunks this long.
+    :param chunk_overlap: Characters shared by neighbouring chunks.
+    :param replace_by: Metadata key (e.g. ``source``): after writing, older chunks with the same value
+        that were not written now are deleted, so a changed file leaves no stale chunks.
+    :param full_text_search: Add Milvus BM25 full-text search (default: only when no embeddings).
+    :param text_max_length: VARCHAR size of the text field of a new collection; longer chunks are rejected.
+    """
+
+    label = "add"
+
+
+class MilvusUpsertOperator(_BaseWriteOperator):
+    """
+    Upsert records by their own ids: existing entities are replaced (text and metadata), missing ones inserted.
+
+    Takes the same parameters as ``MilvusAddDocumentsOperator`` and requires ``ids`` or ``id_key``.
+    """
+
+    label = "upsert"
+
+    def execute(self, context: Context) -> Any:
+        if not self.ids and not self.id_key:
+            raise MilvusProviderError("MilvusUpsertOperator needs ids or id_key: upserts replace records by their id.")
+        return super().execute(context)
+
+
+class MilvusDeleteByExprOperator(BaseMilvusOperator):
+    """
+    Delete the entities a Milvus boolean filter matches.
+
+    Deferrable deletes always defer: their size is unknown until Milvus counts the matches.
+
+    :param expr: Filter expression, e.g. ``source in {sources}``; ``{name}`` placeholders take ``expr_params``.
+    :param expr_params: Values for the placeholders, encoded as literals so data cannot change the expression.
+    :param allow_delete_all: Allow an empty filter or one that matches every entity.
+    :param dry_run: Only count what would be deleted.
+    """
+
+    template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params")
+
+    def __init__(
+        self,
+        *,
+        expr: str,
+        expr_params: dict[str, Any] | None = None,
+        allow_delete_all: bool = False,
+        dry_run: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.expr = expr
+        self.expr_params = expr_params
+        self.allow_delete_all = allow_delete_all
+        self.dry_run = dry_run
+
+    def execute(self, context: Context) -> Any:
+        params = _native(self.expr_params) or {}
+        if not isinstance(params, dict):
+            raise MilvusProviderError(f"expr_params must be a dict, got {type(params).__name__}.")
+        job = DeleteJob(
+            store=self.store_config(),
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            expr=self.expr or "",
+            expr_params=params,
+            allow_delete_all=self.allow_delete_all,
+            dry_run=self.dry_run,
+        )
+        return self.run(job, items=None)
+
+
+class MilvusSearchToXComOperator(BaseMilvusOperator):
+    """
+    Search one query or many (same bounded gather) and return JSON hits for downstream tasks.
+
+    Returns ``[{"page_content", "metadata", "score"}, ...]`` for a single query string and a list of
+    such lists for a list of queries. ``score`` is None unless ``search_type="similarity_score"``.
+
+    :param queries: A query string or a list of them (or an XCom).
+    :param k: Hits per query.
+    :param search_type: ``similarity``, ``similarity_score`` or ``mmr`` (needs dense embeddings).
+    :param expr: Optional filter, with ``{name}`` placeholders filled from ``expr_params``.
+    :param fetch_k: Candidates fetched for MMR.
+    :param lambda_mult: MMR diversity (0 = most diverse, 1 = most relevant).
+    """
+
+    template_fields: Sequence[str] = (*_STORE_FIELDS, "queries", "expr", "expr_params", "search_type")
+
+    def __init__(
+        self,
+        *,
+        queries: str | list[str],
+        k: int = 4,
+        search_type: str = "similarity_score",
+        expr: str | None = None,
+        expr_params: dict[str, Any] | None = None,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("batch_size", 1)
+        super().__init__(**kwargs)
+        self.queries = queries
+        self.k = k
+        self.search_type = search_type
+        self.expr = expr
+        self.expr_params = expr_params
+        self.fetch_k = fetch_k
+        self.lambda_mult = lambda_mult
+
+    def execute(self, context: Context) -> Any:
+        queries = _native(self.queries)
+        query_list = [queries] if isinstance(queries, str) else list(queries or [])
+        job = SearchJob(
+            store=self.store_config(),
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            queries=query_list,
+            k=self.k,
+            search_type=self.search_type,
+            expr=self.expr or None,
+            expr_params=_native(self.expr_params) or {},
+            fetch_k=self.fetch_k,
+            lambda_mult=self.lambda_mult,
+        )
+        return self.run(job, items=len(query_list))
+
+    def finish(self, result: Any) -> Any:
+        hits = super().finish(result)
+        return hits[0] if isinstance(_native(self.queries), str) and hits else hits
+
+
+def _native(value: Any) -> Any:
+    """Accept Jinja-rendered strings of lists/dicts (``"{{ ti.xcom_pull(...) }}"``) as the objects."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                return parse(value)
+            except (ValueError, SyntaxError):
+                continue
+    return value
+
+
+def _short(result: Any, limit: int = 500) -> str:
+    text = json.dumps(result, default=str)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
