@@ -75,7 +75,12 @@ def get_provider_info() -> dict[str, Any]:
                     "embedding_model": {
                         "label": "Embedding model",
                         "description": "Model name sent to the embedding endpoint, e.g. text-embedding-3-small.",
-                        "schema": {"type": ["string", "null"]},
+                        # The 3.3 UI ignores ui-field-behaviour placeholders for extra fields; JSON-schema
+                        # "examples" render as suggestions (an HTML datalist) under the input instead.
+                        "schema": {
+                            "type": ["string", "null"],
+                            "examples": ["text-embedding-3-small", "text-embedding-3-large"],
+                        },
                     },
                     "embedding_dimensions": {
                         "label": "Embedding dimensions",
@@ -91,7 +96,7 @@ def get_provider_info() -> dict[str, Any]:
                         "password": "Token or Password",
                     },
                     "placeholders": {
-                        "host": "http://localhost:19530, https://<id>.serverless.<region>.cloud.zilliz.com, or ./milvus_data",
+                        "host": "http://localhost:19530, a Zilliz Cloud https:// endpoint, or ./milvus_data",
                         "port": "19530 (only if the URI has no port)",
                         "login": "root (leave empty when using a token)",
                         "password": "user:password or a Zilliz Cloud API key",

@@ -65,6 +65,19 @@ _PORT_KEYS = (
 )
 _EXTRA_PORT_KEYS = ("etcd_peer_port", "metrics_port")
 
+# milvus.yaml values we override (keys must already be in the package's template).
+_SETTINGS = {
+    # Components talk to each other on loopback, not the first non-loopback address.
+    **{f"{role}.ip": "127.0.0.1" for role in (
+        "rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")},
+    # Default 1800 s: graceful shutdown of a standalone server with data hangs
+    # (nodes retry the already stopped coordinators), so let it force-quit soon.
+    "common.gracefulStopTimeout": 5,
+    # Default 30 s: after a SIGKILL, collections stay "not loaded" until the dead
+    # node's etcd session expires, so a short ttl makes recovery faster.
+    "common.session.ttl": 10,
+}
+
 # Runs in the milvus venv's interpreter; argv[1] is a JSON dict of options.
 _BOOTSTRAP = r"""
 import json, os, signal, socket, sys, threading, time
@@ -89,6 +102,8 @@ milvus.MilvusServerConfig.try_bind_port = try_bind_port
 
 # Ports passed as constructor kwargs are strict: bind failure raises.
 config = milvus.MilvusServerConfig(data_dir=opts["data_dir"], **opts["ports"])
+for key, value in opts["settings"].items():  # other milvus.yaml keys, dotted
+    config.set(key, value)
 server = milvus.MilvusServer(config, wait_for_started=False, debug=True)
 server.webservice_port = opts["metrics_port"]
 
@@ -228,8 +243,12 @@ class MilvusStandaloneServer:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def start(self, timeout: float = 180) -> None:
-        """Launch the server and wait until a pymilvus call succeeds."""
+    def start(self, timeout: float = 180, *, wait_loaded: bool = True) -> None:
+        """Launch the server and wait until a pymilvus call succeeds.
+
+        With ``wait_loaded`` (the default) also wait until collections that were
+        loaded before a restart are loaded again, so they can be queried.
+        """
         if self.running:
             raise RuntimeError("server already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +258,7 @@ class MilvusStandaloneServer:
             "data_dir": str(self.data_dir),
             "ports": {key: self.ports[key] for key in _PORT_KEYS},
             "metrics_port": self.ports["metrics_port"],
+            "settings": _SETTINGS,
             "parent_pid": os.getpid(),
         }
         env = dict(os.environ)
@@ -258,7 +278,7 @@ class MilvusStandaloneServer:
             )
         _live_servers.add(self)
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(timeout, wait_loaded)
         except BaseException:
             self.kill()
             raise
@@ -285,10 +305,10 @@ class MilvusStandaloneServer:
             pass
         self._kill_group(self._proc.pid, timeout=10)
 
-    def restart(self, timeout: float = 180) -> None:
+    def restart(self, timeout: float = 180, *, wait_loaded: bool = True) -> None:
         """Graceful stop, then start on the same data dir and ports."""
         self.stop()
-        self.start(timeout=timeout)
+        self.start(timeout, wait_loaded=wait_loaded)
 
     def __enter__(self) -> MilvusStandaloneServer:
         self.start()
@@ -315,7 +335,7 @@ class MilvusStandaloneServer:
         self._proc = None
         _live_servers.discard(self)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, wait_loaded: bool) -> None:
         from pymilvus import MilvusClient  # imported late: module import stays cheap
 
         deadline = time.monotonic() + timeout
@@ -330,7 +350,10 @@ class MilvusStandaloneServer:
                 client = MilvusClient(uri=self.uri, timeout=5)
                 try:
                     client.list_collections(timeout=5)
-                    return
+                    loading = self._loading_collections(client) if wait_loaded else []
+                    if not loading:
+                        return
+                    last_error = RuntimeError(f"collections still loading: {loading}")
                 finally:
                     client.close()
             except Exception as error:  # not up yet: connection refused, timeout, not ready...
@@ -340,6 +363,22 @@ class MilvusStandaloneServer:
             f"milvus not ready at {self.uri} after {timeout}s (last error: {last_error!r});"
             f" log {self.log_path}:\n{self.log_tail()}"
         )
+
+    @staticmethod
+    def _loading_collections(client) -> list[str]:
+        """Collections (``db.name``) whose load state is still "Loading".
+
+        After a restart, collections that were loaded come back as Loading and
+        queries fail with "collection not loaded" for 5-15 s more.
+        """
+        loading = []
+        for db_name in client.list_databases(timeout=5):
+            client.use_database(db_name)
+            for name in client.list_collections(timeout=5):
+                state = client.get_load_state(name, timeout=5)["state"]
+                if "Loading" in str(state):
+                    loading.append(f"{db_name}.{name}")
+        return loading
 
     def _write_etcd_config(self) -> Path:
         client = f"http://127.0.0.1:{self.ports['etcd_port']}"

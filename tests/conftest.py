@@ -1,0 +1,89 @@
+"""Fixtures that start real servers on loopback: Milvus Lite (gRPC) and an OpenAI-compatible embeddings API."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Airflow reads its home at import time: give the test process its own before anything imports it.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-provider-milvus-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+import pytest  # noqa: E402
+
+from airflow_provider_milvus.local_server import LocalServer, start_local_server, stop_local_server  # noqa: E402
+from tests.servers.embeddings_server import EmbeddingServer  # noqa: E402
+
+EMBEDDING_DIMENSIONS = 32
+EMBEDDING_API_KEY = "sk-test-embedding-key-0000"
+
+
+@pytest.fixture(scope="session")
+def milvus_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """One shared Milvus Lite gRPC server for the session, as the provider's embedded default runs it."""
+    data_dir = tmp_path_factory.mktemp("milvus-lite")
+    server = start_local_server(data_dir)
+    yield server
+    stop_local_server(data_dir)
+
+
+@pytest.fixture(scope="session")
+def embedding_server() -> Iterator[EmbeddingServer]:
+    with EmbeddingServer(dimensions=EMBEDDING_DIMENSIONS, api_key=EMBEDDING_API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def embeddings(embedding_server: EmbeddingServer) -> EmbeddingServer:
+    """The shared embeddings server with fresh counters and no pending faults."""
+    embedding_server.reset_stats()
+    embedding_server.latency = 0.0
+    return embedding_server
+
+
+def milvus_connection_json(uri: str, **extra: object) -> str:
+    return json.dumps({"conn_type": "milvus", "host": uri, "extra": {"timeout": 10, **extra}})
+
+
+@pytest.fixture
+def milvus_conn_id(milvus_lite: LocalServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_TEST", milvus_connection_json(milvus_lite.uri))
+    return "milvus_test"
+
+
+@pytest.fixture
+def embedding_conn_id(embeddings: EmbeddingServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EMBEDDINGS_TEST",
+        json.dumps({
+            "conn_type": "openai",
+            "host": embeddings.base_url,
+            "password": EMBEDDING_API_KEY,
+            "extra": {"model": "test-embedding", "max_retries": 2},
+        }),
+    )
+    return "embeddings_test"
+
+
+@pytest.fixture
+def collection_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def milvus_client(milvus_lite: LocalServer) -> Iterator[object]:
+    """A plain pymilvus client to read results back independently of the provider."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_lite.uri)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,228 @@
+"""A real OpenAI-compatible ``/v1/embeddings`` HTTP server on loopback, for tests and the benchmark.
+
+Embeddings are deterministic hashed bags of words (texts sharing words are close), so retrieval
+tests mean something. The server can add latency, inject failures (429 with Retry-After, 500,
+dropped connections) and records the peak number of requests in flight.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_WORD = re.compile(r"\w+")
+
+
+def embed_text(text: str, dimensions: int) -> list[float]:
+    vector = [0.0] * dimensions
+    for word in _WORD.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    if norm == 1.0 and not any(vector):
+        vector[0] = 1.0
+    return [v / norm for v in vector]
+
+
+@dataclass
+class Fault:
+    """Answer the next ``count`` requests with ``status`` (0 = drop the connection)."""
+
+    status: int
+    count: int
+    retry_after: float | None = None
+
+
+@dataclass
+class EmbeddingServerStats:
+    requests: int = 0
+    inputs: int = 0
+    failures_injected: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    authorization_headers: list[str] = field(default_factory=list)
+
+
+class EmbeddingServer:
+    """``with EmbeddingServer(dimensions=32) as server: server.base_url -> http://127.0.0.1:P/v1``."""
+
+    def __init__(
+        self,
+        *,
+        dimensions: int = 32,
+        latency: float = 0.0,
+        latency_per_input: float = 0.0,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.dimensions = dimensions
+        self.latency = latency
+        self.latency_per_input = latency_per_input
+        self.api_key = api_key
+        self.stats = EmbeddingServerStats()
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> EmbeddingServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> EmbeddingServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.stats = EmbeddingServerStats()
+            self._faults.clear()
+
+    def inject(self, status: int, count: int = 1, *, retry_after: float | None = None) -> None:
+        with self._lock:
+            self._faults.append(Fault(status, count, retry_after))
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            fault = self._faults[0]
+            fault.count -= 1
+            if fault.count <= 0:
+                self._faults.popleft()
+            self.stats.failures_injected += 1
+            return fault
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+                return
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib signature
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [{"id": "test-embedding", "object": "model"}]})
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:  # noqa: N802 - stdlib signature
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.stats.requests += 1
+                    server.stats.in_flight += 1
+                    server.stats.peak_in_flight = max(server.stats.peak_in_flight, server.stats.in_flight)
+                    server.stats.authorization_headers.append(self.headers.get("Authorization", ""))
+                try:
+                    self._answer(body)
+                finally:
+                    with server._lock:
+                        server.stats.in_flight -= 1
+
+            def _answer(self, body: dict) -> None:
+                if not self.path.rstrip("/").endswith("/embeddings"):
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                    return
+                inputs = body.get("input", [])
+                if isinstance(inputs, str):
+                    inputs = [inputs]
+                time.sleep(server.latency + server.latency_per_input * len(inputs))
+                fault = server._next_fault()
+                if fault is not None:
+                    if fault.status == 0:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                    self._json(fault.status, {"error": {"message": f"injected {fault.status}"}}, headers)
+                    return
+                dimensions = int(body.get("dimensions") or server.dimensions)
+                as_base64 = body.get("encoding_format") == "base64"
+                data = []
+                for index, text in enumerate(inputs):
+                    if not isinstance(text, str):
+                        self._json(400, {"error": {"message": "input must be strings (no token arrays)"}})
+                        return
+                    vector = embed_text(text, dimensions)
+                    encoded: object = (
+                        base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+                    )
+                    data.append({"object": "embedding", "index": index, "embedding": encoded})
+                with server._lock:
+                    server.stats.inputs += len(inputs)
+                self._json(200, {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model", "test-embedding"),
+                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+                })
+
+            def _json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(raw)
+
+        return Handler
+
+
+def main() -> None:
+    """Run standalone: ``python -m tests.servers.embeddings_server --port 8089 --latency 0.1``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--dimensions", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--latency-per-input", type=float, default=0.0)
+    args = parser.parse_args()
+    server = EmbeddingServer(
+        dimensions=args.dimensions, latency=args.latency, latency_per_input=args.latency_per_input, port=args.port
+    ).start()
+    print(f"embeddings at {server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
