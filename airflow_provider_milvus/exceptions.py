@@ -27,7 +27,14 @@ _HINTS: list[tuple[tuple[str, ...], str]] = [
         "certificate path for a private CA.",
     ),
     (
-        ("auth", "credential", "token", "password", "unauthenticated", "permission denied", "privilege"),
+        # Before the credentials hint: parser messages say "unexpected token", which is not about auth.
+        ("cannot parse expression", "unexpected token", "unexpected character", "invalid expression",
+         "failed to create query plan"),
+        "The filter expression is invalid. Check its syntax and field names (Milvus boolean expression "
+        "syntax, e.g. source == \"a.md\" and year > 2020); pass values through expr_params.",
+    ),
+    (
+        ("auth", "credential", "invalid token", "password", "unauthenticated", "permission denied", "privilege"),
         "Milvus rejected the credentials. Check the connection's token (user:password or API key).",
     ),
     (
@@ -45,11 +52,43 @@ class MilvusProviderError(AirflowException):
         if isinstance(error, MilvusProviderError):
             return cls(redact(str(error), secrets))
         detail = getattr(error, "message", None) or str(error) or type(error).__name__
+        embedding_hint = embedding_api_hint(error)
+        if embedding_hint is not None:
+            # Not a Milvus problem: Milvus hints (e.g. "rejected the credentials") would mislead.
+            message = f"Could not {action}: the embedding API failed: {type(error).__name__}: {detail}"
+            return cls(redact(f"{message}\n{embedding_hint}", secrets))
         message = f"Could not {action}: {type(error).__name__}: {detail}"
         hint = hint_for(message)
         if hint:
             message = f"{message}\n{hint}"
         return cls(redact(message, secrets))
+
+
+def embedding_api_hint(error: BaseException) -> str | None:
+    """Advice for an error raised by the OpenAI-compatible embedding client, None for anything else."""
+    if not (type(error).__module__ or "").startswith("openai"):
+        return None
+    status = getattr(error, "status_code", None)
+    if status in (401, 403):
+        return (
+            f"The embedding API rejected the API key (HTTP {status}). Check the password (API key) of the "
+            "embedding connection (embedding_conn_id)."
+        )
+    if status == 429:
+        return (
+            "The embedding API kept rate-limiting (HTTP 429) after all retries. Lower max_concurrency or "
+            "batch_size, or raise max_retries in the embedding connection's extra, then re-run the task."
+        )
+    if status is None or status >= 500:
+        what = f"HTTP {status}" if status else "no response"
+        return (
+            f"The embedding API was unavailable ({what}) after all retries. Check the embedding connection's "
+            "base URL and the service's status, then re-run the task (writes are idempotent upserts)."
+        )
+    return (
+        f"The embedding API rejected the request (HTTP {status}). Check the embedding model name and "
+        "embedding_dimensions."
+    )
 
 
 def hint_for(message: str) -> str | None:

@@ -96,7 +96,7 @@ def get_provider_info() -> dict[str, Any]:
                         "password": "Token or Password",
                     },
                     "placeholders": {
-                        "host": "http://localhost:19530, a Zilliz Cloud https:// endpoint, or ./milvus_data",
+                        "host": "http://localhost:19530, a Zilliz Cloud https:// endpoint, or /path/to/milvus_data",
                         "port": "19530 (only if the URI has no port)",
                         "login": "root (leave empty when using a token)",
                         "password": "user:password or a Zilliz Cloud API key",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import time
@@ -142,6 +143,8 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def open_session(config: StoreConfig, *, create: bool) -> AsyncIterator[Session]:
+    # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
+    await asyncio.to_thread(importlib.import_module, "pymilvus")
     from pymilvus import AsyncMilvusClient
 
     from airflow_provider_milvus.hooks.milvus import MilvusHook
@@ -160,7 +163,8 @@ async def open_session(config: StoreConfig, *, create: bool) -> AsyncIterator[Se
     client = AsyncMilvusClient(**settings.client_kwargs())
     session: Session | None = None
     try:
-        with describe_milvus_error(settings, action=f"open collection '{spec.name}'"):
+        # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
+        with describe_milvus_error(settings, action=f"open collection '{spec.name}'", secrets=secrets):
             info = await spec.aensure_exists(client, embeddings, create=create, settings=settings)
         session = Session(settings, client, embeddings, spec, info, secrets)
         yield session
@@ -170,6 +174,15 @@ async def open_session(config: StoreConfig, *, create: bool) -> AsyncIterator[Se
         else:
             with contextlib.suppress(Exception):
                 await client.close()
+        await _aclose_embeddings(embeddings)
+
+
+async def _aclose_embeddings(embeddings: Embeddings | None) -> None:
+    """Close the OpenAI client's HTTP pool on this loop; left to GC it fails later ("Event loop is closed")."""
+    client = getattr(getattr(embeddings, "async_client", None), "_client", None)
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.close()
 
 
 async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) -> tuple[Embeddings | None, list[str]]:
@@ -186,7 +199,9 @@ async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) 
     if chosen is None:
         return None, []
     conn = await BaseHook.aget_connection(chosen.conn_id)
-    return build_embeddings(chosen, conn), [conn.password] if conn.password else []
+    # Sync: imports langchain_openai on first use and builds two SSL contexts (~0.1 s each).
+    embeddings = await asyncio.to_thread(build_embeddings, chosen, conn)
+    return embeddings, [conn.password] if conn.password else []
 
 
 async def run_write(job: WriteJob) -> dict[str, Any]:

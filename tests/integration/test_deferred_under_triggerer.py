@@ -6,6 +6,8 @@ module. DAGs live in ``tests/integration/dags``; results are read back independe
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.airflow_stack import DAGS_FOLDER, AirflowStack, airflow_stack, connection_env
+from tests.integration.airflow_stack import (
+    DAGS_FOLDER,
+    AirflowStack,
+    airflow_stack,
+    connection_env,
+)
 from tests.servers.embeddings_server import EmbeddingServer
 
 pytestmark = pytest.mark.integration
@@ -43,9 +50,14 @@ def stack(milvus_lite: Any, embedding_api: EmbeddingServer, tmp_path_factory: py
         milvus_uri=milvus_lite.uri, milvus_token=MILVUS_TOKEN,
         embedding_base_url=embedding_api.base_url, embedding_api_key=EMBEDDING_KEY,
     )
-    with airflow_stack(tmp_path_factory.mktemp("airflow-deferred"), DAGS_FOLDER, env=env) as running:
+    component_env = {"triggerer": {"PYTHONASYNCIODEBUG": "1"}} if os.environ.get("IT_ASYNCIO_DEBUG") else {}
+    with airflow_stack(
+        tmp_path_factory.mktemp("airflow-deferred"), DAGS_FOLDER, env=env, component_env=component_env
+    ) as running:
         running.wait_for_dags(DAG_IDS)
         yield running
+        races = running.deferral_race_failures()
+        print(f"\n[airflow stack] deferred tasks failed by apache/airflow #72716 and retried: {len(races)}")
 
 
 @pytest.fixture(scope="module")
@@ -243,9 +255,35 @@ def test_small_job_runs_inline_and_big_job_defers(stack: AirflowStack, reader: A
     assert count(reader, collection) == 30
 
 
+def _blocked_seconds(line: str) -> float:
+    return float(line.split("blocked for ", 1)[1].split(" ", 1)[0])
+
+
 def test_triggerer_event_loop_is_never_blocked(stack: AirflowStack) -> None:
-    """Runs last: every deferred job above ran on the triggerer's loop."""
+    """
+    Runs last: every deferred job above ran on the triggerer's one event loop, watched by its watchdog.
+
+    The first Milvus trigger in a fresh triggerer process imports pymilvus (pandas, pyarrow, grpc),
+    langchain and openai. The provider does that in a worker thread, but C-level module init and
+    pydantic schema building hold the GIL for up to ~0.15 s at a time, so on a loaded 2-core machine
+    the watchdog (0.1 s sleep, 0.2 s threshold) can still fire during that one-time warm-up. After the
+    first trigger completed, no trigger may block the loop at all, including the 5k-chunk ingest.
+    """
+    trigger_logs = sorted(p for p in stack.all_log_files() if ".log.trigger." in p.name)
+    assert len(trigger_logs) >= 8, "the deferred jobs above should have run in the triggerer"
     triggerer_log = stack.process_log("triggerer")
-    assert "Trigger fired event" in triggerer_log or "MilvusOperationTrigger" in triggerer_log, triggerer_log[-3000:]
+    assert "Starting the triggerer" in triggerer_log
+    first_completed = min(
+        json.loads(line)["timestamp"]
+        for path in trigger_logs
+        for line in path.read_text().splitlines()
+        if '"trigger completed"' in line
+    )
     blocked = [line for line in triggerer_log.splitlines() if "async thread was blocked" in line]
-    assert not blocked, "\n".join(blocked)
+    warm_up = [line for line in blocked if line[:26] <= first_completed[:26]]
+    steady = [line for line in blocked if line[:26] > first_completed[:26]]
+    print(f"\n[triggerer watchdog] first trigger completed {first_completed}; blocked during warm-up: "
+          f"{[_blocked_seconds(l) for l in warm_up]}; after: {[_blocked_seconds(l) for l in steady]}")
+    assert not steady, "\n".join(steady)
+    # Importing on the loop (before the provider moved it to a thread) blocked it for 1.5 s and 2.2 s.
+    assert all(_blocked_seconds(line) < 1.25 for line in warm_up), "\n".join(warm_up)

@@ -25,9 +25,10 @@ with the binary, forwards SIGTERM/SIGINT, and stops the binary if our process
 dies.
 
 Everything lives in ``data_dir``: ``milvus-standalone.log`` (all output,
-appended across starts), ``configs/``, ``logs/``, ``data/`` (etcd, rocksmq,
-segments; about 200 MB once started) and ``bin`` (a symlink to the binaries
-that the install script unpacks once into the venv, else a 250 MB copy).
+appended across starts), ``configs/`` (milvus.yaml, embed-etcd.yaml,
+bootstrap.py), ``logs/``, ``data/`` (etcd, rocksmq, segments: 150-200 MB once
+started) and ``bin`` (a symlink to the binaries that the install script
+unpacks once into the venv, else a 250 MB copy made on first start).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ _SETTINGS = {
     "common.session.ttl": 10,
 }
 
-# Runs in the milvus venv's interpreter; argv[1] is a JSON dict of options.
+# Runs in the milvus venv's interpreter (written to data_dir/configs/bootstrap.py);
+# argv[1] is a JSON dict of options.
 _BOOTSTRAP = r"""
 import json, os, signal, socket, sys, threading, time
 import milvus
@@ -264,11 +266,13 @@ class MilvusStandaloneServer:
         env = dict(os.environ)
         env["ETCD_CONFIG_PATH"] = str(etcd_config)  # read by milvus for its embedded etcd
         env["PYTHONUNBUFFERED"] = "1"
+        bootstrap = self.data_dir / "configs" / "bootstrap.py"
+        bootstrap.write_text(_BOOTSTRAP)
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ports {self.ports}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                [_launcher_python(self.executable), "-c", _BOOTSTRAP, json.dumps(opts)],
+                [_launcher_python(self.executable), str(bootstrap), json.dumps(opts)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -284,7 +288,11 @@ class MilvusStandaloneServer:
             raise
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGTERM (graceful, ~0.1 s in practice), then SIGKILL after ``timeout``."""
+        """SIGTERM, then SIGKILL after ``timeout``.
+
+        Takes ~0.1 s for an empty server and ~5 s once collections are loaded
+        (milvus hangs in its graceful stop until common.gracefulStopTimeout).
+        """
         if self._proc is None:
             return
         if self._proc.poll() is None:
@@ -364,20 +372,25 @@ class MilvusStandaloneServer:
             f" log {self.log_path}:\n{self.log_tail()}"
         )
 
-    @staticmethod
-    def _loading_collections(client) -> list[str]:
+    def _loading_collections(self, client) -> list[str]:
         """Collections (``db.name``) whose load state is still "Loading".
 
         After a restart, collections that were loaded come back as Loading and
         queries fail with "collection not loaded" for 5-15 s more.
         """
+        from pymilvus import MilvusClient
+
         loading = []
         for db_name in client.list_databases(timeout=5):
-            client.use_database(db_name)
-            for name in client.list_collections(timeout=5):
-                state = client.get_load_state(name, timeout=5)["state"]
-                if "Loading" in str(state):
-                    loading.append(f"{db_name}.{name}")
+            # Not client.use_database(): it calls DescribeDatabase, which 2.3.5 lacks.
+            db_client = MilvusClient(uri=self.uri, db_name=db_name, timeout=5)
+            try:
+                for name in db_client.list_collections(timeout=5):
+                    state = db_client.get_load_state(name, timeout=5)["state"]
+                    if "Loading" in str(state):
+                        loading.append(f"{db_name}.{name}")
+            finally:
+                db_client.close()
         return loading
 
     def _write_etcd_config(self) -> Path:

@@ -31,7 +31,7 @@ def milvus_it_add():
 @dag(dag_id="milvus_it_bulk_add", schedule=None, catchup=False, default_args=DEFAULT_ARGS, tags=["integration"])
 def milvus_it_bulk_add():
     MilvusAddDocumentsOperator(
-        task_id="add", documents=make_docs(), id_key="doc_id", batch_size=250, max_concurrency=4, **DEFERRED
+        task_id="add", documents=make_docs(), id_key="doc_id", batch_size=100, max_concurrency=4, **DEFERRED
     )
 
 
@@ -74,7 +74,8 @@ def milvus_it_search():
     use_hits(search.output)
 
 
-@dag(dag_id="milvus_it_timeout", schedule=None, catchup=False, default_args=DEFAULT_ARGS, tags=["integration"])
+@dag(dag_id="milvus_it_timeout", schedule=None, catchup=False, default_args=DEFAULT_ARGS | {"retries": 0},
+     tags=["integration"])
 def milvus_it_timeout():
     MilvusAddDocumentsOperator(
         task_id="add", documents=make_docs(), id_key="doc_id", **(DEFERRED | {"timeout": timedelta(seconds=5)})

@@ -1,0 +1,62 @@
+"""Profile the operator core (method c) with pyinstrument: ``python -m bench.profile_core [--n 10000]``.
+
+Runs one ingest of ``n`` chunks, one 100-query search and one 100-id delete against fresh servers
+(same settings as the benchmark) and writes text profiles to bench/results/profile-*.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from pyinstrument import Profiler  # noqa: E402
+
+from bench import operators  # noqa: E402
+from bench.embedding_service import EmbeddingService  # noqa: E402
+from bench.milvus_backend import milvus_backend  # noqa: E402
+from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs  # noqa: E402
+from bench.workloads import TUTORIAL_CORPUS, delete_ids, documents, queries  # noqa: E402
+
+
+def profiled(path: Path, run) -> float:
+    profiler = Profiler(interval=0.001, async_mode="enabled")
+    profiler.start()
+    seconds = run()
+    profiler.stop()
+    path.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--latency-per-input", type=float, default=0.0005)
+    args = parser.parse_args()
+    quiet_logs()
+    docs = documents(args.n)
+    with (
+        EmbeddingService(dimensions=32, latency=args.latency, latency_per_input=args.latency_per_input) as emb,
+        milvus_backend(uri=None, standalone=False) as backend,
+    ):
+        operators.configure_connections(backend.uri, emb.base_url)
+        operators.prepare("profile_ingest")
+        operators.prepare("profile_small", documents(TUTORIAL_CORPUS))
+        runs = {
+            f"ingest-{args.n}": lambda: operators.add("profile_ingest", docs, TUNED),
+            "search-100": lambda: operators.search("profile_small", queries(100), TUNED),
+            "delete-100": lambda: operators.delete("profile_small", delete_ids(100, start=0), TUNED),
+        }
+        for name, run in runs.items():
+            seconds = profiled(RESULTS_DIR / f"profile-{name}.txt", run)
+            print(f"{name}: {seconds:.3f} s -> {RESULTS_DIR / f'profile-{name}.txt'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The workloads x methods matrix: set up each trial untimed, time it, sample memory and in-flight."""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench import limits, operators, tutorial
+from bench.embedding_service import EmbeddingService
+from bench.measure import MB, Row, RssSampler
+from bench.operators import Tuning
+from bench.workloads import TUTORIAL_CORPUS, Workload, delete_ids, documents, queries
+
+SYNC, GATHER, OPERATOR, LIMIT = "(a) sync loop", "(b) unbounded gather", "(c) operator core", "(d) limit"
+METHODS = (SYNC, GATHER, OPERATOR, LIMIT)
+
+Trial = Callable[[], float]  # the timed part; returns seconds
+
+
+@dataclass
+class Suite:
+    milvus_uri: str
+    embeddings: EmbeddingService
+    tuning: Tuning
+    repeat: int = 3
+    large_repeat: int = 1
+    large_n: int = 100_000
+    rows: list[Row] = field(default_factory=list)
+    _collections: list[str] = field(default_factory=list)
+    _notes: dict[str, str] = field(default_factory=dict)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def _collection(self, method: str, workload: Workload) -> str:
+        name = f"b_{method[1]}_{workload.kind}_{workload.n}_{uuid.uuid4().hex[:6]}"
+        self._collections.append(name)
+        return name
+
+    def _drop_collections(self) -> None:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.milvus_uri)
+        try:
+            for name in self._collections:
+                if client.has_collection(name):
+                    client.drop_collection(name)
+        finally:
+            client.close()
+        self._collections.clear()
+
+    def reps_for(self, method: str, workload: Workload) -> int:
+        if method == SYNC:
+            return 1
+        return self.large_repeat if workload.n >= self.large_n else self.repeat
+
+    def measure(self, workload: Workload, method: str, trial: Callable[[], Trial]) -> Row:
+        """Median of ``reps`` trials; peak RSS and peak in-flight embedding requests over all of them."""
+        seconds, peak_rss, peak_in_flight = [], 0, 0
+        self._notes.pop(method, None)
+        try:
+            for _ in range(self.reps_for(method, workload)):
+                timed_part = trial()
+                self.embeddings.reset()
+                with RssSampler() as rss:
+                    seconds.append(timed_part())
+                peak_rss = max(peak_rss, rss.peak)
+                peak_in_flight = max(peak_in_flight, self.embeddings.stats()["peak_in_flight"])
+        finally:
+            self._drop_collections()
+        row = Row(workload.kind, workload.n, method, statistics.median(seconds), len(seconds), seconds,
+                  peak_rss_mb=peak_rss / MB, peak_in_flight=peak_in_flight, notes=self._notes.get(method, ""))
+        self.rows.append(row)
+        print(f"  {workload.label:<24} {method:<22} {row.seconds:9.3f} s  {row.items_per_s:10.1f}/s"
+              f"  rss {row.peak_rss_mb:6.0f} MB  in-flight {peak_in_flight}", flush=True)
+        return row
+
+    def extrapolate(self, workload: Workload, method: str, base: Row) -> Row:
+        row = Row(workload.kind, workload.n, method, base.seconds * workload.n / base.n, 0,
+                  extrapolated_from=base.n, notes=f"linear from {base.workload} {base.n:,}")
+        self.rows.append(row)
+        print(f"  {workload.label:<24} {method:<22} ~{row.seconds:8.1f} s  (extrapolated from {base.n:,})")
+        return row
+
+    def find(self, kind: str, n: int, method: str) -> Row | None:
+        return next((r for r in self.rows if (r.workload, r.n, r.method) == (kind, n, method)), None)
+
+    # -- trials: each builds its collection untimed and returns the timed part ---------------------
+
+    def _tutorial_trial(self, method: str, workload: Workload, corpus: list, run: Callable) -> Callable[[], Trial]:
+        def trial() -> Trial:
+            name = self._collection(method, workload)
+            tutorial.prepare(self.milvus_uri, self.embeddings.base_url, name, corpus)
+            store = tutorial.make_store(self.milvus_uri, self.embeddings.base_url, name)
+            return lambda: run(store)
+
+        return trial
+
+    def _operator_trial(self, workload: Workload, corpus: list, run: Callable[[str], float]) -> Callable[[], Trial]:
+        def trial() -> Trial:
+            name = self._collection(OPERATOR, workload)
+            operators.prepare(name, corpus)
+            return lambda: run(name)
+
+        return trial
+
+    def _limit_trial(
+        self, workload: Workload, corpus: list, embed: Callable[[], float] | None, milvus: Callable[[str], float],
+        ceiling: float | None,
+    ) -> Callable[[], Trial]:
+        """The slower stage of the two; both stages (and the computed embedding ceiling) go in the notes."""
+
+        def trial() -> Trial:
+            name = self._collection(LIMIT, workload)
+            limits.create_collection(self.milvus_uri, name, self.embeddings.dimensions)
+            if corpus:
+                rows = limits.rows_for(corpus, self.embeddings.dimensions)
+                limits.milvus_insert(self.milvus_uri, name, rows, batch=1000, concurrency=1)
+
+            def timed_part() -> float:
+                milvus_s = milvus(name)
+                embed_s = embed() if embed else 0.0
+                note = f"milvus {milvus_s:.3f}s"
+                if embed:
+                    note += f", embeddings {embed_s:.3f}s (computed ceiling {ceiling:,.0f}/s)"
+                self._notes[LIMIT] = note
+                return max(milvus_s, embed_s)
+
+            return timed_part
+
+        return trial
+
+    # -- workloads --------------------------------------------------------------------------------
+
+    def run_write(self, workload: Workload, methods: tuple[str, ...]) -> None:
+        """Tutorial adds and bulk ingest: documents into an existing, empty collection."""
+        docs = documents(workload.n)
+        batch, conc = self.tuning.write_batch_size, self.tuning.write_max_concurrency
+        if SYNC in methods:
+            self.measure(workload, SYNC, self._tutorial_trial(SYNC, workload, [], lambda s: tutorial.sync_add(s, docs)))
+        if GATHER in methods:
+            self.measure(workload, GATHER,
+                         self._tutorial_trial(GATHER, workload, [], lambda s: tutorial.gather_add(s, docs)))
+        self.measure(workload, OPERATOR, self._operator_trial(workload, [], lambda n: operators.add(n, docs, self.tuning)))
+        rows = limits.rows_for(docs, self.embeddings.dimensions)
+        texts = [d.page_content for d in docs]
+        self.measure(workload, LIMIT, self._limit_trial(
+            workload, [],
+            lambda: limits.hammer_embeddings(self.embeddings.base_url, texts, batch=batch, concurrency=conc),
+            lambda name: limits.milvus_insert(self.milvus_uri, name, rows, batch=batch, concurrency=conc),
+            self.embeddings.ceiling(batch, conc),
+        ))
+
+    def run_search(self, workload: Workload) -> None:
+        """The tutorial's searches (k=3) over a 1,000-document collection."""
+        from tests.servers.embeddings_server import embed_text
+
+        corpus, qs = documents(TUTORIAL_CORPUS), queries(workload.n)
+        conc = self.tuning.search_max_concurrency
+        vectors = [embed_text(q, self.embeddings.dimensions) for q in qs]
+        self.measure(workload, SYNC, self._tutorial_trial(SYNC, workload, corpus, lambda s: tutorial.sync_search(s, qs)))
+        self.measure(workload, GATHER,
+                     self._tutorial_trial(GATHER, workload, corpus, lambda s: tutorial.gather_search(s, qs)))
+        self.measure(workload, OPERATOR,
+                     self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, self.tuning)))
+        self.measure(workload, LIMIT, self._limit_trial(
+            workload, corpus,
+            lambda: limits.hammer_embeddings(self.embeddings.base_url, qs, batch=1, concurrency=conc),
+            lambda name: limits.milvus_search(self.milvus_uri, name, vectors, concurrency=conc),
+            self.embeddings.ceiling(1, conc),
+        ))
+
+    def run_delete(self, workload: Workload) -> None:
+        """Deletes by metadata expression from a 1,000-document collection (fresh for every trial)."""
+        corpus, ids = documents(TUTORIAL_CORPUS), delete_ids(workload.n, start=0)
+        self.measure(workload, SYNC, self._tutorial_trial(SYNC, workload, corpus, lambda s: tutorial.sync_delete(s, ids)))
+        self.measure(workload, GATHER,
+                     self._tutorial_trial(GATHER, workload, corpus, lambda s: tutorial.gather_delete(s, ids)))
+        self.measure(workload, OPERATOR,
+                     self._operator_trial(workload, corpus, lambda n: operators.delete(n, ids, self.tuning)))
+        self.measure(workload, LIMIT, self._limit_trial(
+            workload, corpus, None, lambda name: limits.milvus_delete(self.milvus_uri, name, ids), None))

@@ -1,0 +1,52 @@
+"""Test data exactly like the tutorial's ``generate_test_documents`` and queries, with fixed ids."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from langchain_core.documents import Document
+
+TUTORIAL_ADDS = (10, 100)
+TUTORIAL_SEARCHES = 100
+TUTORIAL_CORPUS = 1000
+TUTORIAL_DELETES = (10, 100)
+SEARCH_K = 3
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``kind`` is add | search | delete | ingest; ``n`` the number of items it processes."""
+
+    kind: str
+    n: int
+
+    @property
+    def label(self) -> str:
+        noun = {"add": "docs", "search": "queries", "delete": "deletes", "ingest": "chunks"}[self.kind]
+        return f"{self.kind} {self.n:,} {noun}"
+
+
+def documents(count: int, *, start: int = 0, prefix: str = "doc", seed: int = 0) -> list[Document]:
+    """Tutorial documents; ``metadata["id"]`` (``doc_<i>``) is the primary key and the delete key."""
+    rng = random.Random(seed + start)
+    return [
+        Document(
+            page_content=f"This is test document {i} with some random content: {rng.random()}",
+            metadata={"id": f"{prefix}_{i}", "score": rng.random(), "category": f"cat_{i % 5}"},
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def seed_document() -> Document:
+    """Written before timing so every method starts on an existing (created, indexed, loaded) collection."""
+    return documents(1, prefix="seed")[0]
+
+
+def queries(count: int) -> list[str]:
+    return [f"test document {i % 50}" for i in range(count)]
+
+
+def delete_ids(count: int, *, start: int) -> list[str]:
+    return [f"doc_{i}" for i in range(start, start + count)]

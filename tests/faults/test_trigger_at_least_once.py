@@ -1,0 +1,108 @@
+"""Triggers are at-least-once: running the same deferred trigger twice must leave the same data."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_provider_milvus.operators.milvus import (
+    MilvusAddDocumentsOperator,
+    MilvusDeleteByExprOperator,
+    MilvusUpsertOperator,
+)
+from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+from tests.faults.conftest import assert_exact_ids, documents
+
+N_DOCS = 300
+
+
+def _snapshot(uri: str, collection: str) -> list[tuple]:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        rows = client.query(collection, filter='pk != ""', output_fields=["pk", "text", "source", "n"],
+                            limit=16384, consistency_level="Strong")
+    finally:
+        client.close()
+    return sorted((r["pk"], r["text"], r.get("source"), r.get("n")) for r in rows)
+
+
+def _defer(op) -> MilvusOperationTrigger:
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context={})
+    return deferred.value.trigger
+
+
+def _run(trigger: MilvusOperationTrigger) -> dict:
+    """A fresh trigger from the serialized kwargs, as a triggerer restart would build it."""
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_milvus.triggers.milvus.MilvusOperationTrigger"
+    return asyncio.run(MilvusOperationTrigger(**kwargs).run().__anext__()).payload
+
+
+def test_write_trigger_run_twice_leaves_the_same_data(
+    milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
+):
+    op = MilvusAddDocumentsOperator(
+        task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
+        collection_name=collection_name, documents=documents(N_DOCS), batch_size=40, max_concurrency=4,
+        deferrable=True, inline_max_items=0, staging_url=str(tmp_path),
+    )
+    trigger = _defer(op)
+    first = _run(trigger)
+    assert first["status"] == "success", first
+    after_first = _snapshot(milvus_lite.uri, collection_name)
+    second = _run(trigger)  # the triggerer restarted: the same trigger runs again
+    figures.fault("trigger_rerun")
+    assert second["status"] == "success", second
+    assert _snapshot(milvus_lite.uri, collection_name) == after_first
+    assert len(after_first) == N_DOCS
+    assert_exact_ids(milvus_lite.uri, collection_name, {row[0] for row in after_first}, figures)
+
+
+def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
+    milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
+):
+    base = documents(N_DOCS)
+    MilvusAddDocumentsOperator(
+        task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
+        collection_name=collection_name, documents=base, id_key="doc_id",
+    ).execute(context={})
+    changed = [{**d, "page_content": d["page_content"] + " revised"} for d in base[:150]]
+    trigger = _defer(MilvusUpsertOperator(
+        task_id="upsert", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
+        collection_name=collection_name, documents=changed, id_key="doc_id",
+        deferrable=True, inline_max_items=0, staging_url=str(tmp_path),
+    ))
+    assert _run(trigger)["status"] == "success"
+    after_first = _snapshot(milvus_lite.uri, collection_name)
+    assert _run(trigger)["status"] == "success"
+    figures.fault("trigger_rerun")
+    assert _snapshot(milvus_lite.uri, collection_name) == after_first
+    assert sum(text.endswith(" revised") for _, text, _, _ in after_first) == 150
+    assert_exact_ids(milvus_lite.uri, collection_name, {d["metadata"]["doc_id"] for d in base}, figures)
+
+
+def test_delete_trigger_run_twice_deletes_the_same_entities_once(
+    milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
+):
+    docs = documents(N_DOCS)
+    MilvusAddDocumentsOperator(
+        task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
+        collection_name=collection_name, documents=docs, id_key="doc_id",
+    ).execute(context={})
+    trigger = _defer(MilvusDeleteByExprOperator(
+        task_id="delete", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
+        collection_name=collection_name, expr="source in {sources}",
+        expr_params={"sources": ["doc/1.md", "doc/2.md"]}, deferrable=True, staging_url=str(tmp_path),
+    ))
+    first = _run(trigger)
+    second = _run(trigger)
+    figures.fault("trigger_rerun")
+    assert first["status"] == second["status"] == "success", (first, second)
+    assert first["result"]["deleted"] == 12 and second["result"]["deleted"] == 0
+    kept = {d["metadata"]["doc_id"] for d in docs if d["metadata"]["source"] not in ("doc/1.md", "doc/2.md")}
+    assert_exact_ids(milvus_lite.uri, collection_name, kept, figures)

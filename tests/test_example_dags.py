@@ -1,0 +1,156 @@
+"""The example DAGs, run for real with ``airflow dags test`` and a real metadata DB, checked in Milvus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+from tests.airflow_cli import AirflowCLI
+from tests.conftest import milvus_connection_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory, milvus_lite) -> AirflowCLI:
+    cli = AirflowCLI(
+        home=tmp_path_factory.mktemp("airflow-home"),
+        dags_folder=REPO / "dags",
+        # A local path: resolved to the shared Milvus Lite server, as in the main job.
+        env_overrides={"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir)},
+    )
+    cli.migrate()
+    return cli
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    target = tmp_path / "corpus"
+    shutil.copytree(REPO / "dags" / "sample_corpus", target)
+    return target
+
+
+def count(client, collection: str, expr: str = "") -> int:
+    return client.query(collection, filter=expr, output_fields=["count(*)"])[0]["count(*)"]
+
+
+def chunks_by_source(client, collection: str) -> dict[str, set[str]]:
+    rows = client.query(collection, filter='pk != ""', output_fields=["pk", "source"], limit=16384)
+    result: dict[str, set[str]] = {}
+    for row in rows:
+        result.setdefault(row["source"], set()).add(row["pk"])
+    return result
+
+
+def ingest(airflow: AirflowCLI, corpus: Path, collection: str, date: str = "2026-01-01"):
+    conf = json.dumps({"corpus_dir": str(corpus), "collection": collection})
+    return airflow.run("dags", "test", "milvus_nightly_ingest", date, "-c", conf)
+
+
+def latest_xcom(airflow: AirflowCLI, dag_id: str, task_id: str):
+    with sqlite3.connect(airflow.home / "airflow.db") as db:
+        (value,) = db.execute(
+            "select value from xcom where dag_id=? and task_id=? and key='return_value' order by timestamp desc limit 1",
+            (dag_id, task_id),
+        ).fetchone()
+    return json.loads(value)
+
+
+def json_output(stdout: str):
+    """The CLI's JSON line, without the warnings Airflow prints before it."""
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith(("[", "{"))))
+
+
+def test_every_example_dag_imports_without_errors(airflow):
+    assert json_output(airflow.run("dags", "list-import-errors", "--local", "-o", "json").stdout) == []
+    dag_ids = {d["dag_id"] for d in json_output(airflow.run("dags", "list", "--local", "-o", "json").stdout)}
+    assert {"milvus_nightly_ingest", "milvus_search", "milvus_pipeline_upsert", "milvus_retention_cleanup"} <= dag_ids
+
+
+def test_every_example_dag_has_docs():
+    for path in (REPO / "dags").glob("milvus_*.py"):
+        text = path.read_text()
+        assert "doc_md=__doc__" in text and "**Connections:**" in text, path.name
+
+
+def test_ingest_writes_the_corpus_and_a_rerun_writes_nothing_new(airflow, corpus, collection_name, milvus_client):
+    ingest(airflow, corpus, collection_name)
+    first = chunks_by_source(milvus_client, collection_name)
+    assert set(first) == {p.name for p in corpus.glob("*.md")}
+    total = count(milvus_client, collection_name)
+    assert total == sum(len(ids) for ids in first.values()) > len(first)
+
+    ingest(airflow, corpus, collection_name)
+    assert chunks_by_source(milvus_client, collection_name) == first
+    assert count(milvus_client, collection_name) == total
+
+
+def test_ingest_replaces_a_changed_file_and_removes_a_deleted_one(airflow, corpus, collection_name, milvus_client):
+    ingest(airflow, corpus, collection_name)
+    before = chunks_by_source(milvus_client, collection_name)
+    (corpus / "embeddings-primer.md").write_text("# Embeddings primer\n\nRewritten: a single short paragraph.\n")
+    (corpus / "vector-search-tuning.md").unlink()
+
+    ingest(airflow, corpus, collection_name)
+    after = chunks_by_source(milvus_client, collection_name)
+    assert "vector-search-tuning.md" not in after
+    assert not after["embeddings-primer.md"] & before["embeddings-primer.md"], "old chunks of the edited file remain"
+    texts = milvus_client.query(collection_name, filter='source == "embeddings-primer.md"', output_fields=["text"])
+    assert [t["text"] for t in texts] == ["# Embeddings primer\n\nRewritten: a single short paragraph."]
+    untouched = set(before) - {"embeddings-primer.md", "vector-search-tuning.md"}
+    assert all(after[s] == before[s] for s in untouched)
+    assert latest_xcom(airflow, "milvus_nightly_ingest", "remove_deleted_files")["deleted"] == len(before["vector-search-tuning.md"])
+
+
+def test_search_dag_passes_json_hits_to_the_next_task(airflow, corpus, collection_name):
+    ingest(airflow, corpus, collection_name)
+    airflow.run("dags", "test", "milvus_search", "-c", json.dumps({"collection": collection_name}))
+    hits = latest_xcom(airflow, "milvus_search", "search")
+    summary = latest_xcom(airflow, "milvus_search", "print_answers")
+    assert len(hits) == 3 and all(len(h) == 3 for h in hits)
+    assert [s["top_source"] for s in summary] == [
+        "full-text-search.md", "airflow-deferrable-operators.md", "nightly-ingest-runbook.md"
+    ]
+
+
+def seed_dated_chunks(milvus_lite, collection: str, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_SEED", milvus_connection_json(milvus_lite.uri))
+    documents = [
+        {"page_content": f"chunk {i}", "metadata": {"source": f"s{i}.md", "ingested_on": day}}
+        for i, day in enumerate([20260101] * 7 + [20260130] * 2 + [20260131] * 3 + [20260228] * 4)
+    ]
+    MilvusAddDocumentsOperator(task_id="seed", milvus_conn_id="milvus_seed", collection_name=collection,
+                               documents=documents).execute(context={})
+
+
+def test_cleanup_removes_exactly_the_expired_chunks(airflow, milvus_lite, collection_name, milvus_client, monkeypatch):
+    seed_dated_chunks(milvus_lite, collection_name, monkeypatch)
+    conf = json.dumps({"collection": collection_name, "retention_days": 30})
+    airflow.run("dags", "test", "milvus_retention_cleanup", "2026-03-02", "-c", conf)  # cutoff 20260131
+    assert latest_xcom(airflow, "milvus_retention_cleanup", "count_expired") | {"elapsed_s": 0} == {
+        "operation": "delete", "collection": collection_name, "matched": 9, "deleted": 0, "dry_run": True, "elapsed_s": 0}
+    assert latest_xcom(airflow, "milvus_retention_cleanup", "delete_expired")["deleted"] == 9
+    remaining = milvus_client.query(collection_name, filter="ingested_on > 0", output_fields=["ingested_on"])
+    assert sorted(r["ingested_on"] for r in remaining) == [20260131] * 3 + [20260228] * 4
+
+
+def test_cleanup_refuses_a_window_that_would_empty_the_collection(airflow, milvus_lite, collection_name, milvus_client, monkeypatch):
+    seed_dated_chunks(milvus_lite, collection_name, monkeypatch)
+    conf = json.dumps({"collection": collection_name, "retention_days": 1})
+    result = airflow.run("dags", "test", "milvus_retention_cleanup", "2026-06-01", "-c", conf, check=False)
+    assert "allow_delete_all" in result.stdout + result.stderr
+    assert count(milvus_client, collection_name) == 16
+
+
+def test_pipeline_upsert_replaces_records_by_their_own_ids(airflow, collection_name, milvus_client):
+    airflow.run("dags", "test", "milvus_pipeline_upsert", "-c", json.dumps({"collection": collection_name}))
+    changed = [{"record_id": "sku-1002", "title": "Rain jacket", "description": "Now in orange.", "price": 99.0}]
+    airflow.run("dags", "test", "milvus_pipeline_upsert", "-c", json.dumps({"collection": collection_name, "records": changed}))
+    rows = {r["pk"]: r for r in milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk", "text", "price"])}
+    assert set(rows) == {"sku-1001", "sku-1002", "sku-1003"}
+    assert rows["sku-1002"]["text"] == "Rain jacket. Now in orange." and rows["sku-1002"]["price"] == 99.0
