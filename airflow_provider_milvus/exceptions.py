@@ -16,6 +16,12 @@ REDACTED = "***"
 # Substrings of Milvus/gRPC messages and the advice a user needs for them.
 _HINTS: list[tuple[tuple[str, ...], str]] = [
     (
+        # 104 is SPARSE_FLOAT_VECTOR: servers before 2.5 cannot index the BM25 output field.
+        ("create index on 104 field", "sparse float vector is not supported", "is not supported now"),
+        "This Milvus server has no BM25 full-text search (it needs Milvus 2.5+ or Milvus Lite 3). "
+        "Configure an embedding connection (embedding_conn_id) for dense vectors instead.",
+    ),
+    (
         ("fail connecting", "failed to connect", "connection refused", "unavailable", "deadline exceeded",
          "timeout"),
         "Milvus did not answer. Check the connection's URI and port, that the server is running and "
@@ -56,12 +62,17 @@ class MilvusProviderError(AirflowException):
         if embedding_hint is not None:
             # Not a Milvus problem: Milvus hints (e.g. "rejected the credentials") would mislead.
             message = f"Could not {action}: the embedding API failed: {type(error).__name__}: {detail}"
-            return cls(redact(f"{message}\n{embedding_hint}", secrets))
+            return cls(redact(_join(message, embedding_hint), secrets))
         message = f"Could not {action}: {type(error).__name__}: {detail}"
-        hint = hint_for(message)
-        if hint:
-            message = f"{message}\n{hint}"
-        return cls(redact(message, secrets))
+        return cls(redact(_join(message, hint_for(message)), secrets))
+
+
+def _join(message: str, hint: str | None) -> str:
+    """One readable paragraph: UIs and notifications collapse newlines."""
+    if not hint:
+        return message
+    message = message.rstrip()
+    return f"{message}{'' if message.endswith(('.', '!', '?')) else '.'} {hint}"
 
 
 def embedding_api_hint(error: BaseException) -> str | None:

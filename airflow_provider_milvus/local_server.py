@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 STATE_FILENAME = "airflow-provider-milvus-server.json"
 LOG_FILENAME = "airflow-provider-milvus-server.log"
@@ -49,8 +50,13 @@ class LocalServer:
 
 
 def is_local_path(uri: str) -> bool:
-    """True for a filesystem path (``./milvus_data``, ``/srv/milvus.db``), false for a network URI."""
-    return "://" not in uri and not uri.startswith(("unix:", "tcp:"))
+    """True for a filesystem path (``./milvus_data``, ``/srv/milvus.db``), false for a server address.
+
+    A bare ``milvus-standalone`` or ``localhost:19530`` is a host, not a directory.
+    """
+    if "://" in uri or uri.startswith(("unix:", "tcp:")):
+        return False
+    return uri.startswith(("/", "./", "../", "~", ".")) or uri.endswith(".db")
 
 
 def start_command(data_dir: str | os.PathLike[str]) -> str:
@@ -109,7 +115,7 @@ def start_local_server(
     port = port or _free_port(host)
     log_file = open(directory / LOG_FILENAME, "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
-        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(directory),
+        [sys.executable, "-m", "airflow_provider_milvus.local_server", "serve", "--data-dir", str(directory),
          "--host", host, "--port", str(port)],
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -201,13 +207,38 @@ def _log_tail(directory: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+# pymilvus pings idle channels every 10 s; gRPC servers by default answer that with GOAWAY
+# "too_many_pings", which breaks long-lived clients (a triggerer, a test session).
+_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def _serve(data_dir: str, host: str, port: int) -> int:
+    """Run ``milvus-lite server`` in this process, accepting pymilvus's keepalive pings."""
+    import grpc
+    from milvus_lite.cmdline import main as milvus_lite_main
+
+    build_server = grpc.server
+
+    def server_accepting_keepalive(*args: Any, options: Any = (), **kwargs: Any) -> Any:
+        return build_server(*args, options=[*(options or ()), *_KEEPALIVE_OPTIONS], **kwargs)
+
+    grpc.server = server_accepting_keepalive
+    return milvus_lite_main(["server", "--data-dir", data_dir, "--host", host, "--port", str(port)]) or 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-milvus-lite", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "serve"])
     parser.add_argument("--data-dir", required=True, help="Milvus Lite data directory")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)
+    if args.command == "serve":  # the server process itself, started by "start"
+        return _serve(args.data_dir, args.host, args.port or 19530)
     try:
         if args.command == "start":
             server = start_local_server(args.data_dir, host=args.host, port=args.port)

@@ -26,6 +26,9 @@ DENSE_FIELD = "vector"
 SPARSE_FIELD = "sparse"
 PK_MAX_LENGTH = 512
 DEFAULT_TEXT_MAX_LENGTH = 65535
+# Tasks that write and tasks that search run in different processes: "Session" consistency would
+# not let a search task see the ingest that just finished upstream.
+CONSISTENCY = "Strong"
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class CollectionSpec:
         if not client.has_collection(self.name):
             dimension = len(embeddings.embed_query("dimension probe")) if embeddings else None
             schema, index = self.schema_and_index(dimension)
-            client.create_collection(self.name, schema=schema, index_params=index)
+            client.create_collection(self.name, schema=schema, index_params=index, consistency_level=CONSISTENCY)
         return self.check_compatible(client.describe_collection(self.name), embeddings_dimension=None)
 
     async def aensure_exists(
@@ -104,8 +107,13 @@ class CollectionSpec:
         *,
         create: bool,
         settings: MilvusConnectionSettings,
+        check_vectors: bool = True,
     ) -> CollectionInfo:
-        """Create the collection once, before any fan-out (concurrent first inserts race)."""
+        """
+        Create the collection once, before any fan-out (concurrent first inserts race).
+
+        ``check_vectors=False`` (deletes) only needs the collection to exist, whatever its vectors.
+        """
         dimension = len(await embeddings.aembed_query("dimension probe")) if embeddings else None
         if not await client.has_collection(self.name):
             if not create:
@@ -115,7 +123,8 @@ class CollectionSpec:
                 )
             # Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks.
             await asyncio.to_thread(self._create, settings, dimension)
-        info = self.check_compatible(await client.describe_collection(self.name), dimension)
+        description = await client.describe_collection(self.name)
+        info = self.check_compatible(description, dimension) if check_vectors else CollectionInfo.from_description(description)
         await client.load_collection(self.name)
         return info
 
@@ -126,7 +135,15 @@ class CollectionSpec:
         try:
             if not client.has_collection(self.name):
                 schema, index = self.schema_and_index(dimension)
-                client.create_collection(self.name, schema=schema, index_params=index)
+                try:
+                    client.create_collection(
+                        self.name, schema=schema, index_params=index, consistency_level=CONSISTENCY
+                    )
+                except Exception:
+                    # Milvus creates the collection before its indexes: never leave a half-made one.
+                    if client.has_collection(self.name):
+                        client.drop_collection(self.name)
+                    raise
         finally:
             client.close()
 
@@ -204,7 +221,7 @@ def build_vector_store(
         search_params=search_params[0] if len(search_params) == 1 else search_params,
         enable_dynamic_field=True,
         auto_id=False,
-        consistency_level="Strong",
+        consistency_level=CONSISTENCY,
         timeout=settings.timeout,
         **store_kwargs,
     )

@@ -75,7 +75,7 @@ def settings_from_connection(conn: Any) -> MilvusConnectionSettings:
     if is_local_path(uri):
         uri = resolve_local_uri(uri)
     else:
-        uri = _with_port(uri, conn.port)
+        uri = _with_port(uri if "://" in uri else f"http://{uri}", conn.port)
     login = conn.login or ""
     password = conn.password or ""
     timeout = extra.get("timeout")

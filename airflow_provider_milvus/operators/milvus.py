@@ -105,7 +105,8 @@ class BaseMilvusOperator(BaseOperator):
         if self.deferrable and (items is None or items > self.inline_max_items):
             staging_url = self.staging_url or staging.default_staging_url()
             job, staged = self._externalize(job, staging_url)
-            self.log.info("Deferring %s of %s items to the triggerer (timeout %s)", job.operation, items, self.timeout)
+            size = "" if items is None else f" of {items} items"
+            self.log.info("Deferring %s%s to the triggerer (timeout %s)", job.operation, size, self.timeout)
             self.defer(
                 trigger=MilvusOperationTrigger(operation=job.operation, job=job.to_dict(), staging_url=staging_url),
                 method_name="execute_complete",
@@ -113,9 +114,7 @@ class BaseMilvusOperator(BaseOperator):
                 kwargs={"staged": staged},
             )
         try:
-            result = asyncio.run(
-                asyncio.wait_for(run_job(job.operation, job.to_dict()), self.timeout.total_seconds())
-            )
+            result = asyncio.run(_run_inline(job, self.timeout.total_seconds()))
         except TimeoutError:
             raise MilvusProviderError(
                 f"{job.operation} on '{self.collection_name}' did not finish within {self.timeout}."
@@ -343,6 +342,30 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     def finish(self, result: Any) -> Any:
         hits = super().finish(result)
         return hits[0] if isinstance(_native(self.queries), str) and hits else hits
+
+
+async def _run_inline(job: Job, timeout: float) -> Any:
+    """Run ``job`` on this short-lived loop, then close the loop's pymilvus channels.
+
+    pymilvus keeps one connection manager per loop id and never drops it: without this, every inline
+    run leaves an open gRPC channel bound to a closed loop behind (one per task in a long-lived process).
+    Never done in the trigger: the triggerer's loop and its channels are shared by every trigger.
+    """
+    try:
+        return await asyncio.wait_for(run_job(job.operation, job.to_dict()), timeout)
+    finally:
+        await _close_loop_connections()
+
+
+async def _close_loop_connections() -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        from pymilvus.client.connection_manager import AsyncConnectionManager
+
+        await AsyncConnectionManager.get_instance().close_all()
+        with AsyncConnectionManager._instances_lock:
+            AsyncConnectionManager._instances.pop(id(asyncio.get_running_loop()), None)
 
 
 def _native(value: Any) -> Any:

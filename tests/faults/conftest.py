@@ -311,3 +311,23 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def run_trigger(trigger: Any) -> dict[str, Any]:
+    """Run a trigger to its first event on a fresh loop, as a (re)started triggerer would; returns the payload.
+
+    Afterwards the loop's pymilvus channels are closed, as they would be when that triggerer stops.
+    """
+    import asyncio
+
+    async def main() -> dict[str, Any]:
+        from pymilvus.client.connection_manager import AsyncConnectionManager
+
+        try:
+            return (await trigger.run().__anext__()).payload
+        finally:
+            await AsyncConnectionManager.get_instance().close_all()
+            with AsyncConnectionManager._instances_lock:
+                AsyncConnectionManager._instances.pop(id(asyncio.get_running_loop()), None)
+
+    return asyncio.run(main())

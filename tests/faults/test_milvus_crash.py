@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.faults.conftest import (
     count_entities,
     documents,
     run_in_thread,
+    run_trigger,
     wait_for,
 )
 from tests.servers.milvus_standalone import MilvusStandaloneServer, find_milvus_server_executable
@@ -45,12 +45,13 @@ def _ingest_operator(conn_id: str, embedding_conn: str, collection: str, **kwarg
 EXPECTED_IDS = {d["metadata"]["doc_id"] for d in documents(N_CHUNKS)}
 
 
-def _kill_mid_ingest(start, kill, embeddings, uri_after_restart, restart):
+def _kill_mid_ingest(start, kill, embeddings, restart):
     """Run ``start`` in a thread, kill Milvus once ingest is mid-way; return (box, partial count, kill->fail s)."""
     embeddings.latency = 0.01  # keeps the 200 batches spread over a few seconds
     thread, box = run_in_thread(start)
     wait_for(lambda: embeddings.stats.requests >= KILL_AFTER_REQUESTS or not thread.is_alive(), what="ingest")
     assert thread.is_alive(), f"ingest finished before the kill: {box}"
+    served = embeddings.stats.requests
     kill()
     killed = time.monotonic()
     thread.join(CONNECTION_TIMEOUT * 6)
@@ -58,6 +59,7 @@ def _kill_mid_ingest(start, kill, embeddings, uri_after_restart, restart):
     fail_after = time.monotonic() - killed
     restart()
     embeddings.latency = 0.0
+    assert served < N_CHUNKS // BATCH_SIZE, "not mid-way"
     return box, fail_after
 
 
@@ -67,16 +69,18 @@ def test_milvus_lite_killed_mid_ingest_fails_clearly_then_rerun_writes_exact_ids
     conn_id = make_milvus_conn(str(own_milvus.data_dir))  # a path: resolved to the server's current port
     box, fail_after = _kill_mid_ingest(
         lambda: _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={}),
-        own_milvus.kill, embeddings, None, own_milvus.restart,
+        own_milvus.kill, embeddings, own_milvus.restart,
     )
     figures.fault("milvus_sigkill")
     assert "result" not in box, "a summary was returned although Milvus died mid-ingest"
     assert isinstance(box["error"], MilvusProviderError), repr(box["error"])
     assert_clear_error(box["error"], "write to collection", "did not answer", where="lite kill inline")
     assert fail_after < CONNECTION_TIMEOUT + 5
+    # Mid-way is proven by the embedding requests served before the kill (the thread was still running);
+    # how much of that Milvus Lite kept across SIGKILL varies (0 was seen: it had not flushed yet).
     partial = count_entities(own_milvus.uri, collection_name)
-    assert partial is not None and 0 < partial < N_CHUNKS, f"not mid-way: {partial} entities after the kill"
-    figures.measure("lite kill: entities persisted at the kill", f"{partial} of {N_CHUNKS}")
+    assert partial is not None and partial < N_CHUNKS
+    figures.measure("lite kill (inline): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
     result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})  # the Airflow retry
     assert result["written"] == N_CHUNKS
@@ -97,10 +101,7 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     kwargs = trigger.serialize()[1]
     assert kwargs["job"]["chunks"] is None and kwargs["job"]["chunks_ref"], "bulk chunks must be staged"
 
-    def run_trigger():
-        return asyncio.run(MilvusOperationTrigger(**kwargs).run().__anext__()).payload
-
-    box, fail_after = _kill_mid_ingest(run_trigger, own_milvus.kill, embeddings, None, own_milvus.restart)
+    box, fail_after = _kill_mid_ingest(lambda: run_trigger(MilvusOperationTrigger(**kwargs)), own_milvus.kill, embeddings, own_milvus.restart)
     figures.fault("milvus_sigkill")
     event = box["result"]
     assert event["status"] == "error", event
@@ -109,9 +110,10 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     with pytest.raises(MilvusProviderError):
         op.execute_complete({}, event=event, staged=[])  # the task fails; its retry re-runs the trigger
     partial = count_entities(own_milvus.uri, collection_name)
-    assert partial is not None and 0 < partial < N_CHUNKS
+    assert partial is not None and partial < N_CHUNKS
+    figures.measure("lite kill (trigger): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
-    event = asyncio.run(MilvusOperationTrigger(**kwargs).run().__anext__()).payload
+    event = run_trigger(MilvusOperationTrigger(**kwargs))
     assert event["status"] == "success", event
     assert op.execute_complete({}, event=event, staged=[kwargs["job"]["chunks_ref"]])["written"] == N_CHUNKS
     assert not Path(kwargs["job"]["chunks_ref"]).exists(), "staged chunks not removed after success"
@@ -130,7 +132,7 @@ def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exa
         conn_id = make_milvus_conn(server.uri, timeout=10)
         box, fail_after = _kill_mid_ingest(
             lambda: _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={}),
-            server.kill, embeddings, None, server.start,
+            server.kill, embeddings, server.start,
         )
         figures.fault("milvus_sigkill")
         assert "result" not in box, "a summary was returned although Milvus died mid-ingest"

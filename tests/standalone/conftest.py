@@ -1,0 +1,48 @@
+"""A real Milvus standalone server (PyPI ``milvus`` 2.3.5), installed by scripts/install_milvus_standalone.sh."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import milvus_connection_json
+from tests.servers.milvus_standalone import MilvusStandaloneServer, find_milvus_server_executable
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/standalone/" in str(item.path):
+            item.add_marker(pytest.mark.standalone)
+
+
+@pytest.fixture(scope="session")
+def milvus_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusStandaloneServer]:
+    executable = find_milvus_server_executable()
+    if executable is None:
+        message = "Milvus standalone is not installed: run scripts/install_milvus_standalone.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: a missing server must not pass silently
+        pytest.skip(message)
+    with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone"), executable=executable) as server:
+        yield server
+
+
+@pytest.fixture
+def standalone_conn_id(milvus_standalone: MilvusStandaloneServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    # root:Milvus is the default credential; 2.3.5 runs with auth off and accepts it.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MILVUS_STANDALONE",
+        milvus_connection_json(milvus_standalone.uri),
+    )
+    return "milvus_standalone"
+
+
+@pytest.fixture
+def standalone_client(milvus_standalone: MilvusStandaloneServer) -> Iterator[object]:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_standalone.uri)
+    yield client
+    client.close()
