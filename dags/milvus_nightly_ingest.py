@@ -8,7 +8,7 @@ into `collection` with ids derived from file path + chunk position + text, so:
 * a changed file replaces its chunks (`replace_by="source"` deletes its stale chunks);
 * a deleted file's chunks are removed (`source not in {sources}`).
 
-The write emits the `milvus_example_collection` Asset, which schedules `milvus_search`.
+The write emits the `milvus://milvus_default/<collection>` Asset, which schedules `milvus_search`.
 
 **Connections:** `milvus_default` (type `milvus`). With no embedding connection on it, the collection
 uses Milvus's built-in BM25 full-text search (no model, no API key). Set *Embedding connection id*
@@ -27,7 +27,7 @@ from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator,
 
 COLLECTION = os.environ.get("MILVUS_EXAMPLE_COLLECTION", "sample_docs")
 CORPUS_DIR = os.environ.get("MILVUS_EXAMPLE_CORPUS", str(Path(__file__).parent / "sample_corpus"))
-collection_asset = Asset(name="milvus_example_collection", uri=f"milvus://milvus_default/{COLLECTION}")
+collection_asset = Asset(f"milvus://milvus_default/{COLLECTION}")
 
 with DAG(
     dag_id="milvus_nightly_ingest",

@@ -21,7 +21,7 @@ COLLECTION = os.environ.get("MILVUS_EXAMPLE_COLLECTION", "sample_docs")
 
 with DAG(
     dag_id="milvus_search",
-    schedule=[Asset(name="milvus_example_collection", uri=f"milvus://milvus_default/{COLLECTION}")],
+    schedule=[Asset(f"milvus://milvus_default/{COLLECTION}")],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={

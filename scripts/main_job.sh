@@ -16,7 +16,9 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 MILVUS_DATA="${MILVUS_DATA:-$ROOT/.milvus/data}"
 # A local path in the connection resolves to the shared Milvus Lite server that owns it.
-export AIRFLOW_CONN_MILVUS_DEFAULT="${AIRFLOW_CONN_MILVUS_DEFAULT:-{\"conn_type\": \"milvus\", \"host\": \"$MILVUS_DATA\"}}"
+if [ -z "${AIRFLOW_CONN_MILVUS_DEFAULT:-}" ]; then
+  export AIRFLOW_CONN_MILVUS_DEFAULT="{\"conn_type\": \"milvus\", \"host\": \"$MILVUS_DATA\"}"
+fi
 mkdir -p "$AIRFLOW_HOME"
 
 echo "==> Airflow metadata DB"

@@ -328,3 +328,10 @@ def test_docker_compose_accepts_the_file():
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_airflow_services_share_the_milvus_staging_location(compose):
+    env = compose["x-airflow-common"]["environment"]
+    staging = env["AIRFLOW__MILVUS__STAGING_URL"]
+    assert staging.startswith("/opt/airflow/data/")
+    assert any(str(v).endswith(":/opt/airflow/data") for v in compose["x-airflow-common"]["volumes"])

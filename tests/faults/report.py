@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "faults.md"
-BEGIN = "<!-- fault-figures:begin -->"
-END = "<!-- fault-figures:end -->"
+MARKER = "<!-- fault-figures:{edge} {key} -->"  # one block per selection: "default" and "slow"
 
 
 @dataclass
@@ -71,10 +70,12 @@ class FaultFigures:
         return out
 
     def write_docs(self, outcome: dict[str, int], selection: str, path: Path = DOCS_PATH) -> None:
-        block = "\n".join([BEGIN, "", *(f"- {line}" for line in self.lines(outcome, selection)), "", END])
-        text = path.read_text() if path.exists() else f"# Fault suite\n\n{BEGIN}\n{END}\n"
-        if BEGIN in text and END in text:
-            text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+        key = "slow" if "slow" in selection and "not slow" not in selection else "default"
+        begin, end = MARKER.format(edge="begin", key=key), MARKER.format(edge="end", key=key)
+        block = "\n".join([begin, "", *(f"- {line}" for line in self.lines(outcome, selection)), "", end])
+        text = path.read_text() if path.exists() else "# Fault suite\n"
+        if begin in text and end in text:
+            text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
         else:
             text = f"{text.rstrip()}\n\n{block}\n"
         path.write_text(text)

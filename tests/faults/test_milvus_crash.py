@@ -46,7 +46,7 @@ EXPECTED_IDS = {d["metadata"]["doc_id"] for d in documents(N_CHUNKS)}
 
 
 def _kill_mid_ingest(start, kill, embeddings, restart):
-    """Run ``start`` in a thread, kill Milvus once ingest is mid-way; return (box, partial count, kill->fail s)."""
+    """Run ``start`` in a thread, kill Milvus once ingest is mid-way, restart it; return (box, kill->fail s)."""
     embeddings.latency = 0.01  # keeps the 200 batches spread over a few seconds
     thread, box = run_in_thread(start)
     wait_for(lambda: embeddings.stats.requests >= KILL_AFTER_REQUESTS or not thread.is_alive(), what="ingest")
@@ -101,7 +101,9 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     kwargs = trigger.serialize()[1]
     assert kwargs["job"]["chunks"] is None and kwargs["job"]["chunks_ref"], "bulk chunks must be staged"
 
-    box, fail_after = _kill_mid_ingest(lambda: run_trigger(MilvusOperationTrigger(**kwargs)), own_milvus.kill, embeddings, own_milvus.restart)
+    box, fail_after = _kill_mid_ingest(
+        lambda: run_trigger(MilvusOperationTrigger(**kwargs)), own_milvus.kill, embeddings, own_milvus.restart
+    )
     figures.fault("milvus_sigkill")
     event = box["result"]
     assert event["status"] == "error", event
