@@ -57,7 +57,7 @@ class MilvusProviderError(AirflowException):
     def from_exception(cls, error: BaseException, secrets: Iterable[str], action: str) -> MilvusProviderError:
         if isinstance(error, MilvusProviderError):
             return cls(redact(str(error), secrets))
-        detail = getattr(error, "message", None) or str(error) or type(error).__name__
+        detail = _rejected_call_detail(error) or getattr(error, "message", None) or str(error) or type(error).__name__
         embedding_hint = embedding_api_hint(error)
         if embedding_hint is not None:
             # Not a Milvus problem: Milvus hints (e.g. "rejected the credentials") would mislead.
@@ -65,6 +65,26 @@ class MilvusProviderError(AirflowException):
             return cls(redact(_join(message, embedding_hint), secrets))
         message = f"Could not {action}: {type(error).__name__}: {detail}"
         return cls(redact(_join(message, hint_for(message)), secrets))
+
+
+def _rejected_call_detail(error: BaseException) -> str | None:
+    """The server's own words when pymilvus hides a rejected call behind its generic "Fail connecting ...".
+
+    pymilvus raises the same CONNECT_FAILED message for a wrong token as for a server that is down;
+    only the chained ``grpc.RpcError`` (UNAUTHENTICATED / PERMISSION_DENIED) tells them apart.
+    """
+    cause = error.__cause__
+    code, details = getattr(cause, "code", None), getattr(cause, "details", None)
+    if not (callable(code) and callable(details)):
+        return None
+    try:
+        status, text = code(), details()
+    except Exception:  # noqa: BLE001 - not a finished gRPC call
+        return None
+    name = getattr(status, "name", "")
+    if name not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return None
+    return f"{name}: {text}" if text else name
 
 
 def _join(message: str, hint: str | None) -> str:

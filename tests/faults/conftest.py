@@ -20,7 +20,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_milvus.local_server import LocalServer, start_local_server, stop_local_server
+from airflow_provider_milvus.local_server import (
+    LocalServer,
+    start_local_server,
+    stop_local_server,
+)
 from tests.conftest import EMBEDDING_API_KEY
 from tests.faults.report import FIGURES, FaultFigures
 

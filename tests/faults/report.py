@@ -59,8 +59,8 @@ class FaultFigures:
             f"run: `pytest tests/faults{selection}` on {time.strftime('%Y-%m-%d %H:%M')}; "
             + ", ".join(f"{n} {k}" for k, n in outcome.items() if n),
             f"faults injected: {sum(self.faults.values())} ({faults})",
-            f"entities expected vs found after recovery: {self.entities_expected} vs {self.entities_found} "
-            f"({self.recoveries_checked} read-backs with pymilvus query, ids compared as sets and lists)",
+            (f"entities expected vs found after recovery: {self.entities_expected} vs {self.entities_found} "
+             f"({self.recoveries_checked} read-backs with pymilvus query, ids compared as sets and lists)"),
             f"bad inputs tried: {len(self.bad_inputs)} (all rejected or handled as documented)",
             f"error messages checked: {self.messages_checked}",
             f"secrets found in messages: {self.secrets_found}"
@@ -75,7 +75,7 @@ class FaultFigures:
         block = "\n".join([begin, "", *(f"- {line}" for line in self.lines(outcome, selection)), "", end])
         text = path.read_text() if path.exists() else "# Fault suite\n"
         if begin in text and end in text:
-            text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+            text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
         else:
             text = f"{text.rstrip()}\n\n{block}\n"
         path.write_text(text)

@@ -14,12 +14,16 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusDeleteByExprOperator,
     MilvusSearchToXComOperator,
 )
-from tests.faults.conftest import assert_clear_error, assert_exact_ids, count_entities, documents
+from tests.faults.conftest import (
+    assert_clear_error,
+    assert_exact_ids,
+    count_entities,
+    documents,
+)
 
 N_SEED = 40
 SEED = documents(N_SEED)
 SEED_IDS = {d["metadata"]["doc_id"] for d in SEED}
-EMBEDDING_CONN = "faults_embeddings"  # the id the embedding_conn fixture sets
 
 
 @pytest.fixture
@@ -47,8 +51,7 @@ def _add(conn, emb, collection, docs, **kwargs):
 
 
 def _delete(conn, collection, expr, **kwargs):
-    # A dense-only collection needs its embedding connection even to delete (see docs/faults.md).
-    kwargs.setdefault("embedding_conn_id", EMBEDDING_CONN)
+    # No embedding connection: a delete needs no model, even on a dense-only collection.
     return MilvusDeleteByExprOperator(
         task_id="delete", milvus_conn_id=conn, collection_name=collection, expr=expr, **kwargs
     ).execute(context={})
@@ -130,6 +133,16 @@ def test_quote_injection_via_expr_params_deletes_nothing_else(payload, milvus_li
     listed = _delete(shared_conn, seeded, "source in {srcs}", expr_params={"srcs": [payload, payload + "x"]})
     assert listed["deleted"] == 0
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
+
+
+def test_delete_needs_no_embedding_api_even_while_it_is_down(milvus_lite, shared_conn, embeddings, seeded, figures):
+    embeddings.reset_stats()
+    embeddings.inject(500, 1000)
+    figures.bad_input("delete: embedding API down (delete must not need it)")
+    result = _delete(shared_conn, seeded, "source == {src}", expr_params={"src": "doc/1.md"})
+    embeddings.reset_stats()
+    assert result["deleted"] == 1
+    assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS - {"doc-000001"}, figures)
 
 
 def test_expr_params_value_with_quotes_matches_only_that_literal(

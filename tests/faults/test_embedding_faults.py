@@ -11,7 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
-from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator, MilvusSearchToXComOperator
+from airflow_provider_milvus.operators.milvus import (
+    MilvusAddDocumentsOperator,
+    MilvusSearchToXComOperator,
+)
 from tests.faults.conftest import (
     EMBEDDING_SENTINEL,
     assert_clear_error,
@@ -125,7 +128,7 @@ class _EchoingAuthServer:
             def log_message(self, *args: object) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 key = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 raw = json.dumps({"error": {"message": f"Incorrect API key provided: {key}"}}).encode()

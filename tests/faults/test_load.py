@@ -14,7 +14,10 @@ from typing import Any
 import psutil
 import pytest
 
-from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator, MilvusSearchToXComOperator
+from airflow_provider_milvus.operators.milvus import (
+    MilvusAddDocumentsOperator,
+    MilvusSearchToXComOperator,
+)
 from tests.faults.conftest import assert_exact_ids, documents
 
 MiB = 1024 * 1024

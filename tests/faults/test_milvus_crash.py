@@ -20,7 +20,10 @@ from tests.faults.conftest import (
     run_trigger,
     wait_for,
 )
-from tests.servers.milvus_standalone import MilvusStandaloneServer, find_milvus_server_executable
+from tests.servers.milvus_standalone import (
+    MilvusStandaloneServer,
+    find_milvus_server_executable,
+)
 
 N_CHUNKS = 10_000
 BATCH_SIZE = 50  # 200 batches
@@ -142,7 +145,7 @@ def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exa
         assert_clear_error(box["error"], "write to collection", "did not answer", where="standalone kill")
         assert fail_after < 10 + 10
         partial = count_entities(server.uri, collection_name)
-        figures.measure("standalone kill: entities persisted at the kill", f"{partial} of {N_CHUNKS}")
+        figures.measure("standalone kill: entities that survived the kill", f"{partial} of {N_CHUNKS}")
         assert partial is not None and partial < N_CHUNKS
 
         result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})

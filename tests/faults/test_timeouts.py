@@ -9,7 +9,10 @@ import pytest
 
 from airflow_provider_milvus.core.operations import SearchJob, StoreConfig, WriteJob
 from airflow_provider_milvus.exceptions import MilvusProviderError
-from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator, MilvusDeleteByExprOperator
+from airflow_provider_milvus.operators.milvus import (
+    MilvusAddDocumentsOperator,
+    MilvusDeleteByExprOperator,
+)
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
 from tests.faults.conftest import assert_clear_error
 

@@ -50,6 +50,9 @@ BIN_CACHE_SUBDIR = "milvus-bin-cache"
 
 LOG_NAME = "milvus-standalone.log"
 
+# The built-in user of a server started with ``authorization=True`` (Milvus's default root password).
+ROOT_TOKEN = "root:Milvus"
+
 # Port settings of the `milvus` package's config template (all bound by the
 # server), plus the two we handle ourselves.
 _PORT_KEYS = (
@@ -202,7 +205,19 @@ def _stop_live_servers() -> None:
 class MilvusStandaloneServer:
     """A Milvus 2.3.5 standalone server in its own process group."""
 
-    def __init__(self, *, data_dir: Path, port: int | None = None, executable: str | None = None):
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        port: int | None = None,
+        executable: str | None = None,
+        authorization: bool = False,
+    ):
+        """``authorization=True`` turns on Milvus's user authentication
+        (``common.security.authorizationEnabled``): every call then needs a
+        token; the built-in user is ``root`` with password ``Milvus``
+        (``ROOT_TOKEN``, what ``token`` returns).
+        """
         executable = executable or find_milvus_server_executable()
         if executable is None:
             raise RuntimeError(
@@ -216,6 +231,7 @@ class MilvusStandaloneServer:
         self.ports: dict[str, int] = dict(zip(names, _free_ports(len(names))))
         if port is not None:
             self.ports["proxy_port"] = port
+        self.authorization = authorization
         self._proc: subprocess.Popen | None = None
 
     # -- info ---------------------------------------------------------------
@@ -227,6 +243,11 @@ class MilvusStandaloneServer:
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        """Token of the built-in root user when authorization is on, else ""."""
+        return ROOT_TOKEN if self.authorization else ""
 
     @property
     def log_path(self) -> Path:
@@ -260,7 +281,7 @@ class MilvusStandaloneServer:
             "data_dir": str(self.data_dir),
             "ports": {key: self.ports[key] for key in _PORT_KEYS},
             "metrics_port": self.ports["metrics_port"],
-            "settings": _SETTINGS,
+            "settings": self._settings(),
             "parent_pid": os.getpid(),
         }
         env = dict(os.environ)
@@ -327,6 +348,15 @@ class MilvusStandaloneServer:
 
     # -- helpers ------------------------------------------------------------
 
+    def _settings(self) -> dict[str, object]:
+        settings = dict(_SETTINGS)
+        if self.authorization:
+            settings["common.security.authorizationEnabled"] = "true"
+        return settings
+
+    def _client_kwargs(self) -> dict[str, object]:
+        return {"token": self.token} if self.token else {}
+
     def _kill_group(self, pgid: int, timeout: float) -> None:
         """SIGKILL whatever is left in the group and wait until it is gone."""
         deadline = time.monotonic() + timeout
@@ -355,7 +385,7 @@ class MilvusStandaloneServer:
                     f" log {self.log_path}:\n{self.log_tail()}"
                 )
             try:
-                client = MilvusClient(uri=self.uri, timeout=5)
+                client = MilvusClient(uri=self.uri, timeout=5, **self._client_kwargs())
                 try:
                     client.list_collections(timeout=5)
                     loading = self._loading_collections(client) if wait_loaded else []
@@ -383,7 +413,7 @@ class MilvusStandaloneServer:
         loading = []
         for db_name in client.list_databases(timeout=5):
             # Not client.use_database(): it calls DescribeDatabase, which 2.3.5 lacks.
-            db_client = MilvusClient(uri=self.uri, db_name=db_name, timeout=5)
+            db_client = MilvusClient(uri=self.uri, db_name=db_name, timeout=5, **self._client_kwargs())
             try:
                 for name in db_client.list_collections(timeout=5):
                     state = db_client.get_load_state(name, timeout=5)["state"]
