@@ -56,7 +56,11 @@ if [[ -z "${candidate}" || "${candidate}" == "(none)" ]]; then
 fi
 
 log "apt-get install chromium"
-"${apt_get[@]}" install chromium </dev/null >&2
+if ! "${apt_get[@]}" install chromium </dev/null >&2; then
+    log "install failed (stale package lists?): apt-get update and retry"
+    "${apt_get[@]}" update </dev/null >&2
+    "${apt_get[@]}" install chromium </dev/null >&2
+fi
 
 if [[ ! -x "${chromium}" ]]; then
     log "chromium package installed but ${chromium} is missing"
