@@ -154,3 +154,27 @@ def test_pipeline_upsert_replaces_records_by_their_own_ids(airflow, collection_n
     rows = {r["pk"]: r for r in milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk", "text", "price"])}
     assert set(rows) == {"sku-1001", "sku-1002", "sku-1003"}
     assert rows["sku-1002"]["text"] == "Rain jacket. Now in orange." and rows["sku-1002"]["price"] == 99.0
+
+
+def test_airflow_providers_list_shows_the_provider(airflow):
+    assert "airflow-provider-milvus" in airflow.run("providers", "list").stdout
+
+
+def test_airflow_connections_test_succeeds_against_the_running_server(airflow):
+    result = airflow.run("connections", "test", "milvus_default")
+    assert "Connection success!" in result.stdout
+
+
+def test_airflow_connections_test_fails_clearly_on_a_closed_port(airflow):
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    result = airflow.run("connections", "test", "milvus_closed", check=False,
+                         AIRFLOW_CONN_MILVUS_CLOSED=milvus_connection_json(f"http://127.0.0.1:{port}", timeout=3))
+    output = result.stdout + result.stderr
+    assert "Connection failed" in output and "Milvus did not answer" in output
+    assert time.monotonic() - started < 60
