@@ -94,11 +94,9 @@ class CollectionSpec:
 
     def ensure_exists(self, client: MilvusClient, embeddings: Embeddings | None) -> CollectionInfo:
         """Sync variant for the hook; tasks use ``aensure_exists``."""
-        if not client.has_collection(self.name):
-            dimension = len(embeddings.embed_query("dimension probe")) if embeddings else None
-            schema, index = self.schema_and_index(dimension)
-            client.create_collection(self.name, schema=schema, index_params=index, consistency_level=CONSISTENCY)
-        return self.check_compatible(client.describe_collection(self.name), embeddings_dimension=None)
+        dimension = len(embeddings.embed_query("dimension probe")) if embeddings else None
+        self._create_if_missing(client, dimension)
+        return self.check_compatible(client.describe_collection(self.name), dimension)
 
     async def aensure_exists(
         self,
@@ -133,19 +131,21 @@ class CollectionSpec:
 
         client = MilvusClient(**settings.client_kwargs())
         try:
-            if not client.has_collection(self.name):
-                schema, index = self.schema_and_index(dimension)
-                try:
-                    client.create_collection(
-                        self.name, schema=schema, index_params=index, consistency_level=CONSISTENCY
-                    )
-                except Exception:
-                    # Milvus creates the collection before its indexes: never leave a half-made one.
-                    if client.has_collection(self.name):
-                        client.drop_collection(self.name)
-                    raise
+            self._create_if_missing(client, dimension)
         finally:
             client.close()
+
+    def _create_if_missing(self, client: MilvusClient, dimension: int | None) -> None:
+        if client.has_collection(self.name):
+            return
+        schema, index = self.schema_and_index(dimension)
+        try:
+            client.create_collection(self.name, schema=schema, index_params=index, consistency_level=CONSISTENCY)
+        except Exception:
+            # Milvus creates the collection before its indexes: never leave a half-made one.
+            if client.has_collection(self.name):
+                client.drop_collection(self.name)
+            raise
 
     def check_compatible(self, description: dict[str, Any], embeddings_dimension: int | None) -> CollectionInfo:
         info = CollectionInfo.from_description(description)

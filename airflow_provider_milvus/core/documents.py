@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,8 +139,17 @@ def _check_metadata(metadata: dict[str, Any], position: int) -> None:
                 f"Document {position}: metadata '{key}' is not JSON-able ({type(value).__name__}: {error}). "
                 "Convert it to a string, number, bool, list or dict first."
             ) from None
-        if isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - caught above
-            raise MilvusProviderError(f"Document {position}: metadata '{key}' is not a finite number.")
+
+
+def check_text_sizes(chunks: list[dict[str, Any]], max_bytes: int) -> None:
+    """Reject (never truncate) chunks longer than the collection's VARCHAR text field, in UTF-8 bytes."""
+    for chunk in chunks:
+        size = len(chunk["text"].encode())
+        if size > max_bytes:
+            raise MilvusProviderError(
+                f"Chunk {chunk['id']} has {size} bytes of text; the collection's text field holds at most "
+                f"{max_bytes}. Set chunk_size to split documents; nothing was truncated and nothing was written."
+            )
 
 
 def _check_chunks(chunks: list[dict[str, Any]], text_max_bytes: int | None) -> None:
@@ -155,9 +163,5 @@ def _check_chunks(chunks: list[dict[str, Any]], text_max_bytes: int | None) -> N
                 "Ids must be unique within one task."
             )
         seen[chunk["id"]] = position
-        size = len(chunk["text"].encode())
-        if text_max_bytes is not None and size > text_max_bytes:
-            raise MilvusProviderError(
-                f"Chunk {position} (id {chunk['id']}) has {size} bytes of text; the collection's text field "
-                f"holds at most {text_max_bytes}. Set chunk_size to split documents; nothing was truncated."
-            )
+    if text_max_bytes is not None:
+        check_text_sizes(chunks, text_max_bytes)

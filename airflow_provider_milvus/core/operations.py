@@ -19,10 +19,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_milvus.core import staging
-from airflow_provider_milvus.core.collection import PRIMARY_FIELD, CollectionInfo, CollectionSpec, build_vector_store
+from airflow_provider_milvus.core.collection import (
+    PRIMARY_FIELD,
+    CollectionInfo,
+    CollectionSpec,
+    build_vector_store,
+)
+from airflow_provider_milvus.core.documents import check_text_sizes
 from airflow_provider_milvus.core.filters import check_field_name, render_filter
 from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
-from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
+from airflow_provider_milvus.exceptions import (
+    MilvusProviderError,
+    describe_milvus_error,
+)
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -136,9 +145,8 @@ class Session:
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.close()
+    async def close_store(self) -> None:
+        """Close the store's sync client; the async client belongs to ``open_session``."""
         if self._store is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._store.client.close)
@@ -175,11 +183,10 @@ async def open_session(config: StoreConfig, *, create: bool, embed: bool = True)
         session = Session(settings, client, embeddings, spec, info, secrets)
         yield session
     finally:
+        with contextlib.suppress(Exception):
+            await client.close()
         if session is not None:
-            await session.close()
-        else:
-            with contextlib.suppress(Exception):
-                await client.close()
+            await session.close_store()
         await _aclose_embeddings(embeddings)
 
 
@@ -222,7 +229,7 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
         return _summary(job.label, collection, started, chunks=0, written=0, batches=0)
     async with open_session(job.store, create=True) as session:
         with session.errors(action=f"write to collection '{collection}'"):
-            await asyncio.to_thread(_check_text_sizes, chunks, session.info.text_max_length)
+            await asyncio.to_thread(check_text_sizes, chunks, session.info.text_max_length)
             store = await session.vector_store()
             batches = batched(chunks, job.batch_size)
             progress = Progress(f"{job.label} {collection}", len(batches), logger=log)
@@ -361,16 +368,6 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
 def _hit(doc: Any, score: float | None) -> dict[str, Any]:
     metadata = json.loads(json.dumps(doc.metadata, default=str))
     return {"page_content": doc.page_content, "metadata": metadata, "score": None if score is None else float(score)}
-
-
-def _check_text_sizes(chunks: list[dict[str, Any]], max_bytes: int) -> None:
-    for chunk in chunks:
-        size = len(chunk["text"].encode())
-        if size > max_bytes:
-            raise MilvusProviderError(
-                f"Chunk {chunk['id']} has {size} bytes of text; the collection's text field holds at most "
-                f"{max_bytes}. Set chunk_size to split documents; nothing was written or truncated."
-            )
 
 
 def _summary(operation: str, collection: str, started: float, **counts: Any) -> dict[str, Any]:

@@ -10,7 +10,10 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
+from airflow_provider_milvus.exceptions import (
+    MilvusProviderError,
+    describe_milvus_error,
+)
 from airflow_provider_milvus.local_server import is_local_path, resolve_local_uri
 
 if TYPE_CHECKING:
@@ -18,7 +21,6 @@ if TYPE_CHECKING:
     from langchain_milvus import Milvus
     from pymilvus import AsyncMilvusClient, MilvusClient
 
-    from airflow_provider_milvus.core.collection import CollectionSpec
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -150,7 +152,10 @@ class MilvusHook(BaseHook):
         embedding_dimensions: int | None = None,
     ) -> Embeddings | None:
         """Dense embeddings from an OpenAI-compatible connection, or None for BM25 full-text."""
-        from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
+        from airflow_provider_milvus.embeddings import (
+            EmbeddingSettings,
+            build_embeddings,
+        )
 
         embedding = EmbeddingSettings.choose(
             self.settings,
@@ -177,7 +182,10 @@ class MilvusHook(BaseHook):
 
         Creates the collection when it does not exist yet (see ``CollectionSpec``).
         """
-        from airflow_provider_milvus.core.collection import CollectionSpec, build_vector_store
+        from airflow_provider_milvus.core.collection import (
+            CollectionSpec,
+            build_vector_store,
+        )
 
         embeddings = self.get_embeddings(
             embedding_conn_id=embedding_conn_id,
@@ -194,7 +202,10 @@ class MilvusHook(BaseHook):
         from pymilvus import MilvusClient
 
         try:
-            settings = self.settings
+            settings = self.settings  # its errors (no URI, no local server) carry no secrets
+        except Exception as error:  # noqa: BLE001 - reported to the user, not raised
+            return False, str(error)
+        try:
             client = MilvusClient(**settings.client_kwargs())
             try:
                 version = client.get_server_version()
@@ -202,19 +213,12 @@ class MilvusHook(BaseHook):
             finally:
                 client.close()
         except Exception as error:  # noqa: BLE001 - reported to the user, not raised
-            return False, str(MilvusProviderError.from_exception(error, self._known_secrets(), "connect"))
+            return False, str(MilvusProviderError.from_exception(error, settings.secrets, "connect"))
         database = settings.db_name or "default"
         return True, (
             f"Connected to Milvus {version} at {settings.uri}, database '{database}' "
             f"({len(collections)} collections)."
         )
-
-    def _known_secrets(self) -> list[str]:
-        try:
-            conn = self.get_connection(self.milvus_conn_id)
-        except Exception:  # noqa: BLE001
-            return []
-        return [s for s in (conn.password,) if s]
 
 
 def _with_port(uri: str, port: int | None) -> str:

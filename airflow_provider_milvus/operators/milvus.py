@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import timedelta
@@ -18,7 +19,14 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
-from airflow_provider_milvus.core.operations import DeleteJob, Job, SearchJob, StoreConfig, WriteJob, run_job
+from airflow_provider_milvus.core.operations import (
+    DeleteJob,
+    Job,
+    SearchJob,
+    StoreConfig,
+    WriteJob,
+    run_job,
+)
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
@@ -358,8 +366,6 @@ async def _run_inline(job: Job, timeout: float) -> Any:
 
 
 async def _close_loop_connections() -> None:
-    import contextlib
-
     with contextlib.suppress(Exception):
         from pymilvus.client.connection_manager import AsyncConnectionManager
 
