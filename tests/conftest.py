@@ -45,6 +45,19 @@ def embeddings(embedding_server: EmbeddingServer) -> EmbeddingServer:
     return embedding_server
 
 
+def require_standalone_executable() -> str:
+    """The Milvus standalone server binary; skip locally without it, fail in CI (which installs it)."""
+    from tests.servers.milvus_standalone import find_milvus_server_executable
+
+    executable = find_milvus_server_executable()
+    if executable is None:
+        message = "Milvus standalone is not installed: run scripts/install_milvus_standalone.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # a missing server must not pass silently
+        pytest.skip(message)
+    return executable
+
+
 def milvus_connection_json(uri: str, **extra: object) -> str:
     return json.dumps({"conn_type": "milvus", "host": uri, "extra": {"timeout": 10, **extra}})
 

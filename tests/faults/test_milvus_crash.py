@@ -20,10 +20,8 @@ from tests.faults.conftest import (
     run_trigger,
     wait_for,
 )
-from tests.servers.milvus_standalone import (
-    MilvusStandaloneServer,
-    find_milvus_server_executable,
-)
+from tests.conftest import require_standalone_executable
+from tests.servers.milvus_standalone import MilvusStandaloneServer
 
 N_CHUNKS = 10_000
 BATCH_SIZE = 50  # 200 batches
@@ -129,8 +127,7 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
 def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exact_ids(
     tmp_path, make_milvus_conn, embedding_conn, embeddings, collection_name, figures
 ):
-    if find_milvus_server_executable() is None:
-        pytest.skip("milvus-server not installed: run scripts/install_milvus_standalone.sh")
+    require_standalone_executable()
     server = MilvusStandaloneServer(data_dir=tmp_path / "standalone")
     server.start()
     try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import milvus_connection_json
-from tests.servers.milvus_standalone import MilvusStandaloneServer, find_milvus_server_executable
+from tests.conftest import milvus_connection_json, require_standalone_executable
+from tests.servers.milvus_standalone import MilvusStandaloneServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,19 +16,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.standalone)
 
 
-def _standalone_executable() -> str:
-    executable = find_milvus_server_executable()
-    if executable is None:
-        message = "Milvus standalone is not installed: run scripts/install_milvus_standalone.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs it: a missing server must not pass silently
-        pytest.skip(message)
-    return executable
-
-
 @pytest.fixture(scope="session")
 def milvus_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusStandaloneServer]:
-    executable = _standalone_executable()
+    executable = require_standalone_executable()
     with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone"), executable=executable) as server:
         yield server
 
@@ -37,7 +26,7 @@ def milvus_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Milv
 @pytest.fixture(scope="session")
 def milvus_standalone_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusStandaloneServer]:
     """A second server with authentication on: every call needs a token (root:Milvus, ``server.token``)."""
-    executable = _standalone_executable()
+    executable = require_standalone_executable()
     with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone-auth"), executable=executable,
                                 authorization=True) as server:
         yield server
