@@ -291,3 +291,13 @@ def test_template_fields_cover_every_user_facing_string():
     ]:
         fields = set(operator_class.template_fields)
         assert {"milvus_conn_id", "collection_name", "embedding_conn_id", "embedding_model"} | extra <= fields
+
+
+def test_dense_search_embeds_queries_in_batches(milvus_conn_id, embedding_conn_id, embeddings, collection_name):
+    run(add(collection_name, milvus_conn_id, docs(40), embedding_conn_id=embedding_conn_id), "inline")
+    embeddings.reset_stats()
+    hits = MilvusSearchToXComOperator(task_id="s", milvus_conn_id=milvus_conn_id, collection_name=collection_name,
+                                      embedding_conn_id=embedding_conn_id, queries=[f"airflow {i}" for i in range(40)],
+                                      k=1, batch_size=16).execute(context={})
+    assert len(hits) == 40 and all(len(h) == 1 for h in hits)
+    assert embeddings.stats.requests == 1 + 3  # the dimension probe, then ceil(40 / 16) batches

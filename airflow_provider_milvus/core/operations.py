@@ -104,6 +104,7 @@ class DeleteJob(Job):
 @dataclass(frozen=True)
 class SearchJob(Job):
     operation: ClassVar[str] = "search"
+    batch_size: int = 16  # queries embedded per request; a batch's searches run in turn, batches in parallel
     queries: list[str] | None = None
     queries_ref: str | None = None
     k: int = 4
@@ -346,23 +347,36 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
             if job.search_type == "mmr" and session.embeddings is None:
                 raise MilvusProviderError("search_type='mmr' needs dense embeddings; this collection is BM25-only.")
 
-            async def search(query: str) -> list[dict[str, Any]]:
+            # Dense-only collections embed a whole batch of queries in one request; BM25 and hybrid
+            # searches need the query text itself.
+            by_vector = session.embeddings is not None and not session.info.full_text
+            keep_score = job.search_type == "similarity_score"
+            timeout = session.settings.timeout
+
+            async def search_one(query: str, vector: list[float] | None) -> list[dict[str, Any]]:
                 if job.search_type == "mmr":
-                    docs = await store.amax_marginal_relevance_search(
-                        query, k=job.k, fetch_k=job.fetch_k, lambda_mult=job.lambda_mult, expr=expr,
-                        timeout=session.settings.timeout,
-                    )
+                    mmr = {"k": job.k, "fetch_k": job.fetch_k, "lambda_mult": job.lambda_mult, "expr": expr,
+                           "timeout": timeout}
+                    docs = await (store.amax_marginal_relevance_search_by_vector(vector, **mmr) if vector
+                                  else store.amax_marginal_relevance_search(query, **mmr))
                     return [_hit(doc, None) for doc in docs]
-                pairs = await store.asimilarity_search_with_score(
-                    query, k=job.k, expr=expr, timeout=session.settings.timeout, **hybrid
+                pairs = await (
+                    store.asimilarity_search_with_score_by_vector(vector, k=job.k, expr=expr, timeout=timeout)
+                    if vector
+                    else store.asimilarity_search_with_score(query, k=job.k, expr=expr, timeout=timeout, **hybrid)
                 )
-                keep_score = job.search_type == "similarity_score"
                 return [_hit(doc, score if keep_score else None) for doc, score in pairs]
 
-            progress = Progress(f"search {collection}", len(queries), logger=log)
-            return await bounded_gather(
-                queries, search, max_concurrency=job.max_concurrency, progress=progress
+            async def search_batch(batch: list[str]) -> list[list[dict[str, Any]]]:
+                vectors = await session.embeddings.aembed_documents(list(batch)) if by_vector else [None] * len(batch)
+                return [await search_one(query, vector) for query, vector in zip(batch, vectors, strict=True)]
+
+            batches = batched(queries, job.batch_size)
+            progress = Progress(f"search {collection}", len(batches), logger=log)
+            results = await bounded_gather(
+                batches, search_batch, max_concurrency=job.max_concurrency, progress=progress, size=len
             )
+            return [hits for batch_hits in results for hits in batch_hits]
 
 
 def _hit(doc: Any, score: float | None) -> dict[str, Any]:

@@ -298,6 +298,8 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     Returns ``[{"page_content", "metadata", "score"}, ...]`` for a single query string and a list of
     such lists for a list of queries. ``score`` is None unless ``search_type="similarity_score"``.
 
+    With dense-only embeddings, ``batch_size`` queries (default 16) are embedded per request.
+
     :param queries: A query string or a list of them (or an XCom).
     :param k: Hits per query.
     :param search_type: ``similarity``, ``similarity_score`` or ``mmr`` (needs dense embeddings).
@@ -320,7 +322,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         lambda_mult: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("batch_size", 1)
+        kwargs.setdefault("batch_size", SearchJob.batch_size)
         super().__init__(**kwargs)
         self.queries = queries
         self.k = k
