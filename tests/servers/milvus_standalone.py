@@ -143,11 +143,17 @@ sys.exit(server.server_proc.wait())
 
 
 def find_milvus_server_executable() -> str | None:
-    """Path of ``milvus-server``: ``$MILVUS_STANDALONE_BIN``, else the repo's venv."""
+    """Path of ``milvus-server``: ``$MILVUS_STANDALONE_BIN``, else the venv the installer used.
+
+    ``scripts/install_milvus_standalone.sh`` installs into ``$MILVUS_STANDALONE_VENV`` when it is set
+    (else ``.venv-milvus-standalone``); the lookup follows the same rule, and does not fall back to the
+    default venv when ``MILVUS_STANDALONE_VENV`` names another one (that would test a different server).
+    """
     candidates = []
     if os.environ.get("MILVUS_STANDALONE_BIN"):
-        candidates.append(Path(os.environ["MILVUS_STANDALONE_BIN"]))
-    candidates.append(DEFAULT_VENV / "bin" / "milvus-server")
+        candidates.append(Path(os.environ["MILVUS_STANDALONE_BIN"]).expanduser())
+    venv = os.environ.get("MILVUS_STANDALONE_VENV")
+    candidates.append((Path(venv).expanduser() if venv else DEFAULT_VENV) / "bin" / "milvus-server")
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
