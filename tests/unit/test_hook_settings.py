@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from airflow.models.connection import Connection
 
+from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusConnectionSettings, settings_from_connection
 from airflow_provider_milvus.local_server import LocalServerError
 
@@ -40,7 +41,7 @@ def test_repr_never_shows_secrets():
 
 
 def test_missing_uri_says_what_to_set():
-    with pytest.raises(Exception, match="has no URI"):
+    with pytest.raises(MilvusProviderError, match=r"Connection 'm' has no URI: set its host to e\.g\. http://"):
         settings_from_connection(conn())
 
 
