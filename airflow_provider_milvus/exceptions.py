@@ -13,6 +13,17 @@ if TYPE_CHECKING:
 
 REDACTED = "***"
 
+# gRPC/OpenSSL words for a TLS handshake that failed (https:// to a plain port, a wrong CA, ...).
+TLS_NEEDLES: tuple[str, ...] = (
+    "tls handshake failed", "handshake failed", "ssl_error", "ssl routines", "wrong_version_number",
+    "wrong version number", "certificate verify failed", "certificate_verify_failed", "ssl handshake",
+)
+TLS_HINT = (
+    "The TLS handshake failed: the server answered, but not with the TLS the client expected. For a server "
+    "without TLS use http:// (and turn 'Use TLS' off); use https:// only if the server has TLS enabled, and "
+    "set the CA certificate path (and TLS server name) for a private CA."
+)
+
 # Substrings of Milvus/gRPC messages and the advice a user needs for them.
 _HINTS: list[tuple[tuple[str, ...], str]] = [
     (
@@ -22,15 +33,16 @@ _HINTS: list[tuple[tuple[str, ...], str]] = [
         "Configure an embedding connection (embedding_conn_id) for dense vectors instead.",
     ),
     (
+        # Before "did not answer": a failed handshake also reads "failed to connect ... unavailable".
+        # Specific needles only: a collection or host name may well contain "tls" or "ssl".
+        TLS_NEEDLES,
+        TLS_HINT,
+    ),
+    (
         ("fail connecting", "failed to connect", "connection refused", "unavailable", "deadline exceeded",
          "timeout"),
         "Milvus did not answer. Check the connection's URI and port, that the server is running and "
         "reachable from this worker/triggerer, and whether it expects TLS (https://) or plain (http://).",
-    ),
-    (
-        ("ssl", "tls", "handshake", "wrong version number", "certificate"),
-        "TLS failed. Use https:// (or 'Use TLS') only if the server has TLS enabled, and set the CA "
-        "certificate path for a private CA.",
     ),
     (
         # Before the credentials hint: parser messages say "unexpected token", which is not about auth.
@@ -70,8 +82,9 @@ class MilvusProviderError(AirflowException):
 def _rejected_call_detail(error: BaseException) -> str | None:
     """The server's own words when pymilvus hides a rejected call behind its generic "Fail connecting ...".
 
-    pymilvus raises the same CONNECT_FAILED message for a wrong token as for a server that is down;
-    only the chained ``grpc.RpcError`` (UNAUTHENTICATED / PERMISSION_DENIED) tells them apart.
+    pymilvus raises the same CONNECT_FAILED message for a wrong token, a failed TLS handshake and a
+    server that is down; only the chained ``grpc.RpcError`` (UNAUTHENTICATED / PERMISSION_DENIED, or
+    UNAVAILABLE whose details name the handshake) tells them apart.
     """
     cause = error.__cause__
     code, details = getattr(cause, "code", None), getattr(cause, "details", None)
@@ -82,6 +95,9 @@ def _rejected_call_detail(error: BaseException) -> str | None:
     except Exception:  # noqa: BLE001 - not a finished gRPC call
         return None
     name = getattr(status, "name", "")
+    if name == "UNAVAILABLE" and any(needle in str(text).lower() for needle in TLS_NEEDLES):
+        # The same generic "Fail connecting" hides a TLS mismatch; gRPC's details name the handshake.
+        return f"{name}: {text}"
     if name not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         return None
     return f"{name}: {text}" if text else name
