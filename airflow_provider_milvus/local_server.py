@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILENAME = "airflow-provider-milvus-server.json"
+START_LOCK_FILENAME = "airflow-provider-milvus-server.start.lock"
 LOG_FILENAME = "airflow-provider-milvus-server.log"
 LOCK_FILENAME = "LOCK"
 
@@ -63,14 +64,25 @@ def start_command(data_dir: str | os.PathLike[str]) -> str:
     return f"airflow-milvus-lite start --data-dir {Path(data_dir).expanduser().resolve()}"
 
 
-def find_local_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
-    """Return the live server recorded for ``data_dir``, or None."""
+def recorded_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
+    """The server recorded in ``data_dir``'s state file, alive or not (None without a readable file)."""
     state_path = Path(data_dir).expanduser().resolve() / STATE_FILENAME
     try:
-        server = LocalServer(**json.loads(state_path.read_text()))
+        return LocalServer(**json.loads(state_path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _pid_alive(server.pid) and _port_open(server.host, server.port):
+
+
+def find_local_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
+    """Return the live server recorded for ``data_dir``, or None.
+
+    A state file left behind by a killed server (kill -9, a reboot) names a pid that is gone, or that
+    the system has since given to an unrelated process: both count as "no server".
+    """
+    server = recorded_server(data_dir)
+    if server is None:
+        return None
+    if _is_our_server(server.pid, server.data_dir) and _port_open(server.host, server.port):
         return server
     return None
 
@@ -101,9 +113,18 @@ def start_local_server(
     port: int = 0,
     ready_timeout: float = 60.0,
 ) -> LocalServer:
-    """Start the shared server for ``data_dir`` unless one is already serving it (idempotent)."""
+    """Start the shared server for ``data_dir`` unless one is already serving it (idempotent).
+
+    Concurrent starts for the same directory are serialised by a lock file, so they end with one
+    server; a ``port`` that is already taken is refused before anything is started.
+    """
     directory = Path(data_dir).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
+    with _start_lock(directory):
+        return _start_locked(directory, host, port, ready_timeout)
+
+
+def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -> LocalServer:
     running = find_local_server(directory)
     if running is not None:
         return running
@@ -111,6 +132,13 @@ def start_local_server(
         raise LocalServerError(
             f"{directory} is locked by another process; a second Milvus Lite server would fight it. "
             f"Stop the process holding {directory / LOCK_FILENAME} first."
+        )
+    if port and not _port_free(host, port):
+        # Checked first: the readiness probe below would otherwise see the other process listening,
+        # report success, and record a server that exits at once.
+        raise LocalServerError(
+            f"Port {port} on {host} is already in use by another process. Choose another --port, or "
+            "--port 0 for a free one."
         )
     port = port or _free_port(host)
     log_file = open(directory / LOG_FILENAME, "ab")  # noqa: SIM115 - handed to the child
@@ -133,9 +161,17 @@ def start_local_server(
             )
         if time.monotonic() > deadline:
             process.kill()
+            process.wait()
             raise LocalServerError(f"Milvus Lite server for {directory} not ready after {ready_timeout}s")
         time.sleep(0.1)
-    (directory / STATE_FILENAME).write_text(json.dumps(asdict(server)))
+    if process.poll() is not None:  # someone else took the port between the check and the bind
+        raise LocalServerError(
+            f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
+        )
+    state = directory / STATE_FILENAME
+    partial = state.with_suffix(".tmp")
+    partial.write_text(json.dumps(asdict(server)))
+    os.replace(partial, state)  # readers never see half a file
     return server
 
 
@@ -154,6 +190,43 @@ def stop_local_server(data_dir: str | os.PathLike[str], *, timeout: float = 20.0
     if _pid_alive(server.pid):
         os.kill(server.pid, signal.SIGKILL)
     return True
+
+
+def _is_our_server(pid: int, data_dir: str) -> bool:
+    """``pid`` is alive and is the ``serve`` process for ``data_dir`` (not a reused pid)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return Path("/proc/self").exists() is False  # no procfs (macOS): trust the pid
+    except OSError:
+        return True
+    args = [a.decode(errors="replace") for a in argv]
+    return "airflow_provider_milvus.local_server" in args and "serve" in args and data_dir in args
+
+
+@contextlib.contextmanager
+def _start_lock(directory: Path) -> Any:
+    import fcntl
+
+    fd = os.open(directory / START_LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return not _port_open(host, port)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -230,6 +303,14 @@ def _serve(data_dir: str, host: str, port: int) -> int:
     return milvus_lite_main(["server", "--data-dir", data_dir, "--host", host, "--port", str(port)]) or 0
 
 
+def _stale_note(data_dir: str) -> str:
+    """", the state file is stale (...)" when a recorded server is gone, else ""."""
+    recorded = recorded_server(data_dir)
+    if recorded is None or find_local_server(data_dir) is not None:
+        return ""
+    return f" (stale state file: the server recorded at {recorded.uri}, pid {recorded.pid}, is gone)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-milvus-lite", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "serve"])
@@ -241,15 +322,20 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.data_dir, args.host, args.port or 19530)
     try:
         if args.command == "start":
+            running = find_local_server(args.data_dir)
+            if running is not None:
+                print(f"already running: Milvus Lite serving {running.data_dir} at {running.uri} (pid {running.pid})")
+                return 0
             server = start_local_server(args.data_dir, host=args.host, port=args.port)
             print(f"Milvus Lite serving {server.data_dir} at {server.uri} (pid {server.pid})")
         elif args.command == "stop":
+            stale = _stale_note(args.data_dir)
             stopped = stop_local_server(args.data_dir)
-            print("stopped" if stopped else "no server was running")
+            print("stopped" if stopped else f"no server was running{stale}")
         else:
             server = find_local_server(args.data_dir)
             if server is None:
-                print(f"not running; {start_command(args.data_dir)}")
+                print(f"not running{_stale_note(args.data_dir)}; {start_command(args.data_dir)}")
                 return 1
             print(f"running at {server.uri} (pid {server.pid})")
     except LocalServerError as error:
