@@ -8,6 +8,7 @@ Airflow component is handed the same Milvus connection.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -280,16 +281,111 @@ def test_airflow_image_extends_the_official_airflow_3_3_image():
     assert re.fullmatch(r"apache/airflow:3\.3\.\d+(-python3\.\d+)?", froms[0])
 
 
-def test_airflow_image_installs_the_repo_without_changing_airflow_version():
+def _pip_run() -> str:
     runs = [rest for keyword, rest in _dockerfile_instructions() if keyword == "RUN"]
     pip_runs = [run for run in runs if "pip install" in run]
     assert len(pip_runs) == 1
-    pip_run = pip_runs[0]
+    return pip_runs[0]
+
+
+def install_step_problems(instructions: list[tuple[str, str]]) -> list[str]:
+    """Why the provider's ``pip install`` step would fail or leak, for a parsed Dockerfile ([] = fine).
+
+    pip runs as the ``airflow`` user (uid 50000) and builds the package in the source directory, so
+    the directory must be writable by that user. A BuildKit bind mount of the context is root-owned
+    (``rw`` only makes writes disposable, not permitted), as is a ``COPY`` without ``--chown``: pip
+    then fails with "could not create 'build': Permission denied". Working patterns: copy the mount
+    to a fresh directory inside the same RUN and install that, or ``COPY --chown=airflow:0``.
+    """
+    problems: list[str] = []
+    user, copied_with_chown, copies = "root", set(), {}
+    for keyword, rest in instructions:
+        if keyword == "USER":
+            user = rest
+        elif keyword == "COPY":
+            *sources, target = rest.split()
+            chown = any(s.startswith("--chown=airflow") or s.startswith("--chown=50000") for s in sources)
+            copies[target.rstrip("/")] = chown
+            if chown:
+                copied_with_chown.add(target.rstrip("/"))
+        elif keyword == "RUN" and "pip install" in rest:
+            if user not in ("airflow", "50000"):
+                problems.append(f"pip runs as {user!r}, not as the airflow user")
+            if '"apache-airflow==${AIRFLOW_VERSION}"' not in rest:
+                problems.append("pip may change the Airflow version (no apache-airflow==${AIRFLOW_VERSION} pin)")
+            mount = re.search(r"--mount=type=bind,source=\.,target=(\S+?)(,|\s)", rest)
+            command = rest[mount.end():] if mount else rest
+            install = re.search(r"pip install\s+(?:--\S+\s+)*\"apache-airflow==\$\{AIRFLOW_VERSION\}\"\s+(\S+)", command)
+            if not install:
+                problems.append("cannot find what pip installs")
+                continue
+            target = install.group(1).strip('"').rstrip("/")
+            if mount:
+                mount_target = mount.group(1).rstrip("/")
+                if target == mount_target or target.startswith(mount_target + "/"):
+                    problems.append("pip builds inside the root-owned bind mount of the build context")
+                    continue
+                variable = re.fullmatch(r"\$\{?(\w+)\}?", target)
+                made = variable and re.search(rf"{variable.group(1)}=\"?\$\(mktemp -d\)", command)
+                copied = re.search(rf"cp -r {re.escape(mount_target)}/?\.? \"?{re.escape(target)}", command)
+                if not (made or target.startswith("/tmp")):
+                    problems.append(f"{target} is not a fresh directory the airflow user owns")
+                if not copied:
+                    problems.append(f"the build context is not copied from {mount_target} to {target}")
+                if not re.search(rf"pip install.*&& rm -rf \"?{re.escape(target)}", command):
+                    problems.append(f"{target} is not removed in the same step (the source would stay in a layer)")
+            elif target not in copied_with_chown:
+                problems.append(f"{target} was not copied with --chown=airflow:0: pip cannot write into it")
+    return problems
+
+
+def test_airflow_image_installs_the_repo_without_changing_airflow_version():
+    pip_run = _pip_run()
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in pip_run
-    # The repository (build context ".") is what gets installed.
-    mount = re.search(r"--mount=type=bind,source=\.,target=(\S+?)(,|\s)", pip_run)
-    assert mount, "the build context is not mounted into the pip step"
-    assert pip_run.rstrip().endswith(mount.group(1))
+    assert install_step_problems(_dockerfile_instructions()) == []
+
+
+BROKEN_BIND_MOUNT = """
+FROM apache/airflow:3.3.2-python3.11
+USER airflow
+RUN --mount=type=bind,source=.,target=/tmp/airflow-provider-milvus,rw \\
+    pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /tmp/airflow-provider-milvus
+"""
+BROKEN_COPY = """
+FROM apache/airflow:3.3.2-python3.11
+USER airflow
+COPY . /opt/src
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/src
+"""
+WORKING_COPY = """
+FROM apache/airflow:3.3.2-python3.11
+USER airflow
+COPY --chown=airflow:0 . /opt/src
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/src && rm -rf /opt/src
+"""
+
+
+def _parse(text: str) -> list[tuple[str, str]]:
+    instructions = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "problem"),
+    [(BROKEN_BIND_MOUNT, "inside the root-owned bind mount"), (BROKEN_COPY, "--chown=airflow:0")],
+    ids=["pip_in_root_owned_bind_mount", "copy_without_chown"],
+)
+def test_the_install_step_check_rejects_patterns_that_fail_as_uid_50000(dockerfile, problem):
+    assert any(problem in p for p in install_step_problems(_parse(dockerfile)))
+
+
+def test_the_install_step_check_accepts_copy_with_chown():
+    assert install_step_problems(_parse(WORKING_COPY)) == []
 
 
 def test_airflow_image_runs_pip_as_the_airflow_user():
@@ -299,6 +395,63 @@ def test_airflow_image_runs_pip_as_the_airflow_user():
             user = rest
         if keyword == "RUN" and "pip install" in rest:
             assert user == "airflow"
+
+
+# ------------------------------------------------------------ build context --
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatch(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatch(prefix, pattern)
+               for pattern in patterns if not pattern.startswith("!") for prefix in prefixes)
+
+
+@pytest.mark.parametrize("path", [".env", "tests/test_docker_compose.py", ".venv/bin/python"])
+def test_dockerignore_keeps_secrets_and_tests_out_of_the_build_context(path):
+    assert _ignored(path, _dockerignore_patterns()), f"{path} would be sent to the Docker daemon"
+
+
+def test_dockerignore_keeps_everything_the_package_build_needs():
+    import tomllib
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    needed = ["pyproject.toml", "airflow_provider_milvus/__init__.py", pyproject["readme"],
+              *pyproject.get("license-files", [])]
+    patterns = _dockerignore_patterns()
+    excluded = [path for path in needed if _ignored(path, patterns)]
+    assert not excluded, f".dockerignore excludes what the image build installs: {excluded}"
+
+
+# ----------------------------------------------------- start-up and comments --
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", str(value))
+    assert match and any(match.groups()), value
+    return int(match.group(1) or 0) * 60 + float(match.group(2) or 0)
+
+
+@pytest.mark.parametrize("name", ["etcd", "minio"])
+def test_milvus_dependencies_are_checked_often_while_starting(services, name):
+    """Milvus waits for these checks: a 30 s interval delayed the whole stack by 30-60 s."""
+    check = services[name]["healthcheck"]
+    assert _seconds(check["interval"]) <= 10
+    assert "start_period" in check and _seconds(check["start_period"]) > 0
+    assert _seconds(check["timeout"]) <= _seconds(check["interval"])
+
+
+def test_compose_comments_say_what_an_empty_fernet_key_and_default_deferrable_mean():
+    text = COMPOSE_FILE.read_text()
+    fernet = text[text.index("AIRFLOW__CORE__FERNET_KEY"):].split("\n\n", 1)[0]
+    assert "UNENCRYPTED" in fernet
+    deferrable = text[: text.index("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")].rsplit("\n\n", 1)[-1]
+    assert "EVERY operator" in deferrable and "from every provider" in deferrable
 
 
 # --------------------------------------------- optional: compose validation --
