@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from airflow.exceptions import AirflowException
 
-if TYPE_CHECKING:
-    from airflow_provider_milvus.hooks.milvus import MilvusConnectionSettings
+
+class _Endpoint(Protocol):
+    """What error messages need of the connection settings: where, and which secrets to scrub."""
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def secrets(self) -> list[str]: ...
 
 REDACTED = "***"
 
@@ -155,7 +162,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 @contextlib.contextmanager
 def describe_milvus_error(
-    settings: MilvusConnectionSettings | None, *, action: str, secrets: Iterable[str] = ()
+    settings: _Endpoint | None, *, action: str, secrets: Iterable[str] = ()
 ) -> Iterator[None]:
     """Re-raise anything from pymilvus/langchain/openai as a ``MilvusProviderError`` that names the problem."""
     try:

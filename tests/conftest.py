@@ -58,6 +58,16 @@ def require_standalone_executable() -> str:
     return executable
 
 
+@pytest.fixture(scope="session")
+def milvus_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One real Milvus standalone server (PyPI ``milvus`` 2.3.5) for the session."""
+    from tests.servers.milvus_standalone import MilvusStandaloneServer
+
+    executable = require_standalone_executable()
+    with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone"), executable=executable) as server:
+        yield server
+
+
 def milvus_connection_json(uri: str, **extra: object) -> str:
     return json.dumps({"conn_type": "milvus", "host": uri, "extra": {"timeout": 10, **extra}})
 

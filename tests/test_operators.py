@@ -12,7 +12,7 @@ import json
 
 import pytest
 from airflow.exceptions import TaskDeferred
-from airflow.sdk import serde
+from tests.compat import serde
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import (
@@ -139,7 +139,7 @@ def test_allow_delete_all_empties_the_collection(milvus_conn_id, collection_name
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_search_returns_json_hits_per_query(mode, milvus_conn_id, collection_name):
+def test_search_returns_json_hits_per_query(mode, milvus_conn_id, collection_name, milvus_client):
     run(add(collection_name, milvus_conn_id, docs(150)), "inline")
     hits = run(MilvusSearchToXComOperator(task_id="s", milvus_conn_id=milvus_conn_id, collection_name=collection_name,
                                           queries=["airflow tasks", "milvus vectors"], k=3), mode)
@@ -147,7 +147,9 @@ def test_search_returns_json_hits_per_query(mode, milvus_conn_id, collection_nam
     assert [len(h) for h in hits] == [3, 3]
     assert all("airflow" in hit["page_content"] for hit in hits[0])
     assert all("milvus" in hit["page_content"] for hit in hits[1])
-    assert set(hits[0][0]) == {"page_content", "metadata", "score"}
+    assert set(hits[0][0]) == {"id", "page_content", "metadata", "score"}
+    stored_by_text = {row["text"]: pk for pk, row in stored(milvus_client, collection_name).items()}
+    assert all(hit["id"] == stored_by_text[hit["page_content"]] for query_hits in hits for hit in query_hits)
 
 
 def test_single_query_returns_a_flat_list_filtered_by_expr(milvus_conn_id, collection_name):
@@ -300,4 +302,4 @@ def test_dense_search_embeds_queries_in_batches(milvus_conn_id, embedding_conn_i
                                       embedding_conn_id=embedding_conn_id, queries=[f"airflow {i}" for i in range(40)],
                                       k=1, batch_size=16).execute(context={})
     assert len(hits) == 40 and all(len(h) == 1 for h in hits)
-    assert embeddings.stats.requests == 1 + 3  # the dimension probe, then ceil(40 / 16) batches
+    assert embeddings.stats.requests == 3  # ceil(40 / 16) batches; an existing collection needs no probe

@@ -1,6 +1,9 @@
 """Turn operator input into chunks with stable primary keys, rejecting bad input before anything is written.
 
-Runs in the worker (it is CPU work), never in the triggerer.
+An id never depends on where a document sits in the input list: it comes from ``ids``, from
+``metadata[id_key]``, or from a hash of what identifies the chunk (its source, its text, and which
+occurrence of that text it is within its own document). Re-running with the input reordered,
+extended or repeated therefore writes the same primary keys. Runs in the worker (CPU work).
 """
 
 from __future__ import annotations
@@ -8,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_milvus.core.collection import PK_MAX_LENGTH
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 SOURCE_KEYS = ("source", "path", "file", "url")
+VECTOR_KEYS = ("vector", "embedding")
 
 
 @dataclass(frozen=True)
@@ -25,19 +28,27 @@ class SplitOptions:
     chunk_overlap: int = 0
 
 
+@dataclass
+class PreparedChunks:
+    """``[{"id", "text", "metadata"[, "vector"]}]`` plus how many identical duplicates were dropped."""
+
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
+
+
 def prepare_chunks(
     documents: Any,
     *,
-    ids: Sequence[str] | None = None,
+    ids: Sequence[str | int] | None = None,
     id_key: str | None = None,
     split: SplitOptions = SplitOptions(),
     text_max_bytes: int | None = None,
-) -> list[dict[str, Any]]:
+) -> PreparedChunks:
     """
-    Normalise, split and id documents: ``[{"id", "text", "metadata"}, ...]``.
+    Normalise, split and id documents.
 
-    Ids come from ``ids``, from ``metadata[id_key]``, or from a hash of source + chunk position +
-    content, so re-running the same input yields the same primary keys.
+    Identical documents (same id, text and metadata) are written once and counted as duplicates;
+    two different chunks with the same id are an error.
     """
     docs = normalize_documents(documents)
     if ids is not None:
@@ -45,20 +56,44 @@ def prepare_chunks(
             raise MilvusProviderError("'ids' name whole documents; they cannot be combined with splitting.")
         if len(ids) != len(docs):
             raise MilvusProviderError(f"Got {len(ids)} ids for {len(docs)} documents; pass one id per document.")
-    chunks: list[dict[str, Any]] = []
+    prepared = PreparedChunks()
+    first_at: dict[str | int, int] = {}
     for position, doc in enumerate(docs):
+        if split.chunk_size and "vector" in doc:
+            raise MilvusProviderError(
+                f"Document {position} carries its own vector, so it cannot be split (chunk_size): its "
+                "vector belongs to the whole text."
+            )
+        occurrences: dict[str, int] = {}
         for chunk_index, text in enumerate(_split(doc["page_content"], split)):
             metadata = dict(doc["metadata"])
             if split.chunk_size:
                 metadata.setdefault("chunk_index", chunk_index)
-            chunk_id = _choose_id(doc, position, chunk_index, text, ids=ids, id_key=id_key, split=split)
-            chunks.append({"id": chunk_id, "text": text, "metadata": metadata})
-    _check_chunks(chunks, text_max_bytes)
-    return chunks
+            occurrence = occurrences.get(text, 0)
+            occurrences[text] = occurrence + 1
+            chunk_id = _choose_id(doc, position, chunk_index, occurrence, text, ids=ids, id_key=id_key, split=split)
+            chunk = {"id": chunk_id, "text": text, "metadata": metadata}
+            if ids is None and not id_key:
+                chunk["derived"] = True  # a content hash: INT64 collections get it as a 63-bit number
+            if "vector" in doc:
+                chunk["vector"] = doc["vector"]
+            if chunk_id in first_at:
+                earlier = prepared.chunks[first_at[chunk_id]]
+                if earlier == chunk:
+                    prepared.duplicates += 1
+                    continue
+                raise MilvusProviderError(
+                    f"Two different chunks have the id '{chunk_id}' (documents up to {position}): ids must be "
+                    "unique within one task. Give the documents distinct sources, ids or id_key values."
+                )
+            first_at[chunk_id] = len(prepared.chunks)
+            prepared.chunks.append(chunk)
+    _check_chunks(prepared.chunks, text_max_bytes)
+    return prepared
 
 
 def normalize_documents(documents: Any) -> list[dict[str, Any]]:
-    """Accept strings, ``{"page_content", "metadata"}`` dicts, or LangChain ``Document`` objects."""
+    """Accept strings, ``{"page_content"|"text", "metadata"[, "vector"]}`` dicts, or LangChain ``Document``s."""
     if documents is None:
         return []
     if isinstance(documents, (str, dict)):
@@ -70,11 +105,13 @@ def normalize_documents(documents: Any) -> list[dict[str, Any]]:
         )
     normalized = []
     for position, doc in enumerate(documents):
+        vector = None
         if isinstance(doc, str):
             text, metadata = doc, {}
         elif isinstance(doc, dict):
             text = doc.get("page_content", doc.get("text"))
             metadata = doc.get("metadata") or {}
+            vector = next((doc[k] for k in VECTOR_KEYS if doc.get(k) is not None), None)
         elif hasattr(doc, "page_content"):
             text, metadata = doc.page_content, dict(doc.metadata or {})
             if getattr(doc, "id", None):
@@ -89,12 +126,16 @@ def normalize_documents(documents: Any) -> list[dict[str, Any]]:
         if not isinstance(metadata, dict):
             raise MilvusProviderError(f"Document {position}: 'metadata' must be a dict, got {type(metadata).__name__}.")
         _check_metadata(metadata, position)
-        normalized.append({"page_content": text, "metadata": metadata})
+        entry: dict[str, Any] = {"page_content": text, "metadata": metadata}
+        if vector is not None:
+            entry["vector"] = _check_vector(vector, position)
+        normalized.append(entry)
     return normalized
 
 
-def derive_id(source: str, chunk_index: int, text: str) -> str:
-    digest = hashlib.sha256(f"{source}\x1f{chunk_index}\x1f{text}".encode()).hexdigest()
+def derive_id(source: str, occurrence: int, text: str) -> str:
+    """32 hex digits of SHA-256 over what identifies a chunk; no list position goes in."""
+    digest = hashlib.sha256(f"{source}\x1f{occurrence}\x1f{text}".encode()).hexdigest()
     return digest[:32]
 
 
@@ -111,21 +152,38 @@ def _choose_id(
     doc: dict[str, Any],
     position: int,
     chunk_index: int,
+    occurrence: int,
     text: str,
     *,
-    ids: Sequence[str] | None,
+    ids: Sequence[str | int] | None,
     id_key: str | None,
     split: SplitOptions,
-) -> str:
+) -> str | int:
     if ids is not None:
-        return str(ids[position])
+        return _caller_id(ids[position], f"ids[{position}]")
     if id_key:
         if id_key not in doc["metadata"]:
             raise MilvusProviderError(f"Document {position} has no metadata key '{id_key}' (id_key).")
-        base = str(doc["metadata"][id_key])
+        base = _caller_id(doc["metadata"][id_key], f"Document {position} metadata '{id_key}'")
         return f"{base}#{chunk_index}" if split.chunk_size else base
-    source = next((str(doc["metadata"][k]) for k in SOURCE_KEYS if k in doc["metadata"]), f"#{position}")
-    return derive_id(source, chunk_index, text)
+    # The occurrence (not the chunk's position) tells apart repeated texts of one document, so an
+    # edit re-ids only the chunks whose text changed.
+    source = next((str(doc["metadata"][k]) for k in SOURCE_KEYS if k in doc["metadata"]), "")
+    return derive_id(source, occurrence, text)
+
+
+def _caller_id(value: Any, where: str) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise MilvusProviderError(f"{where}: an id must be a non-empty string or an integer, got {value!r:.60}.")
+    return value
+
+
+def _check_vector(vector: Any, position: int) -> list[float]:
+    if not isinstance(vector, (list, tuple)) or not vector or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+    ):
+        raise MilvusProviderError(f"Document {position}: 'vector' must be a non-empty list of numbers.")
+    return [float(x) for x in vector]
 
 
 def _check_metadata(metadata: dict[str, Any], position: int) -> None:
@@ -153,15 +211,5 @@ def check_text_sizes(chunks: list[dict[str, Any]], max_bytes: int) -> None:
 
 
 def _check_chunks(chunks: list[dict[str, Any]], text_max_bytes: int | None) -> None:
-    seen: dict[str, int] = {}
-    for position, chunk in enumerate(chunks):
-        if len(chunk["id"].encode()) > PK_MAX_LENGTH:
-            raise MilvusProviderError(f"Chunk {position}: id is longer than {PK_MAX_LENGTH} bytes.")
-        if chunk["id"] in seen:
-            raise MilvusProviderError(
-                f"Chunks {seen[chunk['id']]} and {position} have the same id '{chunk['id']}'. "
-                "Ids must be unique within one task."
-            )
-        seen[chunk["id"]] = position
     if text_max_bytes is not None:
         check_text_sizes(chunks, text_max_bytes)

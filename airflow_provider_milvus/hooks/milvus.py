@@ -1,101 +1,26 @@
-"""MilvusHook: clients, connection arguments and LangChain vector stores from an Airflow connection."""
+"""MilvusHook: clients, schemas and LangChain vector stores from an Airflow connection."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from airflow.sdk import BaseHook
-
-from airflow_provider_milvus.exceptions import (
-    MilvusProviderError,
-    describe_milvus_error,
+from airflow_provider_milvus.core.collection import NewCollection, check_dimension, read_schema
+from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
+from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
+from airflow_provider_milvus.settings import (
+    MilvusConnectionSettings,
+    aget_settings,
+    settings_from_connection,
 )
-from airflow_provider_milvus.local_server import is_local_path, resolve_local_uri
+from airflow_provider_milvus.version_compat import BaseHook
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from langchain_milvus import Milvus
     from pymilvus import AsyncMilvusClient, MilvusClient
 
-
-DEFAULT_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class MilvusConnectionSettings:
-    """Everything needed to reach one Milvus; ``repr`` never shows the token or password."""
-
-    uri: str
-    db_name: str = ""
-    token: str = field(default="", repr=False)
-    user: str = ""
-    password: str = field(default="", repr=False)
-    secure: bool | None = None
-    server_pem_path: str | None = None
-    server_name: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    embedding_conn_id: str | None = None
-    embedding_model: str | None = None
-    embedding_dimensions: int | None = None
-
-    @property
-    def secrets(self) -> list[str]:
-        return [s for s in (self.token, self.password) if s]
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments shared by ``MilvusClient``, ``AsyncMilvusClient`` and langchain-milvus."""
-        kwargs: dict[str, Any] = {"uri": self.uri, "timeout": self.timeout}
-        if self.db_name:
-            kwargs["db_name"] = self.db_name
-        if self.token:
-            kwargs["token"] = self.token
-        elif self.user:
-            kwargs["user"] = self.user
-            kwargs["password"] = self.password
-        if self.secure is not None:
-            kwargs["secure"] = self.secure
-        if self.server_pem_path:
-            kwargs["server_pem_path"] = self.server_pem_path
-        if self.server_name:
-            kwargs["server_name"] = self.server_name
-        return kwargs
-
-
-def settings_from_connection(conn: Any) -> MilvusConnectionSettings:
-    """Map an Airflow connection to Milvus's own words: host -> uri, password -> token."""
-    extra = dict(conn.extra_dejson)
-    uri = (conn.host or "").strip() or extra.get("uri", "")
-    if not uri:
-        raise MilvusProviderError(
-            f"Connection '{conn.conn_id}' has no URI: set its host to e.g. http://localhost:19530, "
-            "a Zilliz Cloud endpoint, or a local Milvus Lite data directory."
-        )
-    if is_local_path(uri):
-        uri = resolve_local_uri(uri)
-    else:
-        uri = _with_port(uri if "://" in uri else f"http://{uri}", conn.port)
-    login = conn.login or ""
-    password = conn.password or ""
-    timeout = extra.get("timeout")
-    dimensions = extra.get("embedding_dimensions")
-    return MilvusConnectionSettings(
-        uri=uri,
-        db_name=extra.get("db_name") or conn.schema or "",
-        token="" if login else password,
-        user=login,
-        password=password if login else "",
-        secure=_as_bool(extra.get("secure")),
-        server_pem_path=extra.get("server_pem_path") or None,
-        server_name=extra.get("server_name") or None,
-        timeout=float(timeout) if timeout not in (None, "") else DEFAULT_TIMEOUT,
-        embedding_conn_id=extra.get("embedding_conn_id") or None,
-        embedding_model=extra.get("embedding_model") or None,
-        embedding_dimensions=int(dimensions) if dimensions not in (None, "") else None,
-    )
+__all__ = ["MilvusConnectionSettings", "MilvusHook", "settings_from_connection"]
 
 
 class MilvusHook(BaseHook):
@@ -121,8 +46,7 @@ class MilvusHook(BaseHook):
     @classmethod
     async def aget_settings(cls, milvus_conn_id: str) -> MilvusConnectionSettings:
         """Resolve settings without blocking the event loop (for triggers)."""
-        conn = await cls.aget_connection(milvus_conn_id)
-        return await asyncio.to_thread(settings_from_connection, conn)
+        return await aget_settings(milvus_conn_id)
 
     def get_connection_args(self) -> dict[str, Any]:
         """``connection_args`` for ``langchain_milvus.Milvus``."""
@@ -151,11 +75,8 @@ class MilvusHook(BaseHook):
         embedding_model: str | None = None,
         embedding_dimensions: int | None = None,
     ) -> Embeddings | None:
-        """Dense embeddings from an OpenAI-compatible connection, or None for BM25 full-text."""
-        from airflow_provider_milvus.embeddings import (
-            EmbeddingSettings,
-            build_embeddings,
-        )
+        """Dense embeddings from the embedding connection, or None for BM25 full-text."""
+        from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
 
         embedding = EmbeddingSettings.choose(
             self.settings,
@@ -167,6 +88,27 @@ class MilvusHook(BaseHook):
             return None
         return build_embeddings(embedding, self.get_connection(embedding.conn_id))
 
+    def get_collection_schema(
+        self, collection_name: str, *, text_field: str | None = None, vector_field: str | None = None
+    ) -> CollectionSchema:
+        """The collection's fields as every operator reads them (primary key, text, vectors, tenant key)."""
+        with describe_milvus_error(self.settings, action=f"describe collection '{collection_name}'"):
+            return read_schema(self.client, collection_name, FieldChoice(text_field, vector_field))
+
+    def create_collection(
+        self,
+        collection_name: str,
+        *,
+        new_collection: NewCollection | dict[str, Any] | None = None,
+        embeddings: Embeddings | None = None,
+    ) -> CollectionSchema:
+        """Create ``collection_name`` as ``new_collection`` says (no-op when it exists); returns its schema."""
+        options = NewCollection.from_value(new_collection)
+        with describe_milvus_error(self.settings, action=f"create collection '{collection_name}'"):
+            dimension = len(embeddings.embed_query("dimension probe")) if embeddings is not None else None
+            options.create(self.client, collection_name, dimension)
+        return self.get_collection_schema(collection_name)
+
     def get_vector_store(
         self,
         collection_name: str,
@@ -174,28 +116,61 @@ class MilvusHook(BaseHook):
         embedding_conn_id: str | None = None,
         embedding_model: str | None = None,
         embedding_dimensions: int | None = None,
-        full_text_search: bool | None = None,
+        text_field: str | None = None,
+        vector_field: str | None = None,
+        new_collection: NewCollection | dict[str, Any] | None = None,
         **store_kwargs: Any,
     ) -> Milvus:
         """
-        A ``langchain_milvus.Milvus`` for ``collection_name`` with this provider's schema conventions.
+        A ``langchain_milvus.Milvus`` mapped onto the collection's own field names.
 
-        Creates the collection when it does not exist yet (see ``CollectionSpec``).
+        A missing collection is created first (``new_collection``); an existing one is used as it is.
         """
-        from airflow_provider_milvus.core.collection import (
-            CollectionSpec,
-            build_vector_store,
-        )
+        from langchain_milvus import BM25BuiltInFunction, Milvus
 
         embeddings = self.get_embeddings(
             embedding_conn_id=embedding_conn_id,
             embedding_model=embedding_model,
             embedding_dimensions=embedding_dimensions,
         )
-        spec = CollectionSpec.for_embeddings(collection_name, embeddings, full_text_search=full_text_search)
         with describe_milvus_error(self.settings, action=f"open collection '{collection_name}'"):
-            spec.ensure_exists(self.client, embeddings)
-            return build_vector_store(spec, self.settings, embeddings, **store_kwargs)
+            if not self.client.has_collection(collection_name):
+                self.create_collection(collection_name, new_collection=new_collection, embeddings=embeddings)
+            schema = self.get_collection_schema(collection_name, text_field=text_field, vector_field=vector_field)
+            if embeddings is not None:
+                check_dimension(schema, len(embeddings.embed_query("dimension probe")), "the embedding model's output")
+            vector_fields: list[str] = []
+            search_params: list[dict[str, Any]] = []
+            if embeddings is not None:
+                vector_fields.append(schema.dense.name)
+                search_params.append({"metric_type": schema.dense.metric, "params": {}})
+            builtin = None
+            if schema.bm25_field:
+                vector_fields.append(schema.bm25_field)
+                search_params.append({"metric_type": "BM25", "params": {}})
+                builtin = BM25BuiltInFunction(
+                    input_field_names=schema.text, output_field_names=schema.bm25_field, enable_match=False
+                )
+            if not vector_fields:
+                raise MilvusProviderError(
+                    f"Collection '{collection_name}' has dense vectors only: pass embedding_conn_id (and "
+                    "embedding_model) for the model it was built with."
+                )
+            return Milvus(
+                embedding_function=embeddings,
+                builtin_function=builtin,
+                collection_name=collection_name,
+                connection_args=self.settings.client_kwargs(),
+                primary_field=schema.primary,
+                text_field=schema.text,
+                vector_field=vector_fields[0] if len(vector_fields) == 1 else vector_fields,
+                search_params=search_params[0] if len(search_params) == 1 else search_params,
+                enable_dynamic_field=schema.dynamic,
+                auto_id=schema.auto_id,
+                partition_key_field=schema.partition_key,
+                timeout=self.settings.timeout,
+                **store_kwargs,
+            )
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap real call, so ``airflow connections test`` and the UI's Test button work."""
@@ -219,20 +194,3 @@ class MilvusHook(BaseHook):
             f"Connected to Milvus {version} at {settings.uri}, database '{database}' "
             f"({len(collections)} collections)."
         )
-
-
-def _with_port(uri: str, port: int | None) -> str:
-    if not port:
-        return uri
-    parts = urlsplit(uri if "://" in uri else f"http://{uri}")
-    if parts.port:
-        return uri
-    return parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
-
-
-def _as_bool(value: Any) -> bool | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)

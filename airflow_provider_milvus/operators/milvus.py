@@ -15,10 +15,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
-from airflow.sdk import BaseOperator
+from airflow_provider_milvus.version_compat import BaseOperator
 
 from airflow_provider_milvus.core import staging
+from airflow_provider_milvus.core.collection import NewCollection
 from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
+from airflow_provider_milvus.core.files import load_documents
 from airflow_provider_milvus.core.operations import (
     DeleteJob,
     Job,
@@ -41,7 +43,16 @@ DEFAULT_INLINE_MAX_ITEMS = 100
 # Inline job payloads above this go to the staging location instead of the trigger row.
 MAX_INLINE_KWARGS_BYTES = 16 * 1024
 
-_STORE_FIELDS = ("milvus_conn_id", "collection_name", "embedding_conn_id", "embedding_model", "staging_url")
+_STORE_FIELDS = (
+    "milvus_conn_id",
+    "collection_name",
+    "embedding_conn_id",
+    "embedding_model",
+    "staging_url",
+    "text_field",
+    "vector_field",
+    "partition_key_value",
+)
 
 
 class BaseMilvusOperator(BaseOperator):
@@ -54,6 +65,10 @@ class BaseMilvusOperator(BaseOperator):
         none (and none on the Milvus connection) means Milvus's built-in BM25 full-text search.
     :param embedding_model: Embedding model name; defaults to the Milvus connection's.
     :param embedding_dimensions: Output size for models that support it.
+    :param text_field: The VARCHAR field holding the text, when the collection has several candidates.
+    :param vector_field: The dense vector field to use, when the collection has several.
+    :param partition_key_value: Scope the task to one tenant of a partition-key collection: writes set
+        the field, searches, deletes and counts filter on it.
     :param batch_size: Items per Milvus request (and per embedding request).
     :param max_concurrency: At most this many batches in flight at once.
     :param deferrable: Run in the triggerer instead of occupying a worker slot.
@@ -75,6 +90,9 @@ class BaseMilvusOperator(BaseOperator):
         embedding_conn_id: str | None = None,
         embedding_model: str | None = None,
         embedding_dimensions: int | None = None,
+        text_field: str | None = None,
+        vector_field: str | None = None,
+        partition_key_value: str | None = None,
         batch_size: int = 100,
         max_concurrency: int = 8,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -91,6 +109,9 @@ class BaseMilvusOperator(BaseOperator):
         self.embedding_conn_id = embedding_conn_id
         self.embedding_model = embedding_model
         self.embedding_dimensions = embedding_dimensions
+        self.text_field = text_field
+        self.vector_field = vector_field
+        self.partition_key_value = partition_key_value
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.deferrable = deferrable
@@ -105,6 +126,9 @@ class BaseMilvusOperator(BaseOperator):
             embedding_conn_id=self.embedding_conn_id,
             embedding_model=self.embedding_model,
             embedding_dimensions=self.embedding_dimensions,
+            text_field=self.text_field or None,
+            vector_field=self.vector_field or None,
+            partition_key_value=self.partition_key_value or None,
             **overrides,
         )
 
@@ -112,6 +136,7 @@ class BaseMilvusOperator(BaseOperator):
         """Defer ``job`` to the triggerer, or run the same core here when not deferrable or tiny."""
         if self.deferrable and (items is None or items > self.inline_max_items):
             staging_url = self.staging_url or staging.default_staging_url()
+            staging.check_staging(staging_url)  # a bad location fails here, not later in the triggerer
             job, staged = self._externalize(job, staging_url)
             size = "" if items is None else f" of {items} items"
             self.log.info("Deferring %s%s to the triggerer (timeout %s)", job.operation, size, self.timeout)
@@ -160,72 +185,116 @@ class BaseMilvusOperator(BaseOperator):
 
 
 class _BaseWriteOperator(BaseMilvusOperator):
-    """Split, id and upsert documents; re-running the same input writes the same primary keys."""
+    """Split, id and write documents; re-running the same input writes the same primary keys."""
 
-    template_fields: Sequence[str] = (*_STORE_FIELDS, "documents", "ids", "id_key", "replace_by")
+    template_fields: Sequence[str] = (
+        *_STORE_FIELDS, "documents", "source_url", "source_glob", "ids", "id_key", "replace_by", "new_collection",
+    )
     label = "write"
 
     def __init__(
         self,
         *,
-        documents: Any,
-        ids: list[str] | None = None,
+        documents: Any = None,
+        source_url: str | None = None,
+        source_glob: str = "**/*",
+        source_conn_id: str | None = None,
+        ids: list[str | int] | None = None,
         id_key: str | None = None,
         chunk_size: int | None = None,
         chunk_overlap: int = 0,
         replace_by: str | None = None,
+        delete_missing: bool = False,
+        force: bool = False,
+        new_collection: NewCollection | dict[str, Any] | None = None,
         full_text_search: bool | None = None,
-        text_max_length: int = 65535,
+        text_max_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.documents = documents
+        self.source_url = source_url
+        self.source_glob = source_glob
+        self.source_conn_id = source_conn_id
         self.ids = ids
         self.id_key = id_key
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.replace_by = replace_by
+        self.delete_missing = delete_missing
+        self.force = force
+        self.new_collection = new_collection.to_dict() if isinstance(new_collection, NewCollection) else new_collection
         self.full_text_search = full_text_search
         self.text_max_length = text_max_length
 
     def execute(self, context: Context) -> Any:
-        chunks = prepare_chunks(
-            _native(self.documents),
+        prepared = prepare_chunks(
+            self._documents(),
             ids=_native(self.ids),
             id_key=self.id_key or None,
             split=SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap),
-            text_max_bytes=self.text_max_length,
         )
-        if not chunks:
+        if not prepared.chunks:
             self.log.info("No documents given: nothing to write to '%s'", self.collection_name)
             return {"operation": self.label, "collection": self.collection_name, "chunks": 0, "written": 0}
         job = WriteJob(
-            store=self.store_config(full_text_search=self.full_text_search, text_max_length=self.text_max_length),
+            store=self.store_config(new_collection=self._new_collection()),
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
-            chunks=chunks,
+            chunks=prepared.chunks,
             replace_by=self.replace_by or None,
+            delete_missing=self.delete_missing,
+            force=self.force,
+            duplicates=prepared.duplicates,
             label=self.label,
         )
-        return self.run(job, items=len(chunks))
+        return self.run(job, items=len(prepared.chunks))
+
+    def _documents(self) -> Any:
+        documents = _native(self.documents)
+        if self.source_url:
+            if documents:
+                raise MilvusProviderError("Pass documents or source_url, not both.")
+            return load_documents(self.source_url, glob=self.source_glob, conn_id=self.source_conn_id)
+        return documents
+
+    def _new_collection(self) -> dict[str, Any]:
+        options = NewCollection.from_value(_native(self.new_collection)).to_dict()
+        if self.full_text_search is not None:
+            options["full_text_search"] = self.full_text_search
+        if self.text_max_length is not None:
+            options["text_max_length"] = self.text_max_length
+        return options
 
 
 class MilvusAddDocumentsOperator(_BaseWriteOperator):
     """
-    Add documents to a collection (created on first use), embedding them with bounded concurrency.
+    Add documents to a collection (created on first use), embedding only what is new or changed.
 
-    Writes use Milvus upsert with deterministic ids, because a Milvus server does not deduplicate
-    primary keys on insert: re-running the task never duplicates data.
+    Ids never depend on the input's order: they come from ``ids``, ``metadata[id_key]``, or a hash of
+    source + text. Chunks stored already with the same content are skipped (nothing embedded), so
+    a nightly re-run of an unchanged corpus writes nothing. Writes are Milvus upserts: re-running
+    never duplicates.
 
-    :param documents: Strings or ``{"page_content": str, "metadata": dict}`` dicts (or an XCom of them).
+    :param documents: Strings or ``{"page_content"|"text", "metadata"[, "vector"]}`` dicts (or an XCom of
+        them). A ``vector`` is written as it is, without calling the embedding API.
+    :param source_url: Instead of ``documents``: a file or folder (local path, ``file://``, ``s3://``, ...)
+        read in the worker, one document per file with ``source`` = its path relative to the folder.
+    :param source_glob: Files of the folder to read, e.g. ``**/*.md``.
+    :param source_conn_id: Airflow connection for ``source_url``'s object storage.
     :param ids: One id per document (no splitting).
     :param id_key: Metadata key holding each document's id (``<id>#<chunk>`` when splitting).
     :param chunk_size: Split documents with a recursive character splitter into chunks this long.
     :param chunk_overlap: Characters shared by neighbouring chunks.
-    :param replace_by: Metadata key (e.g. ``source``): after writing, older chunks with the same value
-        that were not written now are deleted, so a changed file leaves no stale chunks.
-    :param full_text_search: Add Milvus BM25 full-text search (default: only when no embeddings).
-    :param text_max_length: VARCHAR size of the text field of a new collection; longer chunks are rejected.
+    :param replace_by: Metadata key (e.g. ``source``): older chunks with the same value that this input no
+        longer has are deleted, so a changed file leaves no stale chunks. Required for auto-id collections.
+    :param delete_missing: With ``replace_by``: also delete every entity whose value is absent from this
+        input (the input is the whole corpus, e.g. files deleted since the last run).
+    :param force: Rewrite (and re-embed) every chunk, even unchanged ones.
+    :param new_collection: How to create the collection if it does not exist (``NewCollection`` or a dict:
+        metric_type, index_type, index_params, partition_key_field, scalar_fields, dynamic_field, ...).
+    :param full_text_search: Shortcut for ``new_collection["full_text_search"]``.
+    :param text_max_length: Shortcut for ``new_collection["text_max_length"]``.
     """
 
     label = "add"
@@ -235,14 +304,18 @@ class MilvusUpsertOperator(_BaseWriteOperator):
     """
     Upsert records by their own ids: existing entities are replaced (text and metadata), missing ones inserted.
 
-    Takes the same parameters as ``MilvusAddDocumentsOperator`` and requires ``ids`` or ``id_key``.
+    Takes the same parameters as ``MilvusAddDocumentsOperator`` and requires ``ids`` or ``id_key``
+    (or ``replace_by`` on an auto-id collection).
     """
 
     label = "upsert"
 
     def execute(self, context: Context) -> Any:
-        if not self.ids and not self.id_key:
-            raise MilvusProviderError("MilvusUpsertOperator needs ids or id_key: upserts replace records by their id.")
+        if not self.ids and not self.id_key and not self.replace_by:
+            raise MilvusProviderError(
+                "MilvusUpsertOperator needs ids or id_key (upserts replace records by their id), or replace_by "
+                "on a collection with auto_id."
+            )
         return super().execute(context)
 
 
@@ -293,12 +366,13 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
 
 class MilvusSearchToXComOperator(BaseMilvusOperator):
     """
-    Search one query or many (same bounded gather) and return JSON hits for downstream tasks.
+    Search one query or many and return JSON hits for downstream tasks.
 
-    Returns ``[{"page_content", "metadata", "score"}, ...]`` for a single query string and a list of
-    such lists for a list of queries. ``score`` is None unless ``search_type="similarity_score"``.
-
-    With dense-only embeddings, ``batch_size`` queries (default 16) are embedded per request.
+    ``batch_size`` queries (default 16) go to Milvus in one request (and to the embedding API in one),
+    at most ``max_concurrency`` requests at a time. Returns ``[{"id", "page_content", "metadata",
+    "score"}, ...]`` for a single query string and a list of such lists for a list of queries.
+    ``score`` is None unless ``search_type="similarity_score"``; higher always means more relevant
+    (L2 distances become ``1 / (1 + d)``).
 
     :param queries: A query string or a list of them (or an XCom).
     :param k: Hits per query.
@@ -306,9 +380,14 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     :param expr: Optional filter, with ``{name}`` placeholders filled from ``expr_params``.
     :param fetch_k: Candidates fetched for MMR.
     :param lambda_mult: MMR diversity (0 = most diverse, 1 = most relevant).
+    :param output_fields: Fields returned in each hit's metadata (default: every scalar field and the
+        dynamic field; never vectors).
+    :param search_params: Index search parameters, e.g. ``{"ef": 64}`` (HNSW) or ``{"nprobe": 16}`` (IVF).
     """
 
-    template_fields: Sequence[str] = (*_STORE_FIELDS, "queries", "expr", "expr_params", "search_type")
+    template_fields: Sequence[str] = (
+        *_STORE_FIELDS, "queries", "expr", "expr_params", "search_type", "output_fields", "search_params",
+    )
 
     def __init__(
         self,
@@ -320,6 +399,8 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         expr_params: dict[str, Any] | None = None,
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
+        output_fields: list[str] | None = None,
+        search_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("batch_size", SearchJob.batch_size)
@@ -331,6 +412,8 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         self.expr_params = expr_params
         self.fetch_k = fetch_k
         self.lambda_mult = lambda_mult
+        self.output_fields = output_fields
+        self.search_params = search_params
 
     def execute(self, context: Context) -> Any:
         queries = _native(self.queries)
@@ -346,6 +429,8 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
             expr_params=_native(self.expr_params) or {},
             fetch_k=self.fetch_k,
             lambda_mult=self.lambda_mult,
+            output_fields=_native(self.output_fields),
+            search_params=_native(self.search_params),
         )
         return self.run(job, items=len(query_list))
 

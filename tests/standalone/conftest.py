@@ -17,13 +17,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def milvus_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusStandaloneServer]:
-    executable = require_standalone_executable()
-    with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone"), executable=executable) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
 def milvus_standalone_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusStandaloneServer]:
     """A second server with authentication on: every call needs a token (root:Milvus, ``server.token``)."""
     executable = require_standalone_executable()

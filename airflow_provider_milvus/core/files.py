@@ -1,0 +1,74 @@
+"""Documents read from files by reference, so corpus text never passes through XCom.
+
+``source_url`` is a file or a folder: a local path, ``file://``, or any ``ObjectStoragePath`` URL
+(``s3://``, ``gs://``, ...; its Airflow connection via ``source_conn_id``). Folders are walked with
+``source_glob``. Each file becomes one document whose ``source`` is its path relative to the folder,
+which stays the same wherever the corpus is mounted. Runs in the worker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Any
+
+from airflow_provider_milvus.exceptions import MilvusProviderError
+
+log = logging.getLogger(__name__)
+
+
+def load_documents(
+    source_url: str,
+    *,
+    glob: str = "**/*",
+    conn_id: str | None = None,
+    encoding: str = "utf-8",
+) -> list[dict[str, Any]]:
+    """``[{"page_content", "metadata": {"source"}}]``, one per non-empty file, sorted by source."""
+    root = _path(source_url, conn_id)
+    try:
+        exists, is_dir = root.exists(), root.is_dir()
+    except Exception as error:
+        raise MilvusProviderError(f"Cannot read source_url {source_url!r}: {type(error).__name__}: {error}") from None
+    if not exists:
+        raise MilvusProviderError(f"source_url {source_url!r} does not exist. Check the path (and source_conn_id).")
+    files = sorted(_walk(root, glob), key=str) if is_dir else [root]
+    documents = []
+    for path in files:
+        source = _relative(path, root) if is_dir else path.name
+        try:
+            text = path.read_bytes().decode(encoding)
+        except UnicodeDecodeError as error:
+            raise MilvusProviderError(
+                f"File {str(path)!r} is not valid {encoding} text ({error.reason} at byte {error.start}). "
+                "Convert it, exclude it with source_glob, or set source_encoding."
+            ) from None
+        except OSError as error:
+            raise MilvusProviderError(f"Cannot read file {str(path)!r}: {error}") from None
+        if not text.strip():
+            log.info("Skipping empty file %s", path)
+            continue
+        documents.append({"page_content": text, "metadata": {"source": source}})
+    log.info("Read %d documents from %d files under %s", len(documents), len(files), source_url)
+    return documents
+
+
+def _path(url: str, conn_id: str | None) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    if "://" not in url:
+        url = f"file://{url}"
+    return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
+
+
+def _walk(root: Any, pattern: str) -> list[Any]:
+    """Files under ``root`` whose relative path matches ``pattern`` (``**/`` also matches the top level)."""
+    patterns = {pattern, pattern[3:]} if pattern.startswith("**/") else {pattern}
+    return [
+        path for path in root.rglob("*")
+        if path.is_file() and any(fnmatch.fnmatch(_relative(path, root), p) for p in patterns)
+    ]
+
+
+def _relative(path: Any, root: Any) -> str:
+    return str(path.relative_to(root))

@@ -1,0 +1,93 @@
+"""Jobs: what an operator asks the async core to do, as plain data that travels in trigger kwargs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Milvus caps nq (query vectors per search request) at 16384.
+MAX_QUERIES_PER_REQUEST = 16384
+SEARCH_TYPES = ("similarity", "similarity_score", "mmr")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Which collection, reached how, embedded how, scoped to which tenant."""
+
+    milvus_conn_id: str = "milvus_default"
+    collection_name: str = ""
+    embedding_conn_id: str | None = None
+    embedding_model: str | None = None
+    embedding_dimensions: int | None = None
+    text_field: str | None = None
+    vector_field: str | None = None
+    partition_key_value: str | None = None
+    new_collection: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """Base of all jobs: plain data that round-trips through trigger kwargs."""
+
+    operation: ClassVar[str]
+    store: StoreConfig
+    batch_size: int = 100
+    max_concurrency: int = 8
+
+    def to_dict(self) -> dict[str, Any]:
+        # Shallow on purpose: dataclasses.asdict deep-copies every chunk (~10% of a 10k ingest).
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["store"] = dataclasses.asdict(self.store)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        values = dict(data)
+        values["store"] = StoreConfig(**values["store"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class WriteJob(Job):
+    """
+    Write chunks ``[{"id", "text", "metadata"[, "vector"]}]`` given inline or as a staged reference.
+
+    Chunks already stored with the same content are skipped unless ``force``; ``replace_by`` removes
+    a source's chunks that were not written now; ``delete_missing`` also removes sources absent
+    from this input (a full sync of a corpus).
+    """
+
+    operation: ClassVar[str] = "write"
+    chunks: list[dict[str, Any]] | None = None
+    chunks_ref: str | None = None
+    replace_by: str | None = None
+    delete_missing: bool = False
+    force: bool = False
+    duplicates: int = 0
+    label: str = "write"
+
+
+@dataclass(frozen=True)
+class DeleteJob(Job):
+    operation: ClassVar[str] = "delete"
+    expr: str = ""
+    expr_params: dict[str, Any] = field(default_factory=dict)
+    allow_delete_all: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class SearchJob(Job):
+    operation: ClassVar[str] = "search"
+    batch_size: int = 16  # queries per Milvus request (and per embedding request)
+    queries: list[str] | None = None
+    queries_ref: str | None = None
+    k: int = 4
+    search_type: str = "similarity_score"
+    expr: str | None = None
+    expr_params: dict[str, Any] = field(default_factory=dict)
+    fetch_k: int = 20
+    lambda_mult: float = 0.5
+    output_fields: list[str] | None = None
+    search_params: dict[str, Any] | None = None

@@ -1,0 +1,189 @@
+"""The search core: one Milvus request per batch of queries, batches in bounded parallel.
+
+langchain-milvus 0.4 sends one query vector per request; Milvus takes many (``nq``). Each batch of
+``batch_size`` queries is embedded in one request and searched in one request (dense, BM25, or a
+hybrid RRF of both), with the filter applied, and the hits are mapped back to their queries in order.
+
+Scores follow one convention for every metric, higher means more relevant: COSINE and IP as Milvus
+returns them, BM25 as a positive score (Milvus Lite reports it negated), L2 as ``1 / (1 + distance)``,
+hybrid as the RRF score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_milvus.core import staging
+from airflow_provider_milvus.core.collection import check_dimension
+from airflow_provider_milvus.core.filters import render_filter
+from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
+from airflow_provider_milvus.core.jobs import MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
+from airflow_provider_milvus.core.session import Session, open_session
+from airflow_provider_milvus.exceptions import MilvusProviderError
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 48 * 1024 * 1024  # Milvus rejects requests over 64 MB; keep a margin for encoding
+
+
+async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
+    """Hits per query: ``[{"id", "page_content", "metadata", "score"}]``, plain JSON for XCom."""
+    if job.search_type not in SEARCH_TYPES:
+        raise MilvusProviderError(f"search_type must be one of {SEARCH_TYPES}, got {job.search_type!r}.")
+    if not 1 <= job.batch_size <= MAX_QUERIES_PER_REQUEST:
+        raise MilvusProviderError(f"batch_size must be between 1 and {MAX_QUERIES_PER_REQUEST} for searches.")
+    queries = job.queries if job.queries is not None else await asyncio.to_thread(staging.load_json, job.queries_ref)
+    if not queries:
+        log.info("search %s: no queries", job.store.collection_name)
+        return []
+    for position, query in enumerate(queries):
+        if not isinstance(query, str) or not query.strip():
+            raise MilvusProviderError(f"Query {position} is empty; every query must be a non-empty string.")
+    expr = render_filter(job.expr, job.expr_params)
+    name = job.store.collection_name
+    async with open_session(job.store, create=False) as session:
+        with session.errors(action=f"search collection '{name}'"):
+            searcher = _Searcher(session, job, session.scoped(expr))
+            batches = batched(queries, searcher.queries_per_request())
+            progress = Progress(f"search {name}", len(batches), logger=log)
+            results = await bounded_gather(
+                batches, searcher.search, max_concurrency=job.max_concurrency, progress=progress, size=len
+            )
+    return [hits for batch_hits in results for hits in batch_hits]
+
+
+class _Searcher:
+    """How one job searches its collection: the mode, the fields and the request parameters."""
+
+    def __init__(self, session: Session, job: SearchJob, expr: str) -> None:
+        self.session = session
+        self.job = job
+        self.expr = expr
+        schema = session.schema
+        self.dense = schema.dense if session.embeddings is not None else None
+        self.bm25 = schema.bm25_field
+        if self.dense is None and self.bm25 is None:
+            raise MilvusProviderError(
+                f"Collection '{schema.name}' has dense vectors only ({', '.join(f.name for f in schema.dense_fields)}); "
+                "configure the embedding connection and model it was built with (embedding_conn_id / embedding_model)."
+            )
+        if job.search_type == "mmr" and self.dense is None:
+            raise MilvusProviderError("search_type='mmr' needs dense embeddings; this collection is searched with BM25 only.")
+        self.output_fields = self._output_fields()
+
+    def _output_fields(self) -> list[str]:
+        schema = self.session.schema
+        if self.job.output_fields is None:
+            return schema.output_fields[1:]
+        vectors = {f.name for f in schema.dense_fields} | set(schema.other_vector_fields) | {schema.bm25_field}
+        asked = [f for f in self.job.output_fields if f in vectors]
+        if asked:
+            raise MilvusProviderError(f"output_fields {asked} are vector fields; hits never carry vectors.")
+        return list(dict.fromkeys([schema.text, *self.job.output_fields]))
+
+    def queries_per_request(self) -> int:
+        if self.dense is None:
+            return self.job.batch_size
+        per_query = self.dense.dim * 4 * (2 if self.job.search_type == "mmr" else 1) + 1024
+        return max(1, min(self.job.batch_size, MAX_REQUEST_BYTES // per_query))
+
+    def params(self, metric: str | None) -> dict[str, Any]:
+        return {"metric_type": metric, "params": dict(self.job.search_params or {})}
+
+    async def search(self, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
+        session, job = self.session, self.job
+        vectors = None
+        if self.dense is not None:
+            assert session.embeddings is not None
+            vectors = await session.embeddings.aembed_documents(list(queries))
+            check_dimension(session.schema, len(vectors[0]), "the query embedding")
+        if job.search_type == "mmr":
+            return await self._mmr(list(queries), vectors or [])
+        session.round_trips += 1
+        if vectors is not None and self.bm25 is not None:
+            from pymilvus import AnnSearchRequest, RRFRanker
+
+            requests = [
+                AnnSearchRequest(data=vectors, anns_field=self.dense.name, param=self.params(self.dense.metric),
+                                 limit=job.k, expr=self.expr or None),
+                AnnSearchRequest(data=list(queries), anns_field=self.bm25, param={"metric_type": "BM25"},
+                                 limit=job.k, expr=self.expr or None),
+            ]
+            result = await session.client.hybrid_search(
+                session.name, requests, RRFRanker(), limit=job.k, output_fields=self.output_fields,
+                timeout=session.timeout,
+            )
+            metric = "RRF"
+        else:
+            field, metric, data = (
+                (self.dense.name, self.dense.metric, vectors) if vectors is not None
+                else (self.bm25, "BM25", list(queries))
+            )
+            result = await session.client.search(
+                session.name, data=data, anns_field=field, search_params=self.params(metric), limit=job.k,
+                filter=self.expr, output_fields=self.output_fields, timeout=session.timeout,
+            )
+        return [[self._hit(hit, metric) for hit in hits] for hits in result]
+
+    async def _mmr(self, queries: list[str], vectors: list[list[float]]) -> list[list[dict[str, Any]]]:
+        session, job = self.session, self.job
+        assert self.dense is not None
+        session.round_trips += 1
+        result = await session.client.search(
+            session.name, data=vectors, anns_field=self.dense.name, search_params=self.params(self.dense.metric),
+            limit=job.fetch_k, filter=self.expr, output_fields=[*self.output_fields, self.dense.name],
+            timeout=session.timeout,
+        )
+        return await asyncio.to_thread(self._select_mmr, vectors, result)
+
+    def _select_mmr(self, vectors: list[list[float]], result: Any) -> list[list[dict[str, Any]]]:
+        import numpy as np
+        from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+        selected = []
+        for vector, hits in zip(vectors, result, strict=True):
+            candidates = list(hits)
+            if not candidates:
+                selected.append([])
+                continue
+            embeddings = [hit["entity"][self.dense.name] for hit in candidates]  # type: ignore[union-attr]
+            chosen = maximal_marginal_relevance(
+                np.array(vector, dtype=np.float32), embeddings, lambda_mult=self.job.lambda_mult, k=self.job.k
+            )
+            selected.append([self._hit(candidates[i], None) for i in chosen])
+        return selected
+
+    def _hit(self, hit: Any, metric: str | None) -> dict[str, Any]:
+        schema = self.session.schema
+        entity = dict(hit.get("entity") or {})
+        text = entity.pop(schema.text, "")
+        entity.pop(self.dense.name if self.dense else "", None)
+        primary = hit.get(schema.primary, hit.get("id"))
+        score = None
+        if metric is not None and self.job.search_type == "similarity_score":
+            score = relevance(metric, float(hit["distance"]))
+        return {"id": primary, "page_content": text, "metadata": _json_safe(entity), "score": score}
+
+
+def relevance(metric: str, distance: float) -> float:
+    """Higher means more relevant, whatever the metric."""
+    if metric == "L2":
+        return 1.0 / (1.0 + distance)
+    if metric == "BM25":
+        return abs(distance)
+    return distance
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)

@@ -1,0 +1,211 @@
+"""One run's connection: settings, one async client on this loop, embeddings and the collection's schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_milvus.core.collection import NewCollection, aread_schema
+from airflow_provider_milvus.core.filters import to_literal
+from airflow_provider_milvus.core.jobs import StoreConfig
+from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
+from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+    from pymilvus import AsyncMilvusClient, MilvusClient
+
+    from airflow_provider_milvus.settings import MilvusConnectionSettings
+
+
+@dataclass
+class Session:
+    """Everything a job needs on the running loop; ``scope`` limits it to one tenant."""
+
+    settings: MilvusConnectionSettings
+    client: AsyncMilvusClient
+    embeddings: Embeddings | None
+    schema: CollectionSchema
+    secrets: list[str]
+    tenant: str | None = None
+    round_trips: int = 0
+    _sync_client: MilvusClient | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
+
+    @property
+    def scope(self) -> str:
+        """The tenant filter (a partition-key expression, never ``partition_names``), or ''."""
+        if self.tenant is None or not self.schema.partition_key:
+            return ""
+        return f"{self.schema.partition_key} == {to_literal(self.tenant)}"
+
+    @property
+    def everything(self) -> str:
+        """A filter matching every row in scope (iterators and deletes need an expression)."""
+        if self.scope:
+            return self.scope
+        primary = self.schema.primary
+        return f"{primary} >= {-(1 << 63)}" if self.schema.int_ids else f'{primary} != ""'
+
+    def scoped(self, expr: str | None) -> str:
+        parts = [p for p in (expr, self.scope) if p]
+        return " and ".join(f"({p})" for p in parts) if len(parts) > 1 else (parts[0] if parts else "")
+
+    def errors(self, *, action: str) -> contextlib.AbstractContextManager[None]:
+        return describe_milvus_error(self.settings, action=action, secrets=self.secrets)
+
+    async def count(self, expr: str) -> int:
+        self.round_trips += 1
+        rows = await self.client.query(
+            self.name, filter=expr, output_fields=["count(*)"], consistency_level="Strong", timeout=self.timeout
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    async def query(self, expr: str, output_fields: list[str], limit: int) -> list[dict[str, Any]]:
+        self.round_trips += 1
+        rows = await self.client.query(
+            self.name, filter=expr, output_fields=output_fields, limit=limit,
+            consistency_level="Strong", timeout=self.timeout,
+        )
+        return list(rows)
+
+    async def query_all(self, expr: str, output_fields: list[str], *, page: int = 16384) -> list[dict[str, Any]]:
+        """Every row ``expr`` matches, past Milvus's 16,384-row cap of one query (sync iterator in a thread)."""
+        from pymilvus import MilvusClient
+
+        def iterate() -> list[dict[str, Any]]:
+            if self._sync_client is None:
+                self._sync_client = MilvusClient(**self.settings.client_kwargs())
+            iterator = self._sync_client.query_iterator(
+                self.name, batch_size=page, filter=expr, output_fields=output_fields, timeout=self.timeout
+            )
+            rows: list[dict[str, Any]] = []
+            try:
+                while batch := iterator.next():
+                    self.round_trips += 1
+                    rows.extend(batch)
+            finally:
+                iterator.close()
+            return rows
+
+        return await asyncio.to_thread(iterate)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.close()
+        if self._sync_client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._sync_client.close)
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    config: StoreConfig, *, create: bool, embed: bool = True, vector_dimension: int | None = None
+) -> AsyncIterator[Session]:
+    """
+    Connect, build the embeddings (unless ``embed=False``: deletes need no model) and read the schema.
+
+    With ``create`` a missing collection is created first (``config.new_collection``); its vector size
+    comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model.
+    """
+    # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
+    await asyncio.to_thread(importlib.import_module, "pymilvus")
+    from pymilvus import AsyncMilvusClient
+
+    from airflow_provider_milvus.settings import aget_settings
+
+    name = config.collection_name
+    if not name:
+        raise MilvusProviderError("collection_name is empty.")
+    settings = await aget_settings(config.milvus_conn_id)
+    embeddings, embedding_secrets = await _aembeddings(config, settings) if embed else (None, [])
+    secrets = settings.secrets + embedding_secrets
+    client = AsyncMilvusClient(**settings.client_kwargs())
+    session: Session | None = None
+    try:
+        # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
+        with describe_milvus_error(settings, action=f"open collection '{name}'", secrets=secrets):
+            if create and not await client.has_collection(name):
+                await _create(config, settings, embeddings, vector_dimension)
+            schema = await aread_schema(
+                client, name, FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
+            )
+            _check_usable(schema, config, embeddings)
+            await client.load_collection(name, timeout=settings.timeout)
+        session = Session(settings, client, embeddings, schema, secrets, tenant=config.partition_key_value)
+        yield session
+    finally:
+        if session is not None:
+            await session.close()
+        else:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await _aclose_embeddings(embeddings)
+
+
+async def _create(
+    config: StoreConfig, settings: MilvusConnectionSettings, embeddings: Embeddings | None, dimension: int | None
+) -> None:
+    options = NewCollection.from_value(config.new_collection)
+    if dimension is None and embeddings is not None:
+        dimension = len(await embeddings.aembed_query("dimension probe"))
+    # Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks.
+    await asyncio.to_thread(_create_sync, options, settings, config.collection_name, dimension)
+
+
+def _create_sync(options: NewCollection, settings: MilvusConnectionSettings, name: str, dimension: int | None) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(**settings.client_kwargs())
+    try:
+        options.create(client, name, dimension)
+    finally:
+        client.close()
+
+
+def _check_usable(schema: CollectionSchema, config: StoreConfig, embeddings: Embeddings | None) -> None:
+    if embeddings is not None:
+        schema.dense  # noqa: B018 - raises with the fix when there is no dense field, or several
+    if config.partition_key_value is not None and not schema.partition_key:
+        raise MilvusProviderError(
+            f"partition_key_value={config.partition_key_value!r} was given, but collection '{schema.name}' has "
+            "no partition-key field. Drop partition_key_value, or use a collection with a partition key."
+        )
+
+
+async def _aclose_embeddings(embeddings: Embeddings | None) -> None:
+    """Close the OpenAI client's HTTP pool on this loop; left to GC it fails later ("Event loop is closed")."""
+    client = getattr(getattr(embeddings, "async_client", None), "_client", None)
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) -> tuple[Embeddings | None, list[str]]:
+    from airflow_provider_milvus.version_compat import BaseHook
+
+    from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
+
+    chosen = EmbeddingSettings.choose(
+        settings,
+        conn_id=config.embedding_conn_id,
+        model=config.embedding_model,
+        dimensions=config.embedding_dimensions,
+    )
+    if chosen is None:
+        return None, []
+    conn = await BaseHook.aget_connection(chosen.conn_id)
+    # Sync: imports langchain_openai on first use and builds two SSL contexts (~0.1 s each).
+    embeddings = await asyncio.to_thread(build_embeddings, chosen, conn)
+    return embeddings, [conn.password] if conn.password else []

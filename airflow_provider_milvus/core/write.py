@@ -1,0 +1,324 @@
+"""The write core: skip what is stored already, embed and write the rest in bounded batches, remove stale rows.
+
+1. Plan: read what the collection holds for this input (by primary key, or by ``replace_by`` value)
+   in batched, bounded lookups and compare it with the chunks. Unchanged chunks are skipped; a chunk
+   whose text is stored already but whose metadata changed keeps its stored vector.
+2. Write: embed only what needs a new vector, then upsert (insert for auto-id collections).
+3. Clean up: rows of the written sources that this input no longer has, and with ``delete_missing``
+   every source absent from the input, deleted by primary key in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_milvus.core import staging
+from airflow_provider_milvus.core.collection import check_dimension
+from airflow_provider_milvus.core.filters import check_field_name, to_literal
+from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
+from airflow_provider_milvus.core.jobs import WriteJob
+from airflow_provider_milvus.core.rows import RowBuilder, same_content
+from airflow_provider_milvus.core.session import Session, open_session
+from airflow_provider_milvus.exceptions import MilvusProviderError
+
+log = logging.getLogger(__name__)
+
+LOOKUP_IDS = 1000  # primary keys per "pk in [...]" lookup
+LOOKUP_ROWS = 8000  # rows expected per "source in [...]" lookup; one query returns at most 16,384
+QUERY_CAP = 16384
+DELETE_IDS = 1000  # primary keys per delete request
+
+
+@dataclass
+class Plan:
+    """What this run must do, decided before anything is written."""
+
+    to_write: list[dict[str, Any]] = field(default_factory=list)
+    reuse_vector: set[Any] = field(default_factory=set)
+    unchanged: int = 0
+    stale: list[Any] = field(default_factory=list)
+    vanished: list[Any] = field(default_factory=list)
+    vanished_sources: int = 0
+
+
+@dataclass
+class Counts:
+    embedded: int = 0
+    written: int = 0
+    round_trips: Counter[str] = field(default_factory=Counter)
+
+
+async def run_write(job: WriteJob) -> dict[str, Any]:
+    started = time.monotonic()
+    chunks = job.chunks if job.chunks is not None else await asyncio.to_thread(staging.load_json, job.chunks_ref)
+    name = job.store.collection_name
+    if not chunks:
+        log.info("%s %s: no documents, nothing to write", job.label, name)
+        return _summary(job, started, chunks=0, written=0, unchanged=0, embedded=0)
+    given = [len(c["vector"]) for c in chunks if c.get("vector") is not None]
+    async with open_session(job.store, create=True, vector_dimension=given[0] if given else None) as session:
+        with session.errors(action=f"write to collection '{name}'"):
+            builder = RowBuilder(session.schema, session.tenant)
+            await asyncio.to_thread(_check_job, job, session, builder, chunks)
+            plan = await _plan(session, job, builder, chunks)
+            counts = Counts()
+            log.info(
+                "%s %s: %d chunks, %d unchanged, %d to write, %d stale, %d of %d vanished sources",
+                job.label, name, len(chunks), plan.unchanged, len(plan.to_write), len(plan.stale),
+                len(plan.vanished), plan.vanished_sources,
+            )
+            batches = await _write(session, job, builder, plan, counts)
+            stale = await _delete_ids(session, job, plan.stale, counts, "stale")
+            vanished = await _delete_ids(session, job, plan.vanished, counts, "vanished")
+    return _summary(
+        job, started, chunks=len(chunks), written=counts.written, unchanged=plan.unchanged,
+        embedded=counts.embedded, reused_vectors=len(plan.reuse_vector), stale_deleted=stale,
+        vanished_deleted=vanished, vanished_sources=plan.vanished_sources, batches=batches,
+        round_trips=dict(counts.round_trips) | {"lookup": session.round_trips},
+    )
+
+
+def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: list[dict[str, Any]]) -> None:
+    schema = session.schema
+    builder.check(chunks)
+    if job.delete_missing and not job.replace_by:
+        raise MilvusProviderError("delete_missing needs replace_by: the metadata key that names each source.")
+    if schema.auto_id and not job.replace_by:
+        raise MilvusProviderError(
+            f"Collection '{schema.name}' generates its own primary keys (auto_id), so a re-run could not "
+            "recognise rows it wrote before and would duplicate them. Set replace_by to the metadata key "
+            "that names each document's source (e.g. replace_by=\"source\"): each source's rows are then "
+            "replaced as a whole."
+        )
+    if job.replace_by:
+        key = check_field_name(job.replace_by)
+        if not schema.dynamic and key not in schema.scalars:
+            raise MilvusProviderError(f"replace_by={key!r} is no field of collection '{schema.name}'.")
+        for chunk in chunks:
+            if chunk["metadata"].get(key) is None:
+                raise MilvusProviderError(f"Chunk {chunk['id']!r:.60} has no metadata '{key}' (replace_by).")
+    needs_vector = schema.has_dense and any(c.get("vector") is None for c in chunks)
+    if needs_vector and session.embeddings is None:
+        raise MilvusProviderError(
+            f"Collection '{schema.name}' stores dense vectors in '{schema.dense.name}' but no embedding "
+            "connection is configured: set embedding_conn_id (and embedding_model), or give each document "
+            "its own 'vector'."
+        )
+    if schema.has_dense:
+        unfilled = [f.name for f in schema.dense_fields if f.name != schema.dense.name]
+        if unfilled:
+            raise MilvusProviderError(
+                f"Collection '{schema.name}' has more dense vector fields ({', '.join(unfilled)}) than the one this "
+                f"task fills ('{schema.dense.name}'); Milvus needs every vector field on write. Write to it with "
+                "the application that owns those fields; searches and deletes work with vector_field."
+            )
+
+
+async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]]) -> Plan:
+    schema = session.schema
+    fields = [schema.primary, *schema.output_fields[1:]]
+    stored_by_source = await _stored_by_source(session, job, chunks, fields) if job.replace_by else {}
+    plan = Plan()
+    if schema.auto_id:
+        _plan_whole_sources(plan, job, builder, chunks, stored_by_source)
+    else:
+        if job.replace_by:
+            stored = {row[schema.primary]: row for rows in stored_by_source.values() for row in rows}
+        else:
+            stored = await _stored_by_pk(session, job, [builder.primary_key(c) for c in chunks], fields)
+        _plan_chunks(plan, job, builder, chunks, stored, session.schema.has_dense)
+        if job.replace_by:
+            current = {builder.primary_key(c) for c in chunks}
+            sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
+            plan.stale = [
+                row[schema.primary] for source in sources for row in stored_by_source.get(source, [])
+                if row[schema.primary] not in current
+            ]
+    if job.delete_missing:  # stored_by_source then holds the whole (tenant) scope
+        sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
+        vanished = {s: rows for s, rows in stored_by_source.items() if s not in sources}
+        plan.vanished = [row[schema.primary] for rows in vanished.values() for row in rows]
+        plan.vanished_sources = len(vanished)
+    return plan
+
+
+def _plan_chunks(
+    plan: Plan, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]],
+    stored: dict[Any, dict[str, Any]], dense: bool,
+) -> None:
+    text_field = builder.schema.text
+    for chunk in chunks:
+        row = stored.get(builder.primary_key(chunk))
+        if row is None or job.force:
+            plan.to_write.append(chunk)
+        elif same_content(builder.content(chunk), builder.stored_content(row)):
+            plan.unchanged += 1
+        else:
+            plan.to_write.append(chunk)
+            if dense and chunk.get("vector") is None and row.get(text_field) == chunk["text"]:
+                plan.reuse_vector.add(builder.primary_key(chunk))
+
+
+def _plan_whole_sources(
+    plan: Plan, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]],
+    stored_by_source: dict[Any, list[dict[str, Any]]],
+) -> None:
+    """Auto-id collections: a source whose rows all match is skipped, any other is rewritten as a whole."""
+    key = job.replace_by or ""
+    by_source: dict[Any, list[dict[str, Any]]] = {}
+    for chunk in chunks:
+        by_source.setdefault(_hashable(chunk["metadata"][key]), []).append(chunk)
+    for source, source_chunks in by_source.items():
+        rows = stored_by_source.get(source, [])
+        wanted = sorted(_canonical(builder.content(c)) for c in source_chunks)
+        have = sorted(_canonical(builder.stored_content(r)) for r in rows)
+        if not job.force and wanted == have:
+            plan.unchanged += len(source_chunks)
+            continue
+        plan.to_write.extend(source_chunks)
+        plan.stale.extend(row[builder.schema.primary] for row in rows)
+
+
+def _canonical(content: dict[str, Any]) -> str:
+    def rounded(value: Any) -> Any:
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        return value
+
+    return json.dumps(rounded(content), sort_keys=True, default=str)
+
+
+async def _stored_by_pk(session: Session, job: WriteJob, pks: list[Any], fields: list[str]) -> dict[Any, dict[str, Any]]:
+    if job.force:
+        return {}
+    schema = session.schema
+
+    async def lookup(batch: Sequence[Any]) -> list[dict[str, Any]]:
+        expr = session.scoped(f"{schema.primary} in {to_literal(list(batch))}")
+        return await session.query(expr, fields, limit=len(batch))
+
+    results = await bounded_gather(batched(pks, LOOKUP_IDS), lookup, max_concurrency=job.max_concurrency)
+    return {row[schema.primary]: row for rows in results for row in rows}
+
+
+async def _stored_by_source(
+    session: Session, job: WriteJob, chunks: list[dict[str, Any]], fields: list[str]
+) -> dict[Any, list[dict[str, Any]]]:
+    """Stored rows grouped by ``replace_by`` value; with ``delete_missing``, of the whole (tenant) scope."""
+    key = job.replace_by or ""
+    fields = fields if key in fields or "$meta" in fields else [*fields, key]
+    if job.delete_missing:
+        rows = await session.query_all(session.everything, fields)
+        return _group(rows, key)
+    sizes = Counter(c["metadata"][key] for c in chunks if not isinstance(c["metadata"][key], (dict, list)))
+    groups: list[list[Any]] = [[]]
+    expected = 0
+    for source, size in sizes.items():
+        if groups[-1] and expected + size > LOOKUP_ROWS:
+            groups.append([])
+            expected = 0
+        groups[-1].append(source)
+        expected += size
+
+    async def lookup(sources: list[Any]) -> list[dict[str, Any]]:
+        expr = session.scoped(f"{key} in {to_literal(sources)}")
+        rows = await session.query(expr, fields, limit=QUERY_CAP)
+        return rows if len(rows) < QUERY_CAP else await session.query_all(expr, fields)
+
+    results = await bounded_gather(groups, lookup, max_concurrency=job.max_concurrency)
+    return _group([row for rows in results for row in rows], key)
+
+
+def _group(rows: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
+    grouped: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        value = row.get(key)
+        if value is not None:
+            grouped.setdefault(_hashable(value), []).append(row)
+    return grouped
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Plan, counts: Counts) -> int:
+    schema = session.schema
+    dense = schema.dense if schema.has_dense else None
+    batches = batched(plan.to_write, job.batch_size)
+    if not batches:
+        return 0
+    progress = Progress(f"{job.label} {schema.name}", len(batches), logger=log)
+    write = session.client.insert if schema.auto_id else session.client.upsert
+
+    async def write_batch(batch: Sequence[dict[str, Any]]) -> None:
+        vectors: dict[int, list[float] | None] = {i: c.get("vector") for i, c in enumerate(batch)}
+        if dense is not None:
+            await _fill_vectors(session, builder, plan, batch, vectors, counts)
+        rows = [builder.row(chunk, vectors[i]) for i, chunk in enumerate(batch)]
+        counts.round_trips["write"] += 1
+        await write(schema.name, rows, timeout=session.timeout)
+        counts.written += len(rows)
+
+    await bounded_gather(batches, write_batch, max_concurrency=job.max_concurrency, progress=progress, size=len)
+    return len(batches)
+
+
+async def _fill_vectors(
+    session: Session, builder: RowBuilder, plan: Plan, batch: Sequence[dict[str, Any]],
+    vectors: dict[int, list[float] | None], counts: Counts,
+) -> None:
+    """Stored vectors for chunks whose text is unchanged, the embedding API for the rest."""
+    schema = session.schema
+    reuse = [i for i, c in enumerate(batch) if vectors[i] is None and builder.primary_key(c) in plan.reuse_vector]
+    if reuse:
+        pks = [builder.primary_key(batch[i]) for i in reuse]
+        rows = await session.query(
+            f"{schema.primary} in {to_literal(pks)}", [schema.primary, schema.dense.name], limit=len(pks)
+        )
+        stored = {row[schema.primary]: row[schema.dense.name] for row in rows}
+        for i in reuse:
+            vectors[i] = stored.get(builder.primary_key(batch[i]))
+    missing = [i for i in vectors if vectors[i] is None]
+    if not missing:
+        return
+    assert session.embeddings is not None  # checked before planning
+    embedded = await session.embeddings.aembed_documents([batch[i]["text"] for i in missing])
+    counts.embedded += len(missing)
+    for i, vector in zip(missing, embedded, strict=True):
+        check_dimension(schema, len(vector), "the embedding model's output")
+        vectors[i] = list(vector)
+
+
+async def _delete_ids(session: Session, job: WriteJob, pks: list[Any], counts: Counts, what: str) -> int:
+    if not pks:
+        return 0
+
+    async def delete(batch: Sequence[Any]) -> None:
+        counts.round_trips["delete"] += 1
+        await session.client.delete(session.name, ids=list(batch), timeout=session.timeout)
+
+    await bounded_gather(batched(pks, DELETE_IDS), delete, max_concurrency=job.max_concurrency)
+    log.info("%s %s: removed %d %s rows", job.label, session.name, len(pks), what)
+    return len(pks)
+
+
+def _summary(job: WriteJob, started: float, **counts: Any) -> dict[str, Any]:
+    return {
+        "operation": job.label,
+        "collection": job.store.collection_name,
+        **counts,
+        "duplicates": job.duplicates,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
