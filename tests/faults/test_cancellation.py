@@ -49,6 +49,16 @@ async def _cancel_mid_gather(trigger: MilvusOperationTrigger, embeddings, in_fli
     return time.monotonic() - started
 
 
+async def _settled(embeddings, timeout: float = 30) -> None:
+    """Wait (polling) until the server has finished the cancelled requests and the loop has run their callbacks."""
+    deadline = time.monotonic() + timeout
+    while embeddings.stats.in_flight:
+        assert time.monotonic() < deadline, f"{embeddings.stats.in_flight} requests still in flight"
+        await asyncio.sleep(0.01)
+    for _ in range(3):  # let done-callbacks of the closed connections run
+        await asyncio.sleep(0)
+
+
 def _assert_clean(before: set[asyncio.Task], created: dict[str, list]) -> None:
     orphans = {t for t in asyncio.all_tasks() if t not in before and t is not asyncio.current_task()}
     assert not orphans, f"orphaned tasks: {orphans}"
@@ -77,7 +87,7 @@ async def test_cancelling_write_trigger_mid_gather_propagates_and_closes_clients
     figures.fault("cancellation")
     figures.measure("cancel mid-gather: CancelledError after", f"{cancel_took * 1000:.0f} ms")
     assert cancel_took < 2.0
-    await asyncio.sleep(0.6)  # the cancelled HTTP requests finish server-side; nothing may be left client-side
+    await _settled(embeddings)  # the cancelled HTTP requests finish server-side; nothing may be left client-side
     _assert_clean(before, client_tracker)
     written = await asyncio.to_thread(count_entities, milvus_lite.uri, collection_name)
     assert written is not None and written < 400, "cancellation came too late to test anything"
@@ -106,5 +116,5 @@ async def test_cancelling_search_trigger_mid_gather_propagates_and_closes_client
     trigger = MilvusOperationTrigger(operation="search", job=job.to_dict(), staging_url=str(tmp_path))
     assert await _cancel_mid_gather(trigger, embeddings, in_flight=6) < 2.0
     figures.fault("cancellation")
-    await asyncio.sleep(0.6)
+    await _settled(embeddings)
     _assert_clean(before, client_tracker)
