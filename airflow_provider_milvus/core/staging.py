@@ -232,7 +232,8 @@ def _probe_object_storage(staging_url: str) -> None:
                 raise
             raise StagingError(
                 f"Staging location {staging_url} is not usable (connection '{root.conn_id}' is not defined; "
-                "during probe). Define it (e.g. an 'aws' connection with the endpoint and keys) or fix the URL."
+                "during probe). Define it (e.g. an 'aws' connection with the endpoint and keys) or fix [milvus] "
+                "staging_url (or the operator's staging_url)."
             ) from None
     probe = root / f".probe-{uuid.uuid4().hex[:8]}@{this_host()}.json"
     written = False
