@@ -114,6 +114,7 @@ class AirflowStack:
     env_overrides: dict[str, str]
     component_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    triggerers: int = 1  # more than one: "triggerer", "triggerer-2", ... (Airflow's triggerer HA)
     recorder: TriggerRecorder | None = None
 
     # ----- environment and processes -------------------------------------------------------------
@@ -189,16 +190,26 @@ class AirflowStack:
         self.process_logs_folder.mkdir(exist_ok=True)
         self.staging_folder.mkdir(exist_ok=True)
         self.cli("db", "migrate", timeout=300)
-        for name in COMPONENTS:
-            log_file = open(self.process_logs_folder / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-            self.processes[name] = subprocess.Popen(
-                [AIRFLOW, name], env=self.env() | self.component_env.get(name, {}), stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=True,
-            )
-            log_file.close()
+        for name in self.component_names:
+            self.start_component(name)
         self.recorder = TriggerRecorder(self.db_path)
         self.recorder.start()
         self._wait_healthy(ready_timeout)
+
+    @property
+    def component_names(self) -> list[str]:
+        return [*COMPONENTS, *(f"triggerer-{n}" for n in range(2, self.triggerers + 1))]
+
+    def start_component(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (or restart) one component; ``triggerer-N`` is another ``airflow triggerer``."""
+        command = "triggerer" if name.startswith("triggerer") else name
+        log_file = open(self.process_logs_folder / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        self.processes[name] = subprocess.Popen(
+            [AIRFLOW, command], env=self.env() | self.component_env.get(name, {}), stdout=log_file,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=True,
+        )
+        log_file.close()
+        return self.processes[name]
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -236,7 +247,7 @@ class AirflowStack:
 
     def diagnostics(self, lines: int = 30) -> str:
         parts = []
-        for name in COMPONENTS:
+        for name in self.component_names:
             tail = "\n".join(self.process_log(name).splitlines()[-lines:])
             parts.append(f"--- {name} (last {lines} lines) ---\n{tail}")
         return "\n".join(parts)
@@ -380,6 +391,7 @@ def airflow_stack(
     env: Mapping[str, str] | None = None,
     component_env: Mapping[str, Mapping[str, str]] | None = None,
     ready_timeout: float = 180,
+    triggerers: int = 1,
 ) -> Iterator[AirflowStack]:
     """
     Start api-server, scheduler, dag-processor and triggerer in ``home``; stop them all on exit.
@@ -396,6 +408,7 @@ def airflow_stack(
     stack = AirflowStack(
         home=Path(home), dags_folder=Path(dags_folder), port=_free_port(), env_overrides=overrides,
         component_env={name: dict(values) for name, values in (component_env or {}).items()},
+        triggerers=triggerers,
     )
     try:
         stack.start(ready_timeout=ready_timeout)

@@ -1,0 +1,264 @@
+"""A real Airflow deployment laid out as if on several hosts, shared by the multi-host tests.
+
+- two ``airflow triggerer`` processes (Airflow's triggerer HA), heartbeat every 2 s and a short
+  ``[triggerer] triggerer_health_check_threshold``, so a killed triggerer's triggers are taken over in seconds;
+- the worker (LocalExecutor, forked by the scheduler) and each triggerer get their own TMPDIR, so nothing
+  can pass between them through a local temp directory;
+- ``[milvus] staging_url`` is ``s3://staging_s3@<bucket>/<prefix>`` on a real S3 HTTP endpoint on loopback
+  (moto's server), reached through an Airflow ``aws`` connection;
+- one OpenAI-compatible embeddings server whose latency tests change at run time.
+
+Import the fixtures into a test module: ``from tests.integration.multihost import multihost  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.airflow_stack import DAGS_FOLDER, AirflowStack, airflow_stack, connection_env
+from tests.servers.embeddings_server import EmbeddingServer
+
+EMBEDDING_KEY = "sk-multihost-embedding-key"
+MILVUS_TOKEN = "multihost-milvus-token"
+BUCKET = "milvus-staging"
+PREFIX = "airflow/staging"
+STAGING_CONN = "staging_s3"
+HEALTH_CHECK_THRESHOLD = 10  # seconds without a heartbeat before a triggerer's triggers are reassigned
+TRIGGERERS = ("triggerer", "triggerer-2")
+# Every component poses as its own host (``[core] hostname_callable``), like a deployment across machines.
+HOSTNAMES = {"scheduler": "worker-host", "triggerer": "triggerer-host-1", "triggerer-2": "triggerer-host-2"}
+HOSTS = {host: name for name, host in HOSTNAMES.items()}
+DAG_IDS = [
+    "milvus_it_failover_add", "milvus_it_failover_delete", "milvus_it_failover_search",
+    "milvus_it_writers_inline", "milvus_it_writers_deferred",
+]
+
+
+@dataclass
+class MultiHost:
+    stack: AirflowStack
+    s3: Any
+    embeddings: EmbeddingServer
+    tmpdirs: dict[str, Path]
+    slow_milvus: SlowProxy  # connection id "milvus_slow"
+    killed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def staging_url(self) -> str:
+        return f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}"
+
+    def staged_keys(self) -> list[str]:
+        return self.s3.keys(BUCKET, PREFIX)
+
+    def local_staged_files(self) -> list[Path]:
+        """Anything that looks like staged data in the components' temp dirs or the stack's local staging dir."""
+        roots = [*self.tmpdirs.values(), self.stack.staging_folder]
+        return [p for root in roots if root.exists() for p in root.rglob("*")
+                if p.is_file() and ("chunks" in p.name or "queries" in p.name or "result" in p.name)]
+
+    # ----- triggerers ----------------------------------------------------------------------------
+    def trigger_of(self, dag_id: str, run_id: str, task_id: str) -> tuple[int | None, int | None]:
+        """(trigger id, triggerer job id) of a deferred task instance, or Nones."""
+        rows = self.stack.query(
+            "SELECT t.id, t.triggerer_id FROM task_instance ti JOIN trigger t ON t.id = ti.trigger_id "
+            "WHERE ti.dag_id = ? AND ti.run_id = ? AND ti.task_id = ?",
+            (dag_id, run_id, task_id),
+        )
+        return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    def triggerer_name(self, job_id: int) -> str | None:
+        """The component running triggerer job ``job_id`` (each poses as its own host: job.hostname)."""
+        rows = self.stack.query("SELECT hostname FROM job WHERE id = ?", (job_id,))
+        return HOSTS.get(rows[0][0]) if rows else None
+
+    def alive_triggerer_jobs(self) -> list[int]:
+        rows = self.stack.query(
+            "SELECT id FROM job WHERE job_type = 'TriggererJob' AND end_date IS NULL "
+            "AND latest_heartbeat > datetime('now', ?)",
+            (f"-{HEALTH_CHECK_THRESHOLD} seconds",),
+        )
+        return [r[0] for r in rows]
+
+    def wait_for_assignment(self, dag_id: str, run_id: str, task_id: str, *, not_job: int | None = None,
+                            timeout: float = 120) -> tuple[int, int, str]:
+        """Wait until the task's trigger is assigned (to another triggerer than ``not_job``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            trigger_id, job_id = self.trigger_of(dag_id, run_id, task_id)
+            if trigger_id is not None and job_id is not None and job_id != not_job:
+                name = self.triggerer_name(job_id)
+                if name is not None:
+                    return trigger_id, job_id, name
+            state = self.stack.task_states(dag_id, run_id).get(task_id)
+            if state in ("success", "failed", "up_for_retry"):
+                raise AssertionError(f"{dag_id}/{task_id} ended {state} before its trigger was (re)assigned")
+            time.sleep(0.2)
+        raise AssertionError(f"trigger of {dag_id}/{run_id}/{task_id} not assigned within {timeout}s "
+                             f"(not_job={not_job})\n{self.stack.diagnostics()}")
+
+    def kill_triggerer(self, name: str) -> list[int]:
+        """SIGKILL a triggerer and every process under it (its trigger runner has its own process group)."""
+        process = self.stack.processes.pop(name)
+        pids = [process.pid, *_descendants(process.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids[1:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = [pid for pid in pids[1:] if _alive(pid)]
+        assert not survivors, f"processes of {name} survived SIGKILL: {survivors}"
+        return pids
+
+    def restart_triggerer(self, name: str, timeout: float = 120) -> None:
+        before = set(self.alive_triggerer_jobs())
+        self.stack.start_component(name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if set(self.alive_triggerer_jobs()) - before:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{name} did not heartbeat within {timeout}s\n{self.stack.diagnostics()}")
+
+
+class SlowProxy:
+    """A TCP proxy in front of Milvus that holds every client->server chunk for ``delay`` seconds.
+
+    A delete is one Milvus request: behind this proxy it is still in flight a moment after the trigger
+    logged that it is about to send it, which is when the test kills the triggerer.
+    """
+
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
+        host, port = upstream.rsplit("//", 1)[-1].rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.delay = delay
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, delayed: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if delayed and self.delay:
+                    time.sleep(self.delay)
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="session")
+def multihost(milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
+    pytest.importorskip("moto", reason="the multi-host tests need the test extra (moto[server], s3fs, amazon provider)")
+    pytest.importorskip("s3fs")
+    pytest.importorskip("airflow.providers.amazon")
+    from tests.servers.s3_server import S3Server
+
+    root = tmp_path_factory.mktemp("multihost")
+    tmpdirs = {name: root / f"tmp-{name}" for name in ("worker", *TRIGGERERS)}
+    for path in tmpdirs.values():
+        path.mkdir()
+    with EmbeddingServer(dimensions=32, api_key=EMBEDDING_KEY) as embeddings, \
+            S3Server(log_path=root / "s3.log") as s3:
+        s3.create_bucket(BUCKET)
+        slow = SlowProxy(milvus_lite.uri)
+        env = connection_env(
+            milvus_uri=milvus_lite.uri, milvus_token=MILVUS_TOKEN,
+            embedding_base_url=embeddings.base_url, embedding_api_key=EMBEDDING_KEY,
+        ) | {
+            f"AIRFLOW_CONN_{STAGING_CONN.upper()}": s3.connection_json(),
+            "AIRFLOW_CONN_MILVUS_SLOW": json.dumps({"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN,
+                                                    "extra": {"timeout": 60}}),
+            "AIRFLOW__MILVUS__STAGING_URL": f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}",
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostname.hostname",
+        }
+        component_env = {  # LocalExecutor workers are the scheduler's children: they inherit its TMPDIR and host
+            name: {"TMPDIR": str(tmpdirs["worker" if name == "scheduler" else name]), "IT_HOSTNAME": host}
+            for name, host in HOSTNAMES.items()
+        }
+        with airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env,
+                           triggerers=len(TRIGGERERS)) as stack:
+            stack.wait_for_dags(DAG_IDS)
+            yield MultiHost(stack=stack, s3=s3, embeddings=embeddings, tmpdirs=tmpdirs, slow_milvus=slow)
+        slow.close()
+
+
+def record_figure(kind: str, *, faults: int = 0, expected: int | None = None, found: int | None = None,
+                  measure: tuple[str, str] | None = None) -> None:
+    """Add to the fault-suite figures (tests/faults/report.py) when that module is importable."""
+    try:
+        from tests.faults.report import FIGURES
+    except ImportError:  # pragma: no cover - the fault suite is not part of this checkout
+        return
+    if faults:
+        FIGURES.fault(kind, faults)
+    if expected is not None and found is not None:
+        FIGURES.entities(expected, found)
+    if measure is not None:
+        FIGURES.measure(*measure)

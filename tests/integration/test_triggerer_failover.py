@@ -1,0 +1,208 @@
+"""Triggerer failover for real: two ``airflow triggerer`` processes, the one running a job is SIGKILLed.
+
+Airflow 3.3 (``airflow/models/trigger.py``, ``Trigger.assign_unassigned``): every triggerer loop
+assigns to itself the triggers whose ``triggerer_id`` is NULL or a triggerer job whose
+``latest_heartbeat`` is older than ``[triggerer] triggerer_health_check_threshold`` (30 s by default;
+10 s here, heartbeat every 2 s). So after a ``kill -9`` the surviving triggerer starts the same trigger
+again from the beginning within about the threshold; the job must be idempotent (writes are upserts by
+deterministic ids) and its staged input must still be there (on shared storage: S3 here).
+
+Each test starts a deferred job that runs long enough (embedding latency on the loopback server),
+waits until it is mid-gather, kills the triggerer running it (found from the trigger row's
+``triggerer_id`` -> ``job.pid``), and checks the task ends ``success`` in its first try, run by the
+other triggerer, with exactly the expected data (read back with pymilvus).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.multihost import MultiHost, multihost, record_figure  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.integration
+
+INGEST_CHUNKS = 20_000
+INGEST_LATENCY = 0.05  # per embedding request of 100 chunks
+SEARCH_QUERIES = 500  # 32 embedding requests of 16 queries; the list (~30 KB) and the hits are staged
+
+
+@pytest.fixture(scope="module")
+def reader(milvus_lite: Any) -> Iterator[Any]:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_lite.uri)
+    yield client
+    client.close()
+
+
+def all_pks(reader: Any, collection: str) -> list[str]:
+    """Every primary key, duplicates included (a list, not a set), read page by page."""
+    pks: list[str] = []
+    iterator = reader.query_iterator(collection, batch_size=5000, filter='pk != ""', output_fields=["pk"],
+                                     consistency_level="Strong")
+    try:
+        while batch := iterator.next():
+            pks.extend(row["pk"] for row in batch)
+    finally:
+        iterator.close()
+    return pks
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def failover(mh: MultiHost, dag_id: str, run_id: str, task_id: str, *, mid_run: Any, timeout: float = 300) -> dict[str, Any]:
+    """Kill the triggerer running the task's trigger once ``mid_run()``; the other must finish it."""
+    stack = mh.stack
+    trigger_id, first_job, first_name = mh.wait_for_assignment(dag_id, run_id, task_id)
+    wait_until(mid_run, 120, f"{dag_id} reached the middle of its run")
+    assert stack.task_states(dag_id, run_id)[task_id] == "deferred", stack.task_states(dag_id, run_id)
+    killed_at = time.monotonic()
+    mh.kill_triggerer(first_name)
+    _, second_job, second_name = mh.wait_for_assignment(dag_id, run_id, task_id, not_job=first_job, timeout=120)
+    taken_over_after = time.monotonic() - killed_at
+    state = stack.wait_for_run(dag_id, run_id, timeout=timeout)
+    logs = stack.task_log(dag_id, run_id, task_id)
+    assert state == "success", f"{dag_id} ended {state}\n{logs[-4000:]}"
+    trigger_logs = sorted(p.name for p in stack.task_log_files(dag_id, run_id, task_id) if ".trigger." in p.name)
+    mh.killed.append({"dag": dag_id, "killed": first_name, "took_over": second_name})
+    mh.restart_triggerer(first_name)  # two triggerers again for the next test
+    return {
+        "trigger_id": trigger_id, "first": (first_job, first_name), "second": (second_job, second_name),
+        "taken_over_after_s": round(taken_over_after, 1), "tries": stack.task_tries(dag_id, run_id, task_id),
+        "trigger_logs": trigger_logs,
+    }
+
+
+def assert_nothing_staged_left(mh: MultiHost) -> None:
+    assert mh.staged_keys() == [], "staged objects left in S3 after success"
+    assert mh.local_staged_files() == [], "staged data went through a local directory"
+
+
+@pytest.fixture(scope="module")
+def ingest(multihost: MultiHost, reader: Any) -> dict[str, Any]:
+    """A deferred ingest of INGEST_CHUNKS chunks whose triggerer is killed after ~25 % of the batches."""
+    mh = multihost
+    collection = f"fo_{uuid.uuid4().hex[:10]}"
+    mh.embeddings.reset_stats()
+    mh.embeddings.latency = INGEST_LATENCY
+    started = time.monotonic()
+    requests_at_kill: list[int] = [0]
+    try:
+        run_id = mh.stack.trigger("milvus_it_failover_add", {"collection": collection, "n": INGEST_CHUNKS, "prefix": "fo"})
+
+        def mid_gather() -> bool:  # 200 embedding requests in all (100 chunks each)
+            requests_at_kill[0] = mh.embeddings.stats.requests
+            return requests_at_kill[0] >= 50
+
+        outcome = failover(mh, "milvus_it_failover_add", run_id, "add", mid_run=mid_gather)
+    finally:
+        mh.embeddings.latency = 0.0
+    return {"collection": collection, "run_id": run_id, "outcome": outcome, "requests_at_kill": requests_at_kill[0],
+            "requests": mh.embeddings.stats.requests, "elapsed_s": time.monotonic() - started,
+            "trigger_rows": mh.stack.recorder.for_task("milvus_it_failover_add", run_id, "add")}
+
+
+def test_killed_triggerer_mid_ingest_other_takes_over_exactly_once_each(
+    multihost: MultiHost, ingest: dict[str, Any], reader: Any
+) -> None:
+    mh, outcome = multihost, ingest["outcome"]
+    # The staged input went through S3 (trigger kwargs hold an s3:// reference, never the documents).
+    rows = ingest["trigger_rows"]
+    assert rows and "s3://staging_s3@" in rows[0].kwargs and "fo document" not in rows[0].kwargs
+
+    pks = all_pks(reader, ingest["collection"])
+    expected = {f"fo-{i}" for i in range(INGEST_CHUNKS)}
+    duplicates = len(pks) - len(set(pks))
+    record_figure("triggerer SIGKILL mid-ingest (2 triggerers, Airflow 3.3)", faults=1,
+                  expected=len(expected), found=len(pks))
+    record_figure("", measure=("triggerer failover, ingest",
+                               f"{INGEST_CHUNKS} chunks; killed {outcome['first'][1]} after "
+                               f"{ingest['requests_at_kill']} of 200 embedding batches; taken over by "
+                               f"{outcome['second'][1]} in {outcome['taken_over_after_s']} s; task success in "
+                               f"{ingest['elapsed_s']:.0f} s, try {outcome['tries']}; {len(pks)} entities, "
+                               f"{duplicates} duplicates"))
+    print(f"\n[failover ingest] {outcome} requests_at_kill={ingest['requests_at_kill']} total_requests="
+          f"{ingest['requests']} elapsed={ingest['elapsed_s']:.1f}s entities={len(pks)} duplicates={duplicates}")
+    assert duplicates == 0
+    assert set(pks) == expected
+    assert outcome["tries"] == 1, "the task was retried instead of its trigger being taken over"
+    assert outcome["first"][0] != outcome["second"][0]
+    assert ingest["requests"] > 200, "the surviving triggerer did not run the job again"
+    summary = mh.stack.xcom("milvus_it_failover_add", ingest["run_id"], "add")
+    print(f"[failover ingest] summary of the run that took over: {summary}")
+    assert summary["chunks"] == INGEST_CHUNKS
+    # The triggerer that took over wrote its own log for this trigger.
+    assert any(f".trigger.{outcome['second'][0]}." in name for name in outcome["trigger_logs"]), outcome
+    assert_nothing_staged_left(mh)
+
+
+@pytest.fixture(scope="module")
+def ingested(ingest: dict[str, Any]) -> str:
+    return ingest["collection"]
+
+
+def test_killed_triggerer_mid_search_other_takes_over(multihost: MultiHost, ingested: str) -> None:
+    mh = multihost
+    mh.embeddings.reset_stats()
+    mh.embeddings.latency = 0.3
+    try:
+        run_id = mh.stack.trigger("milvus_it_failover_search", {"collection": ingested, "n": SEARCH_QUERIES, "prefix": "fo"})
+        outcome = failover(mh, "milvus_it_failover_search", run_id, "search",
+                           mid_run=lambda: mh.embeddings.stats.requests >= 8)
+    finally:
+        mh.embeddings.latency = 0.0
+    hits = mh.stack.xcom("milvus_it_failover_search", run_id, "search")
+    print(f"\n[failover search] {outcome} total_requests={mh.embeddings.stats.requests}")
+    record_figure("triggerer SIGKILL mid-search", faults=1)
+    record_figure("", measure=("triggerer failover, search",
+                               f"{SEARCH_QUERIES} queries; killed {outcome['first'][1]}, taken over by "
+                               f"{outcome['second'][1]} in {outcome['taken_over_after_s']} s; "
+                               f"{sum(len(h) == 3 for h in hits)} of {SEARCH_QUERIES} queries with 3 hits"))
+    logs = "\n".join(mh.stack.process_log(name) for name in ("triggerer", "triggerer-2"))
+    logs += mh.stack.task_log("milvus_it_failover_search", run_id, "search")
+    assert "result_ref" in logs and "s3://staging_s3@" in logs, "the hits were not staged on S3"
+    assert outcome["tries"] == 1
+    assert len(hits) == SEARCH_QUERIES and all(len(per_query) == 3 for per_query in hits)
+    assert all(hit["metadata"]["doc_id"].startswith("fo-") for per_query in hits for hit in per_query)
+    assert_nothing_staged_left(mh)  # the staged queries and the staged (large) result are both gone
+
+
+def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, ingested: str, reader: Any) -> None:
+    """A delete is one Milvus request: kill the triggerer while it is in flight (held by a slow proxy)."""
+    mh = multihost
+    matched = int(reader.query(ingested, filter='group == "g0"', output_fields=["count(*)"],
+                               consistency_level="Strong")[0]["count(*)"])
+    assert matched == len([i for i in range(INGEST_CHUNKS) if i % 3 == 0])
+    mh.slow_milvus.delay = 0.5
+    try:
+        run_id = mh.stack.trigger("milvus_it_failover_delete",
+                                  {"collection": ingested, "group": "g0", "milvus_conn_id": "milvus_slow"})
+        about_to_delete = f"delete {ingested}: filter"
+        outcome = failover(mh, "milvus_it_failover_delete", run_id, "delete",
+                           mid_run=lambda: about_to_delete in mh.stack.task_log("milvus_it_failover_delete", run_id, "delete"))
+    finally:
+        mh.slow_milvus.delay = 0.0
+    pks = all_pks(reader, ingested)
+    expected = {f"fo-{i}" for i in range(INGEST_CHUNKS) if i % 3 != 0}
+    summary = mh.stack.xcom("milvus_it_failover_delete", run_id, "delete")
+    print(f"\n[failover delete] {outcome} matched={matched} summary={summary}")
+    record_figure("triggerer SIGKILL mid-delete", faults=1, expected=len(expected), found=len(pks))
+    record_figure("", measure=("triggerer failover, delete",
+                               f"{matched} to delete, killed {outcome['first'][1]} with the delete request in flight; "
+                               f"taken over by {outcome['second'][1]} in {outcome['taken_over_after_s']} s "
+                               f"(it then matched {summary['matched']}); {len(pks)} entities left, {len(expected)} expected"))
+    assert outcome["tries"] == 1
+    assert len(pks) == len(set(pks)) and set(pks) == expected
+    assert_nothing_staged_left(mh)
