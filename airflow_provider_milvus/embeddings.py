@@ -1,4 +1,16 @@
-"""Dense embeddings from settings: an Airflow connection of type ``openai`` plus a model name."""
+"""
+Dense embeddings from settings: an Airflow embedding connection plus a model name.
+
+Two kinds of connection work as ``embedding_conn_id``:
+
+- ``openai`` (apache-airflow-providers-openai, or any connection with that type): host = base URL,
+  password = API key, the model from the operator / Milvus connection / ``extra.model``;
+- ``langchain`` (apache-airflow-providers-common-ai, extra ``[common-ai]``): host = base URL,
+  password = API key, ``extra.embed_model`` = ``"provider:model"`` as LangChain's ``init_embeddings`` reads it
+  (``openai:text-embedding-3-small``, ``ollama:nomic-embed-text``, ...), built by common-ai's ``LangChainHook``.
+
+In both the API key is ``conn.password``, the secret callers must redact (:func:`embedding_secrets`).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +20,19 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
-    from langchain_openai import OpenAIEmbeddings
+    from langchain_core.embeddings import Embeddings
 
-    from airflow_provider_milvus.hooks.milvus import MilvusConnectionSettings
+    from airflow_provider_milvus.settings import MilvusConnectionSettings
 
 EMBEDDING_MAX_RETRIES = 6
 EMBEDDING_TIMEOUT = 60.0
+LANGCHAIN_CONN_TYPE = "langchain"
 
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
+    """Which embedding connection, model and output size an operator uses."""
+
     conn_id: str
     model: str | None = None
     dimensions: int | None = None
@@ -42,9 +57,21 @@ class EmbeddingSettings:
         )
 
 
-def build_embeddings(settings: EmbeddingSettings, conn: Any) -> OpenAIEmbeddings:
-    """``OpenAIEmbeddings`` for an OpenAI-compatible endpoint; never downloads a tokenizer."""
+def embedding_secrets(conn: Any) -> list[str]:
+    """Values of ``conn`` that must never appear in logs, messages or trigger rows (the API key)."""
+    return [conn.password] if conn.password else []
+
+
+def build_embeddings(settings: EmbeddingSettings, conn: Any) -> Embeddings:
+    """LangChain ``Embeddings`` for an ``openai`` or ``langchain`` connection; never downloads a tokenizer."""
+    if conn.conn_type == LANGCHAIN_CONN_TYPE:
+        return _langchain_embeddings(settings, conn)
+    return _openai_embeddings(settings, conn)
+
+
+def _openai_embeddings(settings: EmbeddingSettings, conn: Any) -> Embeddings:
     from langchain_openai import OpenAIEmbeddings
+    from pydantic import SecretStr
 
     extra = dict(conn.extra_dejson)
     model = settings.model or extra.get("model") or extra.get("embedding_model")
@@ -59,7 +86,7 @@ def build_embeddings(settings: EmbeddingSettings, conn: Any) -> OpenAIEmbeddings
     return OpenAIEmbeddings(
         model=model,
         base_url=base_url,
-        api_key=conn.password or "not-needed",
+        api_key=SecretStr(conn.password or "not-needed"),
         dimensions=settings.dimensions,
         # The default path fetches a tiktoken file at run time; texts are already chunked.
         check_embedding_ctx_length=False,
@@ -67,3 +94,65 @@ def build_embeddings(settings: EmbeddingSettings, conn: Any) -> OpenAIEmbeddings
         timeout=float(extra.get("timeout", EMBEDDING_TIMEOUT)),
         chunk_size=int(extra.get("chunk_size", 1000)),
     )
+
+
+def _langchain_embeddings(settings: EmbeddingSettings, conn: Any) -> Embeddings:
+    """Through common-ai's ``LangChainHook.get_embedding_model()``, on the connection already resolved."""
+    try:
+        from airflow.providers.common.ai.hooks.langchain import LangChainHook
+    except ImportError as err:
+        raise MilvusProviderError(
+            f"Connection '{settings.conn_id}' is of type 'langchain': install "
+            "apache-airflow-providers-common-ai[langchain] (pip install 'airflow-provider-milvus[common-ai]')."
+        ) from err
+
+    extra = dict(conn.extra_dejson)
+    model = _langchain_model_id(settings, extra)
+    kwargs: dict[str, Any] = {}
+    if settings.dimensions:
+        kwargs["dimensions"] = settings.dimensions
+    if model.split(":", 1)[0] in {"openai", "azure_openai"}:
+        # The default path fetches a tiktoken file at run time; texts are already chunked.
+        kwargs["check_embedding_ctx_length"] = False
+        kwargs["max_retries"] = int(extra.get("max_retries", EMBEDDING_MAX_RETRIES))
+        kwargs["timeout"] = float(extra.get("timeout", EMBEDDING_TIMEOUT))
+
+    class _ResolvedLangChainHook(LangChainHook):  # type: ignore[misc]
+        """Uses the connection the caller resolved (asynchronously, in a trigger) instead of a second lookup."""
+
+        @classmethod
+        def get_connection(cls, conn_id: str) -> Any:
+            return conn
+
+    hook = _ResolvedLangChainHook(embed_conn_id=settings.conn_id, embed_model=model, embedding_kwargs=kwargs)
+    try:
+        return hook.get_embedding_model()
+    except (ImportError, ValueError) as err:
+        raise MilvusProviderError(
+            f"Embedding connection '{settings.conn_id}' (type 'langchain', model '{model}'): {err}"
+        ) from err
+
+
+def _langchain_model_id(settings: EmbeddingSettings, extra: dict[str, Any]) -> str:
+    """
+    ``provider:model``: the operator's / Milvus connection's model wins over ``extra.embed_model``.
+
+    A bare model name (``text-embedding-3-small``) takes the provider of the connection's ``embed_model``.
+    """
+    conn_model = str(extra.get("embed_model") or "")
+    model = settings.model or conn_model
+    if not model:
+        raise MilvusProviderError(
+            f"No embedding model for connection '{settings.conn_id}': set embed_model "
+            "(e.g. 'openai:text-embedding-3-small') in the langchain connection's extra, or embedding_model "
+            "on the operator or the Milvus connection."
+        )
+    if ":" not in model:
+        provider = conn_model.split(":", 1)[0] if ":" in conn_model else ""
+        if not provider:
+            raise MilvusProviderError(
+                f"Embedding model '{model}' for langchain connection '{settings.conn_id}' names no provider: "
+                "write it as 'provider:model', e.g. 'openai:text-embedding-3-small'."
+            )
+        model = f"{provider}:{model}"
+    return model

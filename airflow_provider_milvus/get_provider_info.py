@@ -1,4 +1,5 @@
-"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
+"""
+Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
 
 The Airflow 3.2+ UI builds the connection form from ``conn-fields`` and
 ``ui-field-behaviour`` alone; it never imports the hook.
@@ -24,15 +25,9 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
-        "hooks": [
-            {"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.hooks.milvus"]}
-        ],
-        "operators": [
-            {"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.operators.milvus"]}
-        ],
-        "triggers": [
-            {"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.triggers.milvus"]}
-        ],
+        "hooks": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.hooks.milvus"]}],
+        "operators": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.operators.milvus"]}],
+        "triggers": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.triggers.milvus"]}],
         "connection-types": [
             {
                 "connection-type": "milvus",
@@ -67,14 +62,18 @@ def get_provider_info() -> dict[str, Any]:
                     "embedding_conn_id": {
                         "label": "Embedding connection id",
                         "description": (
-                            "An Airflow connection of type 'openai' (host = base URL, password = API key) "
-                            "for dense embeddings. Leave empty to use Milvus's built-in BM25 full-text search."
+                            "An Airflow connection for dense embeddings: type 'openai' (host = base URL, "
+                            "password = API key) or common-ai's 'langchain' (extra embed_model = 'provider:model'). "
+                            "Leave empty to use Milvus's built-in BM25 full-text search."
                         ),
                         "schema": {"type": ["string", "null"]},
                     },
                     "embedding_model": {
                         "label": "Embedding model",
-                        "description": "Model name sent to the embedding endpoint, e.g. text-embedding-3-small.",
+                        "description": (
+                            "Model name sent to the embedding endpoint, e.g. text-embedding-3-small "
+                            "(for a 'langchain' connection: overrides its embed_model)."
+                        ),
                         # The 3.3 UI ignores ui-field-behaviour placeholders for extra fields; JSON-schema
                         # "examples" render as suggestions (an HTML datalist) under the input instead.
                         "schema": {
