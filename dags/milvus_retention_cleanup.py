@@ -1,8 +1,8 @@
 """
 ### Retention cleanup
 
-Deletes chunks whose `ingested_on` date (YYYYMMDD, written by `milvus_nightly_ingest`) is older than
-`retention_days` before the run's logical date. A dry run logs the count first; the delete-all guard
+Deletes entities whose `ingested_on` date (YYYYMMDD, written into their metadata by the pipeline that
+loads them, e.g. a daily feed) is older than `retention_days` before the run's logical date. A dry run logs the count first; the delete-all guard
 stays on, so a window that would empty the collection fails instead.
 
 **Connections:** `milvus_default` (type `milvus`).

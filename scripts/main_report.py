@@ -33,9 +33,7 @@ def latest_xcom(dag_id: str, task_id: str):
 
 def main() -> None:
     collection = os.environ.get("MILVUS_EXAMPLE_COLLECTION", "sample_docs")
-    documents = latest_xcom("milvus_nightly_ingest", "load_corpus")
     written = latest_xcom("milvus_nightly_ingest", "write_chunks")
-    removed = latest_xcom("milvus_nightly_ingest", "remove_deleted_files")
     search = latest_xcom("milvus_search", "search")
     questions = [s["question"] for s in latest_xcom("milvus_search", "print_answers")]
 
@@ -47,10 +45,11 @@ def main() -> None:
     print()
     print("=" * 72)
     print(f"Milvus at {settings.uri}, collection '{collection}'")
-    print(f"  files read:             {len(documents)}")
+    print(f"  files read:             {written['documents']} ({written['chunks']} chunks)")
     print(f"  chunks written:         {written['written']} in {written['batches']} batches "
-          f"({written['elapsed_s']} s), stale chunks replaced: {written.get('stale_deleted', 0)}")
-    print(f"  chunks of deleted files removed: {removed['deleted']}")
+          f"({written['elapsed_s']} s), unchanged: {written['unchanged']}")
+    print(f"  stale chunks removed:   {written['stale_deleted']}, "
+          f"of deleted files: {written['vanished_deleted']} ({written['vanished_sources']} files)")
     print(f"  entities in collection: {count}")
     for question, hits in zip(questions, search, strict=True):
         print(f"\nQ: {question}")

@@ -88,6 +88,17 @@ def test_ingest_writes_the_corpus_and_a_rerun_writes_nothing_new(airflow, corpus
     ingest(airflow, corpus, collection_name)
     assert chunks_by_source(milvus_client, collection_name) == first
     assert count(milvus_client, collection_name) == total
+    summary = latest_xcom(airflow, "milvus_nightly_ingest", "write_chunks")
+    assert (summary["written"], summary["unchanged"], summary["documents"]) == (0, total, len(first))
+
+
+def test_ingest_passes_no_corpus_text_through_xcom(airflow, corpus, collection_name):
+    ingest(airflow, corpus, collection_name)
+    with sqlite3.connect(airflow.home / "airflow.db") as db:
+        rows = db.execute("select task_id, length(value) from xcom where dag_id='milvus_nightly_ingest'").fetchall()
+    corpus_bytes = sum(p.stat().st_size for p in corpus.glob("*.md"))
+    assert {task for task, _ in rows} == {"write_chunks"}
+    assert all(size < 1024 for _, size in rows) and corpus_bytes > 3 * 1024
 
 
 def test_ingest_replaces_a_changed_file_and_removes_a_deleted_one(airflow, corpus, collection_name, milvus_client):
@@ -104,7 +115,9 @@ def test_ingest_replaces_a_changed_file_and_removes_a_deleted_one(airflow, corpu
     assert [t["text"] for t in texts] == ["# Embeddings primer\n\nRewritten: a single short paragraph."]
     untouched = set(before) - {"embeddings-primer.md", "vector-search-tuning.md"}
     assert all(after[s] == before[s] for s in untouched)
-    assert latest_xcom(airflow, "milvus_nightly_ingest", "remove_deleted_files")["deleted"] == len(before["vector-search-tuning.md"])
+    summary = latest_xcom(airflow, "milvus_nightly_ingest", "write_chunks")
+    assert summary["vanished_deleted"] == len(before["vector-search-tuning.md"]) and summary["vanished_sources"] == 1
+    assert summary["written"] + summary["unchanged"] == summary["chunks"] and summary["unchanged"] > 0
 
 
 def test_search_dag_passes_json_hits_to_the_next_task(airflow, corpus, collection_name):

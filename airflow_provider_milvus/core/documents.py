@@ -33,6 +33,7 @@ class PreparedChunks:
     """``[{"id", "text", "metadata"[, "vector"]}]`` plus how many identical duplicates were dropped."""
 
     chunks: list[dict[str, Any]] = field(default_factory=list)
+    documents: int = 0
     duplicates: int = 0
 
 
@@ -56,7 +57,7 @@ def prepare_chunks(
             raise MilvusProviderError("'ids' name whole documents; they cannot be combined with splitting.")
         if len(ids) != len(docs):
             raise MilvusProviderError(f"Got {len(ids)} ids for {len(docs)} documents; pass one id per document.")
-    prepared = PreparedChunks()
+    prepared = PreparedChunks(documents=len(docs))
     first_at: dict[str | int, int] = {}
     for position, doc in enumerate(docs):
         if split.chunk_size and "vector" in doc:

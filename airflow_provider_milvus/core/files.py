@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def load_documents(
     source_url: str,
     *,
-    glob: str = "**/*",
+    glob: str | list[str] = "**/*",
     conn_id: str | None = None,
     encoding: str = "utf-8",
 ) -> list[dict[str, Any]]:
@@ -32,7 +32,8 @@ def load_documents(
         raise MilvusProviderError(f"Cannot read source_url {source_url!r}: {type(error).__name__}: {error}") from None
     if not exists:
         raise MilvusProviderError(f"source_url {source_url!r} does not exist. Check the path (and source_conn_id).")
-    files = sorted(_walk(root, glob), key=str) if is_dir else [root]
+    patterns = [glob] if isinstance(glob, str) else list(glob)
+    files = sorted(_walk(root, patterns), key=str) if is_dir else [root]
     documents = []
     for path in files:
         source = _relative(path, root) if is_dir else path.name
@@ -61,9 +62,9 @@ def _path(url: str, conn_id: str | None) -> Any:
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
 
 
-def _walk(root: Any, pattern: str) -> list[Any]:
-    """Files under ``root`` whose relative path matches ``pattern`` (``**/`` also matches the top level)."""
-    patterns = {pattern, pattern[3:]} if pattern.startswith("**/") else {pattern}
+def _walk(root: Any, globs: list[str]) -> list[Any]:
+    """Files under ``root`` whose relative path matches a pattern (``**/`` also matches the top level)."""
+    patterns = {p for g in globs for p in ((g, g[3:]) if g.startswith("**/") else (g,))}
     return [
         path for path in root.rglob("*")
         if path.is_file() and any(fnmatch.fnmatch(_relative(path, root), p) for p in patterns)

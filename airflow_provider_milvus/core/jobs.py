@@ -64,6 +64,7 @@ class WriteJob(Job):
     replace_by: str | None = None
     delete_missing: bool = False
     force: bool = False
+    documents: int = 0
     duplicates: int = 0
     label: str = "write"
 

@@ -319,6 +319,7 @@ def _summary(job: WriteJob, started: float, **counts: Any) -> dict[str, Any]:
         "operation": job.label,
         "collection": job.store.collection_name,
         **counts,
+        "documents": job.documents,
         "duplicates": job.duplicates,
         "elapsed_s": round(time.monotonic() - started, 3),
     }

@@ -31,9 +31,11 @@ from airflow_provider_milvus.core.operations import (
 )
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
+from airflow_provider_milvus.lineage import operator_lineage_for
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 DEFAULT_TIMEOUT = timedelta(hours=2)
@@ -173,6 +175,10 @@ class BaseMilvusOperator(BaseOperator):
         self.log.info("Milvus result: %s", _short(result))
         return result
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage (apache-airflow-providers-openlineage): the collection as input (search) or output."""
+        return operator_lineage_for(self)
+
     def _externalize(self, job: Job, staging_url: str) -> tuple[Job, list[str]]:
         """Move bulk fields out of the trigger kwargs (plaintext DB rows) into the staging location."""
         for inline_name, ref_name in (("chunks", "chunks_ref"), ("queries", "queries_ref")):
@@ -197,7 +203,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
         *,
         documents: Any = None,
         source_url: str | None = None,
-        source_glob: str = "**/*",
+        source_glob: str | list[str] = "**/*",
         source_conn_id: str | None = None,
         ids: list[str | int] | None = None,
         id_key: str | None = None,
@@ -235,8 +241,15 @@ class _BaseWriteOperator(BaseMilvusOperator):
             split=SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap),
         )
         if not prepared.chunks:
+            if self.delete_missing:
+                raise MilvusProviderError(
+                    "No documents, and delete_missing=True would delete every source of "
+                    f"'{self.collection_name}'. Refusing: check the input (an empty listing is more often a "
+                    "broken mount than an empty corpus)."
+                )
             self.log.info("No documents given: nothing to write to '%s'", self.collection_name)
-            return {"operation": self.label, "collection": self.collection_name, "chunks": 0, "written": 0}
+            return {"operation": self.label, "collection": self.collection_name, "documents": prepared.documents,
+                    "chunks": 0, "written": 0, "unchanged": 0, "embedded": 0}
         job = WriteJob(
             store=self.store_config(new_collection=self._new_collection()),
             batch_size=self.batch_size,
@@ -245,6 +258,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
             replace_by=self.replace_by or None,
             delete_missing=self.delete_missing,
             force=self.force,
+            documents=prepared.documents,
             duplicates=prepared.duplicates,
             label=self.label,
         )
@@ -255,7 +269,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
         if self.source_url:
             if documents:
                 raise MilvusProviderError("Pass documents or source_url, not both.")
-            return load_documents(self.source_url, glob=self.source_glob, conn_id=self.source_conn_id)
+            return load_documents(self.source_url, glob=_native(self.source_glob), conn_id=self.source_conn_id or None)
         return documents
 
     def _new_collection(self) -> dict[str, Any]:
@@ -280,7 +294,7 @@ class MilvusAddDocumentsOperator(_BaseWriteOperator):
         them). A ``vector`` is written as it is, without calling the embedding API.
     :param source_url: Instead of ``documents``: a file or folder (local path, ``file://``, ``s3://``, ...)
         read in the worker, one document per file with ``source`` = its path relative to the folder.
-    :param source_glob: Files of the folder to read, e.g. ``**/*.md``.
+    :param source_glob: Files of the folder to read, e.g. ``**/*.md`` or ``["**/*.md", "**/*.txt"]``.
     :param source_conn_id: Airflow connection for ``source_url``'s object storage.
     :param ids: One id per document (no splitting).
     :param id_key: Metadata key holding each document's id (``<id>#<chunk>`` when splitting).
