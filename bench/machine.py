@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-PACKAGES = ("apache-airflow", "langchain-milvus", "pymilvus", "milvus-lite", "langchain-openai", "openai",
+PACKAGES = ("langchain-core", "apache-airflow", "langchain-milvus", "pymilvus", "milvus-lite", "langchain-openai", "openai",
             "httpx", "grpcio")
 
 
@@ -30,9 +30,33 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def describe_machine(args: Any, backend: Any, embeddings: Any, tuning: Any) -> dict[str, str]:
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def describe_commit() -> str:
+    """HEAD, plus which of the measured paths had uncommitted changes when the run started."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "airflow_provider_milvus", "bench").splitlines()]
+    return head + (f" + uncommitted changes in {', '.join(sorted(dirty))}" if dirty else "")
+
+
+def describe_machine(args: Any, backend: Any, embeddings: Any, tuning: Any, *, commit: str, load_at_start: str
+                     ) -> dict[str, str]:
     return {
         "command": " ".join(["python -m bench.run_benchmark", *os.sys.argv[1:]]),
+        "commit": commit,
+        "load average (1/5/15 min) at start / end": f"{load_at_start} / {load_average()} (2 cores shared with other work)",
         "machine": f"{os.cpu_count()} cores ({_cpu_model()}), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
                    f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

@@ -6,6 +6,7 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ def milvus_backend(*, uri: str | None, standalone: bool) -> Iterator[Backend]:
         if standalone:
             from tests.servers.milvus_standalone import MilvusStandaloneServer
 
-            with MilvusStandaloneServer(data_dir=data_dir) as server:
+            with MilvusStandaloneServer(data_dir=Path(data_dir)) as server:
                 yield Backend(server.uri, "Milvus standalone 2.3.5 (PyPI milvus, tests/servers/milvus_standalone.py)")
             return
         from airflow_provider_milvus.local_server import start_local_server, stop_local_server

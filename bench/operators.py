@@ -27,10 +27,11 @@ RUN_TIMEOUT_S = 7200.0  # the operators' default timeout (2 h)
 
 @dataclass(frozen=True)
 class Tuning:
-    """The operator arguments a user tunes; search keeps the operator's batch_size=1 default."""
+    """The operator arguments a user tunes (defaults: the operators' own)."""
 
     write_batch_size: int = 100
     write_max_concurrency: int = 8
+    search_batch_size: int = 16
     search_max_concurrency: int = 8
     delete_batch_size: int = 100
     delete_max_concurrency: int = 8
@@ -38,7 +39,7 @@ class Tuning:
     def describe(self) -> str:
         return (
             f"write batch_size={self.write_batch_size} max_concurrency={self.write_max_concurrency}; "
-            f"search batch_size=1 max_concurrency={self.search_max_concurrency}; "
+            f"search batch_size={self.search_batch_size} max_concurrency={self.search_max_concurrency}; "
             f"delete batch_size={self.delete_batch_size} max_concurrency={self.delete_max_concurrency}"
         )
 
@@ -67,10 +68,11 @@ def _write_job(collection: str, docs: list[Document], tuning: Tuning) -> Any:
     from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
     from airflow_provider_milvus.core.operations import WriteJob
 
-    chunks = prepare_chunks(docs, id_key="id", split=SplitOptions(), text_max_bytes=65535)
+    prepared = prepare_chunks(docs, id_key="id", split=SplitOptions(), text_max_bytes=65535)
     return WriteJob(
         store=_store(collection), batch_size=tuning.write_batch_size,
-        max_concurrency=tuning.write_max_concurrency, chunks=chunks, label="add",
+        max_concurrency=tuning.write_max_concurrency, chunks=prepared.chunks, duplicates=prepared.duplicates,
+        label="add",
     )
 
 
@@ -79,10 +81,11 @@ def prepare(collection: str, docs: list[Document] = ()) -> None:
     _run(_write_job(collection, [seed_document(), *docs], Tuning(write_batch_size=1000)))
 
 
-def add(collection: str, docs: list[Document], tuning: Tuning) -> float:
+def add(collection: str, docs: list[Document], tuning: Tuning, *, expect_written: int | None = None) -> float:
     with timed() as timer:
         result = _run(_write_job(collection, docs, tuning))
-    assert result["written"] == len(docs), result
+    expected = len(docs) if expect_written is None else expect_written
+    assert result["written"] == expected, result
     return timer.seconds
 
 
@@ -91,7 +94,8 @@ def search(collection: str, queries: list[str], tuning: Tuning) -> float:
 
     with timed() as timer:
         job = SearchJob(
-            store=_store(collection), batch_size=1, max_concurrency=tuning.search_max_concurrency,
+            store=_store(collection), batch_size=tuning.search_batch_size,
+            max_concurrency=tuning.search_max_concurrency,
             queries=list(queries), k=SEARCH_K, search_type="similarity",
         )
         hits = _run(job)

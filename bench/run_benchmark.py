@@ -21,8 +21,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bench.embedding_service import EmbeddingService  # noqa: E402
-from bench.machine import describe_machine  # noqa: E402
+from bench.machine import describe_commit, describe_machine, load_average  # noqa: E402
 from bench.milvus_backend import milvus_backend  # noqa: E402
+from bench.nightly import run_nightly  # noqa: E402
 from bench.operators import Tuning, configure_connections  # noqa: E402
 from bench.report import targets, write_results  # noqa: E402
 from bench.suite import GATHER, LIMIT, OPERATOR, SYNC, Suite  # noqa: E402
@@ -33,7 +34,7 @@ MEASURE_SYNC_UP_TO = 1_000  # the sync loop and the unbounded gather are extrapo
 MEASURE_GATHER_UP_TO = 1_000
 # Operator arguments tuned as a user would (best wall time at 10k chunks on the reference 2-core machine,
 # see docs/benchmark.md); the operators' own defaults are batch_size=100, max_concurrency=8.
-TUNED = Tuning(write_batch_size=200, write_max_concurrency=16, search_max_concurrency=32)
+TUNED = Tuning(write_batch_size=200, write_max_concurrency=16, search_batch_size=16, search_max_concurrency=8)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,10 +52,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write max_concurrency")
     parser.add_argument("--search-concurrency", type=int, default=TUNED.search_max_concurrency,
                         help="search max_concurrency")
+    parser.add_argument("--search-batch-size", type=int, default=TUNED.search_batch_size, help="search batch_size")
+    parser.add_argument("--big-search", default="1000,100000",
+                        help="QUERIES,ENTITIES of the large search workload ('' to skip)")
+    parser.add_argument("--nightly-files", type=int, default=1000, help="files of the nightly corpus (0 to skip)")
+    parser.add_argument("--db-sizes", default="100,1000",
+                        help="corpus sizes (files) for the metadata-DB growth runs via airflow dags test ('' to skip)")
+    parser.add_argument("--only-nightly", action="store_true", help="run only the nightly corpus workload")
+    parser.add_argument("--tag", help="results file suffix (default: 'standalone' with --standalone, else none)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeat = "1000", 1
+        args.sizes, args.repeat, args.big_search = "1000", 1, "200,5000"
+        args.nightly_files, args.db_sizes = min(args.nightly_files, 100), ""
+    if args.tag is None:
+        args.tag = "standalone" if args.standalone else ""
     return args
 
 
@@ -72,9 +84,10 @@ def quiet_logs() -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_logs()
     tuning = Tuning(write_batch_size=args.batch_size, write_max_concurrency=args.max_concurrency,
-                    search_max_concurrency=args.search_concurrency)
+                    search_batch_size=args.search_batch_size, search_max_concurrency=args.search_concurrency)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     started = time.monotonic()
+    commit, load_at_start = describe_commit(), load_average()
     with (
         EmbeddingService(dimensions=args.dimensions, latency=args.latency,
                          latency_per_input=args.latency_per_input) as embeddings,
@@ -84,11 +97,17 @@ def run(args: argparse.Namespace) -> int:
         suite = Suite(backend.uri, embeddings, tuning, repeat=args.repeat)
         print(f"Milvus: {backend.description}; embeddings: {embeddings.base_url} "
               f"(latency {args.latency}s + {args.latency_per_input}s/input)\nTuning: {tuning.describe()}", flush=True)
-        for n in TUTORIAL_ADDS:
-            suite.run_write(Workload("add", n), (SYNC, GATHER, OPERATOR, LIMIT))
-        suite.run_search(Workload("search", TUTORIAL_SEARCHES))
-        for n in TUTORIAL_DELETES:
-            suite.run_delete(Workload("delete", n))
+        if args.only_nightly:
+            sizes = []
+        else:
+            for n in TUTORIAL_ADDS:
+                suite.run_write(Workload("add", n), (SYNC, GATHER, OPERATOR, LIMIT))
+            suite.run_search(Workload("search", TUTORIAL_SEARCHES))
+            if args.big_search:
+                n_queries, n_entities = (int(x) for x in args.big_search.split(","))
+                suite.run_search(Workload(f"search@{n_entities // 1000}k", n_queries), n_entities)
+            for n in TUTORIAL_DELETES:
+                suite.run_delete(Workload("delete", n))
         for n in sizes:
             workload = Workload("ingest", n)
             measured = tuple(m for m, up_to in ((SYNC, MEASURE_SYNC_UP_TO), (GATHER, MEASURE_GATHER_UP_TO))
@@ -98,10 +117,18 @@ def run(args: argparse.Namespace) -> int:
                 if method not in measured:
                     base = suite.find("ingest", MEASURE_SYNC_UP_TO, method) or suite.find("add", 100, method)
                     suite.extrapolate(workload, method, base)
-        meta = describe_machine(args, backend, embeddings, tuning)
+        nightly = None
+        if args.nightly_files:
+            with tempfile.TemporaryDirectory(prefix="bench-nightly-") as workdir:
+                nightly = run_nightly(
+                    backend.uri, embeddings, files=args.nightly_files, batch_size=tuning.write_batch_size,
+                    max_concurrency=tuning.write_max_concurrency, workdir=Path(workdir),
+                    db_sizes=tuple(int(x) for x in args.db_sizes.split(",") if x),
+                )
+        meta = describe_machine(args, backend, embeddings, tuning, commit=commit, load_at_start=load_at_start)
     meta["benchmark wall time"] = f"{time.monotonic() - started:.0f} s"
     found = targets(suite.rows)
-    text = write_results(suite.rows, found, meta, args.results_dir)
+    text = write_results(suite.rows, found, meta, args.results_dir, tag=args.tag, nightly=nightly)
     print("\n" + text)
     return 0
 

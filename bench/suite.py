@@ -34,7 +34,7 @@ class Suite:
     # -- bookkeeping ------------------------------------------------------------------------------
 
     def _collection(self, method: str, workload: Workload) -> str:
-        name = f"b_{method[1]}_{workload.kind}_{workload.n}_{uuid.uuid4().hex[:6]}"
+        name = f"b_{method[1]}_{workload.kind.replace('@', '_')}_{workload.n}_{uuid.uuid4().hex[:6]}"
         self._collections.append(name)
         return name
 
@@ -106,10 +106,10 @@ class Suite:
         return trial
 
     def _limit_trial(
-        self, workload: Workload, corpus: list, embed: Callable[[], float] | None, milvus: Callable[[str], float],
-        ceiling: float | None,
+        self, workload: Workload, corpus: list, pipeline: Callable[[str], float],
+        stages: dict[str, Callable[[str], float]], ceiling: float | None = None,
     ) -> Callable[[], Trial]:
-        """The slower stage of the two; both stages (and the computed embedding ceiling) go in the notes."""
+        """The raw pipeline is the limit; each stage alone (and the computed embedding ceiling) goes in the notes."""
 
         def trial() -> Trial:
             name = self._collection(LIMIT, workload)
@@ -119,13 +119,12 @@ class Suite:
                 limits.milvus_insert(self.milvus_uri, name, rows, batch=1000, concurrency=1)
 
             def timed_part() -> float:
-                milvus_s = milvus(name)
-                embed_s = embed() if embed else 0.0
-                note = f"milvus {milvus_s:.3f}s"
-                if embed:
-                    note += f", embeddings {embed_s:.3f}s (computed ceiling {ceiling:,.0f}/s)"
-                self._notes[LIMIT] = note
-                return max(milvus_s, embed_s)
+                seconds = pipeline(name)
+                notes = [f"{stage} alone {run(name):.3f}s" for stage, run in stages.items()]
+                if ceiling:
+                    notes.append(f"computed embedding ceiling {ceiling:,.0f}/s")
+                self._notes[LIMIT] = "raw pipeline; " + ", ".join(notes)
+                return seconds
 
             return timed_part
 
@@ -145,31 +144,85 @@ class Suite:
         self.measure(workload, OPERATOR, self._operator_trial(workload, [], lambda n: operators.add(n, docs, self.tuning)))
         rows = limits.rows_for(docs, self.embeddings.dimensions)
         texts = [d.page_content for d in docs]
+        url = self.embeddings.base_url
         self.measure(workload, LIMIT, self._limit_trial(
             workload, [],
-            lambda: limits.hammer_embeddings(self.embeddings.base_url, texts, batch=batch, concurrency=conc),
-            lambda name: limits.milvus_insert(self.milvus_uri, name, rows, batch=batch, concurrency=conc),
+            lambda name: limits.pipeline_insert(self.milvus_uri, url, name, rows, batch=batch, concurrency=conc),
+            {
+                "embeddings": lambda _: limits.hammer_embeddings(url, texts, batch=batch, concurrency=conc),
+                "milvus": lambda name: limits.milvus_insert(
+                    self.milvus_uri, name, [r | {"pk": f"again-{r['pk']}"} for r in rows], batch=batch,
+                    concurrency=conc),
+            },
             self.embeddings.ceiling(batch, conc),
         ))
 
-    def run_search(self, workload: Workload) -> None:
-        """The tutorial's searches (k=3) over a 1,000-document collection."""
+    def run_search(self, workload: Workload, corpus_n: int = TUTORIAL_CORPUS, *, measure_sync_up_to: int = 100,
+                   measure_gather_up_to: int = 1000) -> None:
+        """Searches (k=3) over a ``corpus_n``-document collection: the tutorial's 100 over 1,000, and larger."""
         from tests.servers.embeddings_server import embed_text
 
-        corpus, qs = documents(TUTORIAL_CORPUS), queries(workload.n)
-        conc = self.tuning.search_max_concurrency
+        qs = queries(workload.n)
+        batch, conc = self.tuning.search_batch_size, self.tuning.search_max_concurrency
+        url = self.embeddings.base_url
         vectors = [embed_text(q, self.embeddings.dimensions) for q in qs]
-        self.measure(workload, SYNC, self._tutorial_trial(SYNC, workload, corpus, lambda s: tutorial.sync_search(s, qs)))
-        self.measure(workload, GATHER,
-                     self._tutorial_trial(GATHER, workload, corpus, lambda s: tutorial.gather_search(s, qs)))
-        self.measure(workload, OPERATOR,
-                     self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, self.tuning)))
-        self.measure(workload, LIMIT, self._limit_trial(
-            workload, corpus,
-            lambda: limits.hammer_embeddings(self.embeddings.base_url, qs, batch=1, concurrency=conc),
-            lambda name: limits.milvus_search(self.milvus_uri, name, vectors, concurrency=conc),
-            self.embeddings.ceiling(1, conc),
-        ))
+        shared = corpus_n > TUTORIAL_CORPUS  # read-only: one populated collection for every method and trial
+        if shared:
+            name = f"b_search_{corpus_n}_{uuid.uuid4().hex[:6]}"
+            limits.create_collection(self.milvus_uri, name, self.embeddings.dimensions)
+            for start in range(0, corpus_n, 10_000):
+                rows = limits.rows_for(documents(min(10_000, corpus_n - start), start=start), self.embeddings.dimensions)
+                limits.milvus_insert(self.milvus_uri, name, rows, batch=2000, concurrency=2)
+            limits.flush(self.milvus_uri, name)
+            setup = lambda method: (lambda: name)  # noqa: E731
+            corpus = []
+        else:
+            corpus = documents(corpus_n)
+            setup = None
+        try:
+            sync_qs = qs[:measure_sync_up_to]
+            sync_load = Workload(workload.kind, len(sync_qs)) if len(sync_qs) < len(qs) else workload
+            sync_row = self.measure(sync_load, SYNC, self._search_trial(
+                SYNC, sync_load, corpus, setup, lambda s: tutorial.sync_search(s, sync_qs)))
+            if sync_load is not workload:
+                self.extrapolate(workload, SYNC, sync_row)
+            if workload.n <= measure_gather_up_to:
+                self.measure(workload, GATHER, self._search_trial(
+                    GATHER, workload, corpus, setup, lambda s: tutorial.gather_search(s, qs)))
+            op_trial = (lambda: (lambda: operators.search(name, qs, self.tuning))) if shared else \
+                self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, self.tuning))
+            self.measure(workload, OPERATOR, op_trial)
+            pipeline = lambda n: limits.pipeline_search(self.milvus_uri, url, n, qs, batch=batch, concurrency=conc)  # noqa: E731
+            stages = {
+                "milvus": lambda n: limits.milvus_search(self.milvus_uri, n, vectors, batch=batch, concurrency=conc),
+                "embeddings": lambda _: limits.hammer_embeddings(url, qs, batch=batch, concurrency=conc),
+            }
+            if shared:
+                def limit_trial() -> Trial:
+                    def timed_part() -> float:
+                        seconds = pipeline(name)
+                        notes = [f"{stage} alone {run(name):.3f}s" for stage, run in stages.items()]
+                        self._notes[LIMIT] = "raw pipeline; " + ", ".join(notes)
+                        return seconds
+                    return timed_part
+                self.measure(workload, LIMIT, limit_trial)
+            else:
+                self.measure(workload, LIMIT, self._limit_trial(
+                    workload, corpus, pipeline, stages, self.embeddings.ceiling(batch, conc)))
+        finally:
+            if shared:
+                self._collections.append(name)
+                self._drop_collections()
+
+    def _search_trial(self, method: str, workload: Workload, corpus: list, setup, run: Callable) -> Callable[[], Trial]:
+        if setup is None:
+            return self._tutorial_trial(method, workload, corpus, run)
+
+        def trial() -> Trial:
+            store = tutorial.make_store(self.milvus_uri, self.embeddings.base_url, setup(method)())
+            return lambda: run(store)
+
+        return trial
 
     def run_delete(self, workload: Workload) -> None:
         """Deletes by metadata expression from a 1,000-document collection (fresh for every trial)."""
@@ -180,4 +233,4 @@ class Suite:
         self.measure(workload, OPERATOR,
                      self._operator_trial(workload, corpus, lambda n: operators.delete(n, ids, self.tuning)))
         self.measure(workload, LIMIT, self._limit_trial(
-            workload, corpus, None, lambda name: limits.milvus_delete(self.milvus_uri, name, ids), None))
+            workload, corpus, lambda name: limits.milvus_delete(self.milvus_uri, name, ids), {}))

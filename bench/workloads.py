@@ -16,15 +16,20 @@ SEARCH_K = 3
 
 @dataclass(frozen=True)
 class Workload:
-    """``kind`` is add | search | delete | ingest; ``n`` the number of items it processes."""
+    """``kind`` is add | search | delete | ingest (``search@100k``: over a 100k collection); ``n`` items."""
 
     kind: str
     n: int
 
     @property
     def label(self) -> str:
-        noun = {"add": "docs", "search": "queries", "delete": "deletes", "ingest": "chunks"}[self.kind]
-        return f"{self.kind} {self.n:,} {noun}"
+        noun = {"add": "docs", "search": "queries", "delete": "deletes", "ingest": "chunks"}[self.base]
+        suffix = f" over {self.kind.split('@')[1]}" if "@" in self.kind else ""
+        return f"{self.base} {self.n:,} {noun}{suffix}"
+
+    @property
+    def base(self) -> str:
+        return self.kind.split("@")[0]
 
 
 def documents(count: int, *, start: int = 0, prefix: str = "doc", seed: int = 0) -> list[Document]:
