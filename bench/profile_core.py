@@ -1,7 +1,8 @@
 """Profile the operator core (method c) with pyinstrument: ``python -m bench.profile_core [--n 10000]``.
 
-Runs one ingest of ``n`` chunks, one 100-query search and one 100-id delete against fresh servers
-(same settings as the benchmark) and writes text profiles to bench/results/profile-*.txt.
+Runs one ingest of ``n`` chunks, one 100-query search (nq-batched, the benchmark's search tuning) and
+one 100-id delete against fresh servers (same settings as the benchmark) and writes text profiles to
+bench/results/profile-*.txt. ``--standalone`` profiles against Milvus standalone 2.3.5 instead.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--latency-per-input", type=float, default=0.0005)
+    parser.add_argument("--standalone", action="store_true")
     args = parser.parse_args()
     quiet_logs()
     docs = documents(args.n)
     with (
         EmbeddingService(dimensions=32, latency=args.latency, latency_per_input=args.latency_per_input) as emb,
-        milvus_backend(uri=None, standalone=False) as backend,
+        milvus_backend(uri=None, standalone=args.standalone) as backend,
     ):
         operators.configure_connections(backend.uri, emb.base_url)
         operators.prepare("profile_ingest")
@@ -54,8 +56,9 @@ def main() -> None:
             "delete-100": lambda: operators.delete("profile_small", delete_ids(100, start=0), TUNED),
         }
         for name, run in runs.items():
-            seconds = profiled(RESULTS_DIR / f"profile-{name}.txt", run)
-            print(f"{name}: {seconds:.3f} s -> {RESULTS_DIR / f'profile-{name}.txt'}")
+            path = RESULTS_DIR / f"profile-{name}{'-standalone' if args.standalone else ''}.txt"
+            seconds = profiled(path, run)
+            print(f"{name}: {seconds:.3f} s -> {path}")
 
 
 if __name__ == "__main__":
