@@ -16,8 +16,8 @@ into the same chunks (same loader, same splitter), then ``langchain_core.indexin
 otherwise. The bare upsert: collection creation and the same read + split, then the raw embed -> ``upsert`` pipeline
 (``limits.pipeline_insert``) at the operator's batch size and concurrency, into a fresh collection.
 
-Metadata DB growth: ``airflow dags test`` of ``bench/dags/bench_nightly_corpus.py`` (the operator with
-``source_url``) on a throwaway sqlite DB, three runs per corpus size, DB file size after each run.
+Metadata DB growth: ``airflow dags test`` of the example DAG ``milvus_nightly_ingest`` (``source_url``)
+on a throwaway sqlite DB, three runs per corpus size, payload bytes of the DB after each run.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ CHUNK_SIZE, CHUNK_OVERLAP = 500, 50
 SUFFIXES = (".py", ".rst", ".txt", ".md")
 MIN_BYTES, MAX_BYTES = 6_000, 24_000
 RUNS = ("first", "unchanged", "1% edited + 1% deleted")
-BENCH_DAGS = Path(__file__).resolve().parent / "dags"
+DAGS = Path(__file__).resolve().parents[1] / "dags"  # the example DAGs; milvus_nightly_ingest for DB growth
 
 
 @dataclass
@@ -85,8 +85,8 @@ OURS, PEER, BARE = "ours (operator)", "peer (LangChain index)", "bare upsert"
 
 # -- corpus ------------------------------------------------------------------------------------------
 
-def build_corpus(target: Path, files: int) -> int:
-    """Copy ``files`` decodable text files from site-packages into ``target``; returns total bytes."""
+def build_corpus(target: Path, files: int, *, suffix: str = "") -> int:
+    """Copy ``files`` decodable text files from site-packages into ``target`` (names + ``suffix``); returns bytes."""
     site = Path(next(p for p in sys.path if p.endswith("site-packages")))
     candidates = []
     for path in site.rglob("*"):
@@ -107,7 +107,7 @@ def build_corpus(target: Path, files: int) -> int:
             continue
         if not text.strip():
             continue
-        out = target / rel
+        out = target / f"{rel}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         total += len(text.encode())
@@ -212,37 +212,45 @@ def bare_upsert(folder: Path, uri: str, embedding_url: str, collection: str, dim
 
 # -- metadata DB growth ------------------------------------------------------------------------------
 
-def db_growth(files: int, embeddings: EmbeddingService, home: Path, batch_size: int,
-              max_concurrency: int) -> list[dict[str, Any]]:
-    """Three ``airflow dags test`` runs (first, unchanged, 1% edited/deleted) on a fresh sqlite DB."""
+def db_growth(files: int, embeddings: EmbeddingService, uri: str, home: Path) -> list[dict[str, Any]]:
+    """Three ``airflow dags test milvus_nightly_ingest`` runs (first, unchanged, 1% edited/deleted), fresh sqlite DB.
+
+    The example DAG as shipped (``dags/``, its own batch size and concurrency), its ``milvus_default``
+    connection pointed at the benchmark's Milvus with the benchmark's embedding connection; the corpus
+    files get a ``.txt`` suffix because the DAG reads ``**/*.md`` and ``**/*.txt``.
+    """
+    import json
+
     from tests.airflow_cli import AirflowCLI
 
     corpus = home / f"corpus-{files}"
-    build_corpus(corpus, files)
+    build_corpus(corpus, files, suffix=".txt")
     collection = f"bench_dagtest_{files}_{uuid.uuid4().hex[:6]}"
-    cli = AirflowCLI(home=home / f"airflow-{files}", dags_folder=BENCH_DAGS, env_overrides={
+    milvus_default = json.dumps({"conn_type": "milvus", "host": uri, "extra": {
+        "embedding_conn_id": EMBEDDING_CONN_ID, "embedding_model": MODEL}})
+    cli = AirflowCLI(home=home / f"airflow-{files}", dags_folder=DAGS, env_overrides={
         k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_")
-    } | {
-        "BENCH_CORPUS": str(corpus), "BENCH_COLLECTION": collection,
-        "BENCH_BATCH_SIZE": str(batch_size), "BENCH_MAX_CONCURRENCY": str(max_concurrency),
-    })
+    } | {"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_default})
     cli.migrate()
     db = cli.home / "airflow.db"
     rows = []
     before = _db_bytes(db)
-    for day, run in zip(("2026-01-01", "2026-01-02", "2026-01-03"), RUNS):
-        if run == RUNS[2]:
-            mutate(corpus)
-        embeddings.reset()
-        started = time.perf_counter()
-        cli.run("dags", "test", "bench_nightly_corpus", day)
-        seconds = time.perf_counter() - started
-        after = _db_bytes(db)
-        rows.append({"files": files, "chunks": _result_chunks(db), "run": run, "db_bytes_before": before,
-                     "db_bytes_after": after,
-                     "growth_bytes": after - before, "xcom_bytes": _xcom_bytes(db), "dags_test_s": round(seconds, 1),
-                     "embedding_inputs": embeddings.stats()["inputs"]})
-        before = after
+    conf = json.dumps({"corpus_dir": str(corpus), "collection": collection})
+    try:
+        for day, run in zip(("2026-01-01", "2026-01-02", "2026-01-03"), RUNS):
+            if run == RUNS[2]:
+                mutate(corpus)
+            embeddings.reset()
+            started = time.perf_counter()
+            cli.run("dags", "test", "milvus_nightly_ingest", day, "-c", conf)
+            seconds = time.perf_counter() - started
+            after = _db_bytes(db)
+            rows.append({"files": files, "chunks": _result_chunks(db), "run": run, "db_bytes_before": before,
+                         "db_bytes_after": after, "growth_bytes": after - before, "xcom_bytes": _xcom_bytes(db),
+                         "dags_test_s": round(seconds, 1), "embedding_inputs": embeddings.stats()["inputs"]})
+            before = after
+    finally:
+        _drop(uri, [collection])
     return rows
 
 
@@ -336,7 +344,7 @@ def run_nightly(uri: str, embeddings: EmbeddingService, *, files: int, batch_siz
         _drop(uri, [ours_collection, peer_collection, bare_collection])
     for size in db_sizes:
         print(f"metadata DB growth: airflow dags test, {size} files", flush=True)
-        result.db_growth += db_growth(size, embeddings, workdir / "dagtest", batch_size, max_concurrency)
+        result.db_growth += db_growth(size, embeddings, uri, workdir / "dagtest")
         for entry in result.db_growth[-3:]:
             print(f"  {entry}", flush=True)
     return result
