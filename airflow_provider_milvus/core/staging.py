@@ -1,4 +1,5 @@
-"""Pass bulk data to the triggerer by reference: trigger kwargs are plaintext DB rows (64 KiB on MySQL).
+"""
+Pass bulk data to the triggerer by reference: trigger kwargs are plaintext DB rows (64 KiB on MySQL).
 
 The staging location is a local directory by default (only usable when worker and triggerer share it:
 one host, or a volume mounted on every host), or any ``ObjectStoragePath`` URL such as
@@ -64,13 +65,13 @@ def this_host() -> str:
         from airflow.utils.net import get_hostname
 
         name = get_hostname()
-    except Exception:  # noqa: BLE001 - a broken hostname_callable must not break staging
+    except Exception:
         name = socket.gethostname()
     return re.sub(r"[^A-Za-z0-9.\-]", "-", name) or "unknown-host"
 
 
 def host_of(reference: str) -> str | None:
-    """The host that staged ``reference`` (recorded in its name), if known."""
+    """Return the host that staged ``reference`` (recorded in its name), if known."""
     match = _NAME.match(reference.rsplit("/", 1)[-1])
     return match.group("host") if match else None
 
@@ -94,7 +95,7 @@ def stage_json(payload: Any, *, staging_url: str, name_hint: str) -> str:
     try:
         target_path = _object_path(staging_url) / name
         target_path.write_bytes(data)
-    except Exception as error:  # noqa: BLE001 - any filesystem/provider error, described for the user
+    except Exception as error:
         raise StagingError(_unusable(staging_url, error, "write")) from None
     return str(target_path)
 
@@ -113,7 +114,7 @@ def load_json(reference: str) -> Any:
             f"Staged object {reference} no longer exists: it was removed before this task read it (by "
             "staging.cleanup or a lifecycle rule with too short an age, or by another run). Re-run the task."
         ) from None
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise StagingError(_unusable(reference, error, "read")) from None
 
 
@@ -127,7 +128,7 @@ def remove(reference: str) -> bool:
         if path.exists():
             path.unlink()
         return True
-    except Exception as error:  # noqa: BLE001 - never fail a finished task over its scratch data
+    except Exception as error:
         log.warning("Could not remove staged %s (%s); cleanup() or a lifecycle rule reclaims it",
                      reference, _describe(error))
         return False
@@ -166,14 +167,15 @@ def check_staging(staging_url: str, *, timeout: float | None = None) -> None:
         )) from None
     except StagingError:
         raise
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise StagingError(_unusable(staging_url, error, "probe")) from None
     finally:
         pool.shutdown(wait=False)
 
 
 def cleanup(staging_url: str, *, older_than: timedelta = timedelta(hours=24)) -> list[str]:
-    """Remove staged objects (and probes, partial writes) older than ``older_than``; returns their references.
+    """
+    Remove staged objects (and probes, partial writes) older than ``older_than``; returns their references.
 
     Staged objects of running deferrals are younger than their deferral timeout (2 h by default): keep
     ``older_than`` above the longest ``timeout`` of the deferred Milvus tasks.
@@ -221,10 +223,8 @@ def _object_path(url: str) -> Any:
 def _probe_object_storage(staging_url: str) -> None:
     root = _object_path(staging_url)
     if root.conn_id:
-        try:
-            from airflow.sdk import BaseHook
-        except ImportError:  # Airflow 3.0
-            from airflow.hooks.base import BaseHook
+        from airflow_provider_milvus.version_compat import BaseHook
+
         try:
             BaseHook.get_connection(root.conn_id)
         except Exception as error:

@@ -123,15 +123,15 @@ class MultiHost:
         assert not survivors, f"processes of {name} survived SIGKILL: {survivors}"
         return pids
 
-    def restart_triggerer(self, name: str, timeout: float = 120) -> None:
-        before = set(self.alive_triggerer_jobs())
-        self.stack.start_component(name)
+    def wait_for_triggerers(self, count: int, timeout: float = 120) -> None:
+        """Wait until ``count`` triggerer processes run and as many triggerer jobs heartbeat."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if set(self.alive_triggerer_jobs()) - before:
+            running = [n for n in TRIGGERERS if n in self.stack.processes and self.stack.processes[n].poll() is None]
+            if len(running) >= count and len(self.alive_triggerer_jobs()) >= count:
                 return
             time.sleep(0.5)
-        raise AssertionError(f"{name} did not heartbeat within {timeout}s\n{self.stack.diagnostics()}")
+        raise AssertionError(f"not {count} live triggerers within {timeout}s\n{self.stack.diagnostics()}")
 
 
 class SlowProxy:

@@ -29,6 +29,7 @@ from airflow.exceptions import TaskDeferred
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+
 from tests.integration.multihost import record_figure
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,8 @@ def test_stage_read_remove_through_s3(s3: S3Server, s3_conn: str) -> None:
     url = f"s3://{s3_conn}@{BUCKET}/round-trip"
     staging.check_staging(url)
     reference = staging.stage_json({"chunks": list(range(1000))}, staging_url=url, name_hint="add-chunks")
-    assert reference.startswith(f"{url}/add-chunks-") and staging.host_of(reference) == staging.this_host()
+    assert reference.startswith(f"{url}/add-chunks-")
+    assert staging.host_of(reference) == staging.this_host()
     assert s3.keys(BUCKET, "round-trip/") == [reference.removeprefix(f"s3://{s3_conn}@{BUCKET}/")]
     assert staging.load_json(reference) == {"chunks": list(range(1000))}
     # Identical payloads staged twice (two runs of the same input) never share an object.
@@ -87,7 +89,8 @@ def test_deferral_stages_on_s3_and_execute_complete_removes_it_on_error_too(s3: 
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context={})
     _, kwargs = deferred.value.trigger.serialize()
-    assert kwargs["job"]["chunks"] is None and kwargs["job"]["chunks_ref"].startswith(f"{url}/add-chunks-")
+    assert kwargs["job"]["chunks"] is None
+    assert kwargs["job"]["chunks_ref"].startswith(f"{url}/add-chunks-")
     assert len(s3.keys(BUCKET, "defer/")) == 1
     with pytest.raises(staging.MilvusProviderError, match="boom"):
         operator.execute_complete(context={}, event={"status": "error", "message": "boom"}, **deferred.value.kwargs)
@@ -143,7 +146,8 @@ def test_bad_staging_fails_at_deferral_time_with_a_clear_message(
     except ImportError:  # pragma: no cover
         pass
     assert all(word.lower() in message.lower() for word in words), message
-    assert "staging_url" in message and SECRET_KEY not in message
+    assert "staging_url" in message
+    assert SECRET_KEY not in message
     assert elapsed < staging.DEFAULT_CHECK_TIMEOUT + 5
 
 
@@ -212,7 +216,8 @@ def test_local_staging_with_a_multi_host_executor_warns_at_deferral(
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
     with caplog.at_level(logging.WARNING, logger=staging.__name__):
         staging.check_staging(str(tmp_path / "local"))
-    assert staging.SHARED_STORAGE_HINT in caplog.text and "CeleryExecutor" in caplog.text
+    assert staging.SHARED_STORAGE_HINT in caplog.text
+    assert "CeleryExecutor" in caplog.text
     caplog.clear()
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
     with caplog.at_level(logging.WARNING, logger=staging.__name__):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.multihost import MultiHost, multihost, record_figure  # noqa: F401 - fixture
+from tests.integration.multihost import MultiHost, record_figure
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +72,13 @@ def failover(mh: MultiHost, dag_id: str, run_id: str, task_id: str, *, mid_run: 
     mh.kill_triggerer(first_name)
     _, second_job, second_name = mh.wait_for_assignment(dag_id, run_id, task_id, not_job=first_job, timeout=120)
     taken_over_after = time.monotonic() - killed_at
+    mh.stack.start_component(first_name)  # two triggerers again for the next test (boots while this run ends)
     state = stack.wait_for_run(dag_id, run_id, timeout=timeout)
     logs = stack.task_log(dag_id, run_id, task_id)
     assert state == "success", f"{dag_id} ended {state}\n{logs[-4000:]}"
     trigger_logs = sorted(p.name for p in stack.task_log_files(dag_id, run_id, task_id) if ".trigger." in p.name)
     mh.killed.append({"dag": dag_id, "killed": first_name, "took_over": second_name})
-    mh.restart_triggerer(first_name)  # two triggerers again for the next test
+    mh.wait_for_triggerers(2)
     return {
         "trigger_id": trigger_id, "first": (first_job, first_name), "second": (second_job, second_name),
         "taken_over_after_s": round(taken_over_after, 1), "tries": stack.task_tries(dag_id, run_id, task_id),
@@ -120,7 +121,9 @@ def test_killed_triggerer_mid_ingest_other_takes_over_exactly_once_each(
     mh, outcome = multihost, ingest["outcome"]
     # The staged input went through S3 (trigger kwargs hold an s3:// reference, never the documents).
     rows = ingest["trigger_rows"]
-    assert rows and "s3://staging_s3@" in rows[0].kwargs and "fo document" not in rows[0].kwargs
+    assert rows
+    assert "s3://staging_s3@" in rows[0].kwargs
+    assert "fo document" not in rows[0].kwargs
 
     pks = all_pks(reader, ingest["collection"])
     expected = {f"fo-{i}" for i in range(INGEST_CHUNKS)}
@@ -174,7 +177,8 @@ def test_killed_triggerer_mid_search_other_takes_over(multihost: MultiHost, inge
     logs += mh.stack.task_log("milvus_it_failover_search", run_id, "search")
     assert "result_ref" in logs and "s3://staging_s3@" in logs, "the hits were not staged on S3"
     assert outcome["tries"] == 1
-    assert len(hits) == SEARCH_QUERIES and all(len(per_query) == 3 for per_query in hits)
+    assert len(hits) == SEARCH_QUERIES
+    assert all(len(per_query) == 3 for per_query in hits)
     assert all(hit["metadata"]["doc_id"].startswith("fo-") for per_query in hits for hit in per_query)
     assert_nothing_staged_left(mh)  # the staged queries and the staged (large) result are both gone
 
@@ -204,5 +208,6 @@ def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, inge
                                f"taken over by {outcome['second'][1]} in {outcome['taken_over_after_s']} s "
                                f"(it then matched {summary['matched']}); {len(pks)} entities left, {len(expected)} expected"))
     assert outcome["tries"] == 1
-    assert len(pks) == len(set(pks)) and set(pks) == expected
+    assert len(pks) == len(set(pks))
+    assert set(pks) == expected
     assert_nothing_staged_left(mh)
