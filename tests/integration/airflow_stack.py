@@ -203,7 +203,7 @@ class AirflowStack:
     def start_component(self, name: str) -> subprocess.Popen[bytes]:
         """Start (or restart) one component; ``triggerer-N`` is another ``airflow triggerer``."""
         command = "triggerer" if name.startswith("triggerer") else name
-        log_file = open(self.process_logs_folder / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log_file = open(self.process_logs_folder / f"{name}.log", "ab")  # handed to the child
         self.processes[name] = subprocess.Popen(
             [AIRFLOW, command], env=self.env() | self.component_env.get(name, {}), stdout=log_file,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=True,

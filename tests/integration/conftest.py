@@ -1,4 +1,18 @@
 """Integration-tier fixtures shared across modules (one instance per session, not one per importing module)."""
+
 from __future__ import annotations
 
-from tests.integration.multihost import multihost  # noqa: F401 - the multi-host deployment (two triggerers, S3 staging)
+from typing import Any
+
+from tests.integration.multihost import (
+    FIGURES,
+    multihost,  # noqa: F401 - the multi-host deployment (two triggerers, S3 staging)
+)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    if not FIGURES.ran:
+        return
+    terminalreporter.section("multi-host figures (triggerer failover, S3 staging, several writers)")
+    for line in FIGURES.lines():
+        terminalreporter.write_line(line)

@@ -138,13 +138,8 @@ def test_bad_staging_fails_at_deferral_time_with_a_clear_message(
         operator.execute(context={})
     elapsed = time.monotonic() - started
     message = str(failure.value)
-    record_figure("", measure=(f"bad staging: {case}", f"fails before deferring in {elapsed:.1f} s"))
-    try:
-        from tests.faults.report import FIGURES
-
-        FIGURES.bad_input(f"staging_url: {case}")
-    except ImportError:  # pragma: no cover
-        pass
+    record_figure("", measure=(f"bad staging: {case}", f"fails before deferring in {elapsed:.1f} s"),
+                  bad_input=case)
     assert all(word.lower() in message.lower() for word in words), message
     assert "staging_url" in message
     assert SECRET_KEY not in message

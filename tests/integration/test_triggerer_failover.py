@@ -175,7 +175,8 @@ def test_killed_triggerer_mid_search_other_takes_over(multihost: MultiHost, inge
                                f"{sum(len(h) == 3 for h in hits)} of {SEARCH_QUERIES} queries with 3 hits"))
     logs = "\n".join(mh.stack.process_log(name) for name in ("triggerer", "triggerer-2"))
     logs += mh.stack.task_log("milvus_it_failover_search", run_id, "search")
-    assert "result_ref" in logs and "s3://staging_s3@" in logs, "the hits were not staged on S3"
+    assert "result_ref" in logs, "the hits were not staged"
+    assert "s3://staging_s3@" in logs, "the hits were not staged on S3"
     assert outcome["tries"] == 1
     assert len(hits) == SEARCH_QUERIES
     assert all(len(per_query) == 3 for per_query in hits)
@@ -210,4 +211,65 @@ def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, inge
     assert outcome["tries"] == 1
     assert len(pks) == len(set(pks))
     assert set(pks) == expected
+    assert_nothing_staged_left(mh)
+
+
+SLOW_TASKS = 4
+SLOW_CHUNKS_PER_TASK = 50_000
+
+
+@pytest.mark.slow
+def test_slow_four_big_ingests_one_triggerer_killed(multihost: MultiHost, reader: Any) -> None:
+    """200k chunks in 4 deferred tasks; the triggerer running most of them is killed mid-gather."""
+    mh, stack = multihost, multihost.stack
+    mh.wait_for_triggerers(2)
+    mh.embeddings.reset_stats()
+    mh.embeddings.latency = INGEST_LATENCY
+    runs: dict[str, str] = {}
+    started = time.monotonic()
+    try:
+        for n in range(SLOW_TASKS):
+            collection = f"fo_slow{n}_{uuid.uuid4().hex[:8]}"
+            runs[collection] = stack.trigger("milvus_it_failover_add",
+                                             {"collection": collection, "n": SLOW_CHUNKS_PER_TASK, "prefix": f"s{n}"})
+        assignments = {c: mh.wait_for_assignment("milvus_it_failover_add", r, "add", timeout=300)
+                       for c, r in runs.items()}
+        total_requests = SLOW_TASKS * SLOW_CHUNKS_PER_TASK // 100
+        wait_until(lambda: mh.embeddings.stats.requests >= total_requests // 4, 600, "a quarter of the batches")
+        by_triggerer: dict[str, int] = {}
+        for _, _job_id, name in assignments.values():
+            by_triggerer[name] = by_triggerer.get(name, 0) + 1
+        victim = max(by_triggerer, key=lambda name: by_triggerer[name])
+        victim_job = next(job for _, job, name in assignments.values() if name == victim)
+        requests_at_kill = mh.embeddings.stats.requests
+        mh.kill_triggerer(victim)
+        killed_at = time.monotonic()
+        moved = [c for c, (_, _, name) in assignments.items() if name == victim]
+        for collection in moved:
+            mh.wait_for_assignment("milvus_it_failover_add", runs[collection], "add", not_job=victim_job, timeout=120)
+        taken_over_after = time.monotonic() - killed_at
+        stack.start_component(victim)
+        states = {c: stack.wait_for_run("milvus_it_failover_add", r, timeout=1800) for c, r in runs.items()}
+    finally:
+        mh.embeddings.latency = 0.0
+    elapsed = time.monotonic() - started
+    found = 0
+    for collection, run_id in runs.items():
+        n = list(runs).index(collection)
+        pks = all_pks(reader, collection)
+        found += len(pks)
+        assert states[collection] == "success", stack.task_log("milvus_it_failover_add", run_id, "add")[-3000:]
+        assert stack.task_tries("milvus_it_failover_add", run_id, "add") == 1
+        assert len(pks) == len(set(pks))
+        assert set(pks) == {f"s{n}-{i}" for i in range(SLOW_CHUNKS_PER_TASK)}
+        reader.drop_collection(collection)
+    expected = SLOW_TASKS * SLOW_CHUNKS_PER_TASK
+    record_figure("triggerer SIGKILL mid-ingest, 4 tasks (slow)", faults=1, expected=expected, found=found)
+    record_figure("", measure=("triggerer failover, 4 x 50k (slow)",
+                               f"{expected} chunks in {SLOW_TASKS} tasks; {by_triggerer} triggers per triggerer; killed "
+                               f"{victim} after {requests_at_kill} of {total_requests} batches; {len(moved)} triggers "
+                               f"taken over in {taken_over_after:.1f} s; all success in {elapsed:.0f} s"))
+    print(f"\n[slow failover] assignments={by_triggerer} victim={victim} moved={len(moved)} "
+          f"taken_over_after={taken_over_after:.1f}s requests={mh.embeddings.stats.requests} elapsed={elapsed:.0f}s "
+          f"found={found}/{expected}")
     assert_nothing_staged_left(mh)
