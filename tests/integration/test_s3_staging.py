@@ -132,7 +132,7 @@ def test_bad_staging_fails_at_deferral_time_with_a_clear_message(
             connection.pop(key)
     if not change.get("undefined"):
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn.upper()}", json.dumps(connection))
-    operator = deferred_add(f"s3://{conn}@{bucket}/p")
+    operator = deferred_add(f"s3://{conn}@{bucket}/p", n=5)  # small enough to go inline: only the check sees it
     started = time.monotonic()
     with pytest.raises(staging.StagingError) as failure:  # raised in execute: never TaskDeferred
         operator.execute(context={})
