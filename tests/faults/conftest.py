@@ -26,7 +26,7 @@ from airflow_provider_milvus.local_server import (
     stop_local_server,
 )
 from tests.conftest import EMBEDDING_API_KEY
-from tests.faults.report import FIGURES, FaultFigures
+from tests.faults.report import FIGURES, FaultFigures, write_docs
 
 MILVUS_SENTINEL = "milvus-SENTINEL-token-5e1f0c"  # put on every Milvus connection; must never show up
 EMBEDDING_SENTINEL = "sk-SENTINEL-wrong-key-93d2a7"  # a wrong embedding API key, for 401 tests
@@ -40,6 +40,20 @@ _FAULTS_DIR = Path(__file__).resolve().parent
 # collection, selection and the end-of-run figures
 
 
+PUBLISHED_FIGURES_TEST = "test_published_figures.py"
+# Tests whose figures are published: the fault suite and the integration tier's secret scan.
+SECRET_SCAN_TEST = _FAULTS_DIR.parent / "integration" / "test_secrets_never_leak.py"
+OUTCOMES: dict[str, str] = {}  # nodeid -> passed / failed / skipped, for the figures check
+
+
+def contributes_figures(item: pytest.Item) -> bool:
+    """Its figures are in the CI suite's published block (slow tests have their own block)."""
+    path = Path(str(item.fspath))
+    if path.name == PUBLISHED_FIGURES_TEST or "slow" in item.keywords:
+        return False
+    return _FAULTS_DIR in path.parents or path == SECRET_SCAN_TEST
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``pytest tests/faults`` skips the slow load tests; ``-m slow`` (any -m) selects them."""
     if config.getoption("markexpr", ""):
@@ -50,8 +64,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+class _FiguresPlugin:
+    """Registered as a plugin, not as conftest hooks: conftest ``pytest_runtest_*`` hooks only see the
+    tests under their own directory, and the integration tier's secret scan lives elsewhere."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """The published-figures check runs after every other test (the integration tier included)."""
+        last = [item for item in items if Path(str(item.fspath)).name == PUBLISHED_FIGURES_TEST]
+        items[:] = [item for item in items if item not in last] + last
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            OUTCOMES[report.nodeid] = "failed"
+        elif report.skipped and OUTCOMES.get(report.nodeid) != "failed":
+            OUTCOMES[report.nodeid] = "skipped"
+        elif report.when == "call" and report.passed:
+            OUTCOMES.setdefault(report.nodeid, "passed")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("fault-figures"):
+        config.pluginmanager.register(_FiguresPlugin(), "fault-figures")
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not (FIGURES.messages_checked or FIGURES.faults or FIGURES.bad_inputs or FIGURES.recoveries_checked):
+    if not FIGURES.ran:
         return  # no fault test ran
     outcome = {key: len(terminalreporter.stats.get(key, [])) for key in ("passed", "failed", "error", "skipped")}
     markexpr = config.getoption("markexpr", "")
@@ -59,9 +97,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("fault suite figures")
     for line in FIGURES.lines(outcome, selection):
         terminalreporter.write_line(line)
-    if os.environ.get("FAULTS_UPDATE_DOCS") == "1":
-        FIGURES.write_docs(outcome, selection)
-        terminalreporter.write_line("figures written to docs/faults.md")
+    # The CI suite's figures are checked and written by test_published_figures.py; the slow run's here.
+    if os.environ.get("FAULTS_UPDATE_DOCS") == "1" and markexpr == "slow":
+        if exitstatus != 0 or outcome["failed"] or outcome["error"]:
+            terminalreporter.write_line("slow-suite figures NOT written: the run did not pass")
+        else:
+            written = write_docs(FIGURES, outcome, selection, "slow")
+            terminalreporter.write_line(f"slow-suite figures written to {', '.join(p.name for p in written)}")
 
 
 @pytest.fixture

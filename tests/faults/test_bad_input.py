@@ -1,4 +1,9 @@
-"""Bad input is rejected with a message naming the problem, and nothing is written or deleted."""
+"""Bad input is rejected with a message naming the problem, and nothing is written or deleted.
+
+Each input is counted by how it ends (``tests/faults/report.py``): rejected with a message, handled as
+a documented no-op (an empty document list), or accepted as data (injection payloads are matched
+literally and delete nothing, a value that really contains quotes, a re-typed metadata value, ...).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from tests.faults.conftest import (
     count_entities,
     documents,
 )
+from tests.faults.report import ACCEPTED, NOOP
 
 N_SEED = 40
 SEED = documents(N_SEED)
@@ -128,7 +134,7 @@ def test_empty_filter_delete_is_refused_without_allow_delete_all(milvus_lite, sh
     ids=["double_quote", "single_quote", "escaped_quote", "or_true", "paren", "bracket"],
 )
 def test_quote_injection_via_expr_params_deletes_nothing_else(payload, milvus_lite, shared_conn, seeded, figures):
-    figures.bad_input(f"delete: injection {payload!r}")
+    figures.bad_input(f"delete: injection {payload!r}", ACCEPTED)  # matched literally: deletes nothing
     result = _delete(shared_conn, seeded, "source == {src}", expr_params={"src": payload})
     assert result["deleted"] == 0 and result["matched"] == 0
     listed = _delete(shared_conn, seeded, "source in {srcs}", expr_params={"srcs": [payload, payload + "x"]})
@@ -139,7 +145,7 @@ def test_quote_injection_via_expr_params_deletes_nothing_else(payload, milvus_li
 def test_delete_needs_no_embedding_api_even_while_it_is_down(milvus_lite, shared_conn, embeddings, seeded, figures):
     embeddings.reset_stats()
     embeddings.inject(500, 1000)
-    figures.bad_input("delete: embedding API down (delete must not need it)")
+    figures.bad_input("delete: embedding API down (delete must not need it)", ACCEPTED)
     result = _delete(shared_conn, seeded, "source == {src}", expr_params={"src": "doc/1.md"})
     embeddings.reset_stats()
     assert result["deleted"] == 1
@@ -153,7 +159,7 @@ def test_expr_params_value_with_quotes_matches_only_that_literal(
     tricky = 'x" or pk != "'
     docs = [*SEED, {"page_content": "quoted", "metadata": {"doc_id": "quoted", "source": tricky, "n": -1}}]
     _add(shared_conn, embedding_conn, collection_name, docs, id_key="doc_id")
-    figures.bad_input("delete: value containing quotes (legitimate)")
+    figures.bad_input("delete: value containing quotes (legitimate)", ACCEPTED)
     assert _delete(shared_conn, collection_name, "source == {src}", expr_params={"src": tricky})["deleted"] == 1
     assert_exact_ids(milvus_lite.uri, collection_name, SEED_IDS, figures)
 
@@ -179,7 +185,7 @@ def test_wrong_vector_dimension_search_is_rejected(shared_conn, embedding_conn, 
 def test_empty_document_list_is_a_logged_noop(
     milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, caplog, capfd
 ):
-    figures.bad_input("write: empty document list")
+    figures.bad_input("write: empty document list", NOOP)
     with caplog.at_level(logging.INFO):
         result = _add(shared_conn, embedding_conn, collection_name, [])
     assert result["written"] == 0 and result["chunks"] == 0
@@ -254,7 +260,7 @@ def test_metadata_type_change_is_stored_as_is_in_the_dynamic_field(
     A key whose type changes between documents (``n``: int, then str) is stored as given; a typed
     comparison (``n > 30``) simply does not match the string value, and nothing errors.
     """
-    figures.bad_input("write: metadata whose type changed (int -> str)")
+    figures.bad_input("write: metadata whose type changed (int -> str)", ACCEPTED)
     changed = [{"page_content": "typed differently", "metadata": {"doc_id": "typed", "source": "t", "n": "thirty"}}]
     _add(shared_conn, embedding_conn, seeded, changed, id_key="doc_id")
     hits = _search(shared_conn, embedding_conn, seeded, "typed differently", expr="n > 30", k=100)
@@ -280,7 +286,7 @@ def test_milvus_lite_ignores_tokens_so_wrong_milvus_credentials_cannot_be_tested
     """Documented: Milvus Lite accepts any token; wrong credentials are tested via the embedding key (401)."""
     from pymilvus import MilvusClient
 
-    figures.bad_input("milvus: wrong token against Milvus Lite (accepted: Lite has no auth)")
+    figures.bad_input("milvus: wrong token against Milvus Lite (Lite has no auth)", ACCEPTED)
     client = MilvusClient(uri=milvus_lite.uri, token="wrong:credentials")
     try:
         assert isinstance(client.list_collections(), list)

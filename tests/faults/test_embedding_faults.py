@@ -154,7 +154,11 @@ def test_embedding_errors_outlasting_retries_mid_ingest_fail_clearly_then_rerun_
     embeddings.inject(status, 1000, retry_after=0.05 if status == 429 else None)
     thread.join(60)
     assert not thread.is_alive()
-    figures.fault(f"embedding_{status or 'drop'}", embeddings.stats.failures_injected)
+    # One fault per scenario: how many requests hit the injected failures before the retries ran out
+    # depends on timing (up to max_concurrency batches in flight), so it is a measurement, not a figure.
+    figures.fault(f"embedding_{status or 'drop'}_outlasting_retries")
+    figures.measure(f"embedding {status or 'drop'} outlasting retries: failed requests",
+                    str(embeddings.stats.failures_injected))
     assert "result" not in box, "a summary was returned for a partly written ingest"
     assert isinstance(box["error"], MilvusProviderError), repr(box["error"])
     assert_clear_error(box["error"], *keywords, where=f"embedding {status} outlasting retries")
@@ -163,7 +167,9 @@ def test_embedding_errors_outlasting_retries_mid_ingest_fail_clearly_then_rerun_
 
     embeddings.reset_stats()
     embeddings.latency = 0.0
-    assert _add(shared_conn, embedding_conn, collection_name).execute(context={})["written"] == N_DOCS
+    result = _add(shared_conn, embedding_conn, collection_name).execute(context={})
+    # The batches written before the failure are skipped as unchanged; the rest is written.
+    assert (result["written"], result["unchanged"]) == (N_DOCS - partial, partial), result
     assert_exact_ids(milvus_lite.uri, collection_name, EXPECTED, figures)
 
 

@@ -84,7 +84,8 @@ def test_milvus_lite_killed_mid_ingest_fails_clearly_then_rerun_writes_exact_ids
     figures.measure("lite kill (inline): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
     result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})  # the Airflow retry
-    assert result["written"] == N_CHUNKS
+    # What survived is skipped as unchanged; the rest is written.
+    assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
     assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
 
 
@@ -118,7 +119,8 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
 
     event = run_trigger(MilvusOperationTrigger(**kwargs))
     assert event["status"] == "success", event
-    assert op.execute_complete({}, event=event, staged=[kwargs["job"]["chunks_ref"]])["written"] == N_CHUNKS
+    result = op.execute_complete({}, event=event, staged=[kwargs["job"]["chunks_ref"]])
+    assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
     assert not Path(kwargs["job"]["chunks_ref"]).exists(), "staged chunks not removed after success"
     assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
 
@@ -146,7 +148,7 @@ def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exa
         assert partial is not None and partial < N_CHUNKS
 
         result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})
-        assert result["written"] == N_CHUNKS
+        assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
         assert_exact_ids(server.uri, collection_name, EXPECTED_IDS, figures)
         # Re-running a completed ingest (a real server does not dedupe inserts) still leaves one copy each.
         _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})
