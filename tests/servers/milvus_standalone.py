@@ -127,8 +127,9 @@ def watch_parent():
     if server.server_proc is None:
         os._exit(1)
     server.server_proc.terminate()
-    time.sleep(10)
-    if server.server_proc is not None:
+    try:  # wait for it to stop (not a fixed 10 s), then force it
+        server.server_proc.wait(timeout=10)
+    except Exception:
         server.server_proc.kill()
 
 threading.Thread(target=watch_parent, daemon=True).start()
