@@ -71,14 +71,13 @@ def operator_lineage(conn: Any, collection_name: str, *, is_input: bool) -> Oper
     return OperatorLineage(outputs=[dataset])
 
 
-def operator_lineage_for(operator: Any) -> OperatorLineage:
+def operator_lineage_for(operator: Any, *, is_input: bool) -> OperatorLineage:
     """
     Lineage of a Milvus operator: its (rendered) collection on its Milvus connection.
 
-    Search reads the collection (input); add, upsert and delete change it (output).
+    Search reads the collection (``is_input``); add, upsert and delete change it (output).
     """
     from airflow_provider_milvus.hooks.milvus import MilvusHook
-    from airflow_provider_milvus.operators.milvus import MilvusSearchToXComOperator
 
     conn = MilvusHook.get_connection(operator.milvus_conn_id)
-    return operator_lineage(conn, operator.collection_name, is_input=isinstance(operator, MilvusSearchToXComOperator))
+    return operator_lineage(conn, operator.collection_name, is_input=is_input)

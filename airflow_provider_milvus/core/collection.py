@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
+from airflow_provider_milvus.core.schema import VECTOR_TYPES, CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
@@ -136,12 +136,31 @@ class NewCollection:
         try:
             client.create_collection(name, schema=schema, index_params=index, consistency_level=CONSISTENCY)
         except Exception as error:
-            if "already exist" in str(error).lower():
-                return  # another task created it between our check and our create
+            if "exist" in str(error).lower():  # "already exists", Lite's "File exists": another task won
+                _wait_until_indexed(client, name)
+                return
             # Milvus creates the collection before its indexes: never leave a half-made one.
             if client.has_collection(name):
                 client.drop_collection(name)
             raise
+
+
+def _wait_until_indexed(client: MilvusClient, name: str, timeout: float = 60.0) -> None:
+    """Another task is creating ``name``: wait until its vector fields are indexed (they can be loaded then)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if client.has_collection(name):
+            description = client.describe_collection(name)
+            vectors = {f["name"] for f in description["fields"] if f["type"] in VECTOR_TYPES}
+            if vectors <= set(describe_indexes(client, name)):
+                return
+        if time.monotonic() > deadline:
+            raise MilvusProviderError(
+                f"Collection '{name}' was being created by another task and was not ready within {timeout:.0f} s."
+            )
+        time.sleep(0.2)
 
 
 def _scalar_type(name: str, type_name: str) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class BaseMilvusOperator(BaseOperator):
 
     template_fields: Sequence[str] = _STORE_FIELDS
     ui_color = "#e6f2ff"
+    reads_collection = False  # lineage: searches read the collection, other operators change it
 
     def __init__(
         self,
@@ -177,7 +178,7 @@ class BaseMilvusOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage (apache-airflow-providers-openlineage): the collection as input (search) or output."""
-        return operator_lineage_for(self)
+        return operator_lineage_for(self, is_input=self.reads_collection)
 
     def _externalize(self, job: Job, staging_url: str) -> tuple[Job, list[str]]:
         """Move bulk fields out of the trigger kwargs (plaintext DB rows) into the staging location."""
@@ -399,6 +400,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     :param search_params: Index search parameters, e.g. ``{"ef": 64}`` (HNSW) or ``{"nprobe": 16}`` (IVF).
     """
 
+    reads_collection = True
     template_fields: Sequence[str] = (
         *_STORE_FIELDS, "queries", "expr", "expr_params", "search_type", "output_fields", "search_params",
     )
