@@ -20,7 +20,6 @@ Lifecycle of a staged object (every name is unique: ``<hint>-<sha16>-<uuid8>@<ho
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import hashlib
 import json
@@ -29,6 +28,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -157,20 +157,29 @@ def check_staging(staging_url: str, *, timeout: float | None = None) -> None:
         from airflow.configuration import conf
 
         timeout = conf.getfloat("milvus", "staging_check_timeout", fallback=DEFAULT_CHECK_TIMEOUT)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-staging-check")
-    future = pool.submit(_probe_object_storage, staging_url)
-    try:
-        future.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
+    # A daemon thread, not an executor: a probe stuck on a silent endpoint must not hold the process at exit.
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def run_probe() -> None:
+        try:
+            _probe_object_storage(staging_url)
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=run_probe, name="milvus-staging-check", daemon=True).start()
+    if not done.wait(timeout):
         raise StagingError(_unusable(
             staging_url, TimeoutError(f"no answer within {timeout:g} s (endpoint unreachable or too slow)"), "probe"
-        )) from None
-    except StagingError:
-        raise
-    except Exception as error:
-        raise StagingError(_unusable(staging_url, error, "probe")) from None
-    finally:
-        pool.shutdown(wait=False)
+        ))
+    failure = outcome[0]
+    if isinstance(failure, StagingError):
+        raise failure
+    if failure is not None:
+        raise StagingError(_unusable(staging_url, failure, "probe")) from None
 
 
 def cleanup(staging_url: str, *, older_than: timedelta = timedelta(hours=24)) -> list[str]:

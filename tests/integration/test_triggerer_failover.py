@@ -219,6 +219,7 @@ SLOW_CHUNKS_PER_TASK = 50_000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_slow_four_big_ingests_one_triggerer_killed(multihost: MultiHost, reader: Any) -> None:
     """200k chunks in 4 deferred tasks; the triggerer running most of them is killed mid-gather."""
     mh, stack = multihost, multihost.stack
