@@ -64,6 +64,6 @@ def describe_machine(args: Any, backend: Any, embeddings: Any, tuning: Any, *, c
         "backend": backend.description,
         "embeddings": f"tests.servers.embeddings_server in a child process, {embeddings.dimensions} dims, "
                       f"latency {embeddings.latency}s/request + {embeddings.latency_per_input}s/input",
-        "operator tuning": tuning.describe(),
+        "operator tuning": tuning.describe() + f"; search over 100k: batch_size={args.big_search_batch_size}",
         "repetitions": f"{args.repeat} below 100k items (median), 1 at 100k; sync loop once",
     }

@@ -158,12 +158,21 @@ class Suite:
         ))
 
     def run_search(self, workload: Workload, corpus_n: int = TUTORIAL_CORPUS, *, measure_sync_up_to: int = 100,
-                   measure_gather_up_to: int = 1000) -> None:
-        """Searches (k=3) over a ``corpus_n``-document collection: the tutorial's 100 over 1,000, and larger."""
+                   measure_gather_up_to: int = 1000, batch_size: int | None = None, repeat: int | None = None) -> None:
+        """
+        Searches (k=3) over a ``corpus_n``-document collection: the tutorial's 100 over 1,000, and larger.
+
+        Above 1,000 documents one collection is populated once (untimed, read-only) for every method;
+        (a) and (b) run on the first ``measure_*_up_to`` queries and are extrapolated to the rest.
+        """
+        import dataclasses
+
         from tests.servers.embeddings_server import embed_text
 
+        tuning = dataclasses.replace(self.tuning, search_batch_size=batch_size or self.tuning.search_batch_size)
+        saved_repeat, self.repeat = self.repeat, repeat or self.repeat
         qs = queries(workload.n)
-        batch, conc = self.tuning.search_batch_size, self.tuning.search_max_concurrency
+        batch, conc = tuning.search_batch_size, tuning.search_max_concurrency
         url = self.embeddings.base_url
         vectors = [embed_text(q, self.embeddings.dimensions) for q in qs]
         shared = corpus_n > TUTORIAL_CORPUS  # read-only: one populated collection for every method and trial
@@ -186,11 +195,14 @@ class Suite:
                 SYNC, sync_load, corpus, setup, lambda s: tutorial.sync_search(s, sync_qs)))
             if sync_load is not workload:
                 self.extrapolate(workload, SYNC, sync_row)
-            if workload.n <= measure_gather_up_to:
-                self.measure(workload, GATHER, self._search_trial(
-                    GATHER, workload, corpus, setup, lambda s: tutorial.gather_search(s, qs)))
-            op_trial = (lambda: (lambda: operators.search(name, qs, self.tuning))) if shared else \
-                self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, self.tuning))
+            gather_qs = qs[:measure_gather_up_to]
+            gather_load = Workload(workload.kind, len(gather_qs)) if len(gather_qs) < len(qs) else workload
+            gather_row = self.measure(gather_load, GATHER, self._search_trial(
+                GATHER, gather_load, corpus, setup, lambda s: tutorial.gather_search(s, gather_qs)))
+            if gather_load is not workload:
+                self.extrapolate(workload, GATHER, gather_row)
+            op_trial = (lambda: (lambda: operators.search(name, qs, tuning))) if shared else \
+                self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, tuning))
             self.measure(workload, OPERATOR, op_trial)
             pipeline = lambda n: limits.pipeline_search(self.milvus_uri, url, n, qs, batch=batch, concurrency=conc)  # noqa: E731
             stages = {
@@ -202,7 +214,7 @@ class Suite:
                     def timed_part() -> float:
                         seconds = pipeline(name)
                         notes = [f"{stage} alone {run(name):.3f}s" for stage, run in stages.items()]
-                        self._notes[LIMIT] = "raw pipeline; " + ", ".join(notes)
+                        self._notes[LIMIT] = f"raw pipeline, batch {batch}; " + ", ".join(notes)
                         return seconds
                     return timed_part
                 self.measure(workload, LIMIT, limit_trial)
@@ -210,6 +222,7 @@ class Suite:
                 self.measure(workload, LIMIT, self._limit_trial(
                     workload, corpus, pipeline, stages, self.embeddings.ceiling(batch, conc)))
         finally:
+            self.repeat = saved_repeat
             if shared:
                 self._collections.append(name)
                 self._drop_collections()
