@@ -106,11 +106,12 @@ class _Searcher:
         if vectors is not None and self.bm25 is not None:
             from pymilvus import AnnSearchRequest, RRFRanker
 
+            candidates = max(job.k, job.fetch_k)  # per sub-search, so the fusion sees more than the top k
             requests = [
                 AnnSearchRequest(data=vectors, anns_field=self.dense.name, param=self.params(self.dense.metric),
-                                 limit=job.k, expr=self.expr or None),
+                                 limit=candidates, expr=self.expr or None),
                 AnnSearchRequest(data=list(queries), anns_field=self.bm25, param={"metric_type": "BM25"},
-                                 limit=job.k, expr=self.expr or None),
+                                 limit=candidates, expr=self.expr or None),
             ]
             result = await session.client.hybrid_search(
                 session.name, requests, RRFRanker(), limit=job.k, output_fields=self.output_fields,

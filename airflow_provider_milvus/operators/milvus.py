@@ -393,7 +393,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     :param k: Hits per query.
     :param search_type: ``similarity``, ``similarity_score`` or ``mmr`` (needs dense embeddings).
     :param expr: Optional filter, with ``{name}`` placeholders filled from ``expr_params``.
-    :param fetch_k: Candidates fetched for MMR.
+    :param fetch_k: Candidates fetched for MMR, and by each of a hybrid search's dense and BM25 sub-searches.
     :param lambda_mult: MMR diversity (0 = most diverse, 1 = most relevant).
     :param output_fields: Fields returned in each hit's metadata (default: every scalar field and the
         dynamic field; never vectors).
