@@ -123,7 +123,9 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
 
 async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]]) -> Plan:
     schema = session.schema
-    fields = [schema.primary, *schema.output_fields[1:]]
+    # A derived id hashes the text, so an existing id has this text: no need to read texts back.
+    text_in_id = not schema.auto_id and all(c.get("derived") for c in chunks)
+    fields = [f for f in schema.output_fields if not (text_in_id and f == schema.text)]
     stored_by_source = await _stored_by_source(session, job, chunks, fields) if job.replace_by else {}
     plan = Plan()
     if schema.auto_id:
@@ -133,7 +135,7 @@ async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: li
             stored = {row[schema.primary]: row for rows in stored_by_source.values() for row in rows}
         else:
             stored = await _stored_by_pk(session, job, [builder.primary_key(c) for c in chunks], fields)
-        _plan_chunks(plan, job, builder, chunks, stored, session.schema.has_dense)
+        _plan_chunks(plan, job, builder, chunks, stored, session.schema.has_dense, text_in_id)
         if job.replace_by:
             current = {builder.primary_key(c) for c in chunks}
             sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
@@ -151,14 +153,17 @@ async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: li
 
 def _plan_chunks(
     plan: Plan, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]],
-    stored: dict[Any, dict[str, Any]], dense: bool,
+    stored: dict[Any, dict[str, Any]], dense: bool, text_in_id: bool,
 ) -> None:
     text_field = builder.schema.text
     for chunk in chunks:
         row = stored.get(builder.primary_key(chunk))
         if row is None or job.force:
             plan.to_write.append(chunk)
-        elif same_content(builder.content(chunk), builder.stored_content(row)):
+            continue
+        if text_in_id:
+            row = {**row, text_field: chunk["text"]}
+        if same_content(builder.content(chunk), builder.stored_content(row)):
             plan.unchanged += 1
         else:
             plan.to_write.append(chunk)
