@@ -182,7 +182,8 @@ def readme_block(default: dict[str, Any], slow: dict[str, Any] | None) -> str:
         (f"secrets found in {default['messages_checked']} error messages and {default['places_scanned']} places the "
          "integration tier scanned (task and trigger logs, component logs, trigger rows, XCom, rendered fields, "
          "every metadata table)",
-         cell(default, lambda f: str(f["secrets_found"])), cell(slow, lambda f: str(f["secrets_found"]))),
+         cell(default, lambda f: str(f["secrets_found"])),
+         cell(slow, lambda f: str(f["secrets_found"]) if f["messages_checked"] or f["places_scanned"] else "–")),
     ]
     return "\n".join([
         README_BEGIN,
