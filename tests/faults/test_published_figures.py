@@ -120,3 +120,13 @@ def test_published_fault_figures_match_this_run(request: pytest.FixtureRequest) 
         + f"\n\nIf the change is intended, refresh them and commit the result:\n    {REFRESH_COMMAND}"
         + f"\n(quicker, same figures: {CHEAPEST_REFRESH})"
     )
+
+
+def test_the_readme_table_is_rendered_from_the_figures_in_docs_faults_md() -> None:
+    """Cheap, in every run: the two published copies agree (the run-level check above needs the full suite)."""
+    docs = DOCS_PATH.read_text()
+    default, slow = published_json(docs, "default"), published_json(docs, "slow")
+    assert default is not None, "docs/faults.md has no generated figures block"
+    readme = README_PATH.read_text()
+    shown = readme[readme.index(README_BEGIN):readme.index(README_END) + len(README_END)]
+    assert shown == readme_block(default, slow), f"README.md's fault table was edited by hand: {REFRESH_COMMAND}"
