@@ -1,4 +1,5 @@
-"""Connection settings: how an Airflow ``milvus`` connection maps onto pymilvus's own arguments.
+"""
+Connection settings: how an Airflow ``milvus`` connection maps onto pymilvus's own arguments.
 
 The bottom layer: the async core, the hook and the operators all read settings from here.
 """

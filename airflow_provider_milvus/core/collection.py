@@ -1,4 +1,5 @@
-"""New collections as the user chooses them, and opening any collection for a run.
+"""
+New collections as the user chooses them, and opening any collection for a run.
 
 A new collection gets this provider's defaults unless the DAG says otherwise (``NewCollection``):
 ``pk`` VARCHAR, ``text`` VARCHAR, a dense ``vector`` (with embeddings, COSINE/AUTOINDEX) and/or a

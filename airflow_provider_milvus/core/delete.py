@@ -1,4 +1,5 @@
-"""The delete core: one delete-by-filter request, guarded, with exact counts.
+"""
+The delete core: one delete-by-filter request, guarded, with exact counts.
 
 Round trips: the match count and the scope's total are read concurrently (the total only feeds the
 match-everything guard), then one ``delete(filter=...)``, then one count of what still matches. The
@@ -11,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core.filters import render_filter
-from airflow_provider_milvus.core.jobs import DeleteJob
 from airflow_provider_milvus.core.session import open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
+
+if TYPE_CHECKING:
+    from airflow_provider_milvus.core.jobs import DeleteJob
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,15 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
                 f"Filter {expr!r} matches all {total} entities of '{name}'{_tenant(session.tenant)}. Refusing to "
                 "empty it; narrow the filter or pass allow_delete_all=True."
             )
-        log.info("delete %s: filter %r matches %d of %d entities%s%s",
-                 name, target, matched, total, _tenant(session.tenant), " (dry run)" if job.dry_run else "")
+        log.info(
+            "delete %s: filter %r matches %d of %d entities%s%s",
+            name,
+            target,
+            matched,
+            total,
+            _tenant(session.tenant),
+            " (dry run)" if job.dry_run else "",
+        )
         if job.dry_run or not matched:
             return _summary(name, started, matched=matched, deleted=0, dry_run=job.dry_run)
         with session.errors(action=f"delete from '{name}'"):
@@ -59,4 +69,9 @@ def _tenant(tenant: str | None) -> str:
 
 
 def _summary(collection: str, started: float, **counts: Any) -> dict[str, Any]:
-    return {"operation": "delete", "collection": collection, **counts, "elapsed_s": round(time.monotonic() - started, 3)}
+    return {
+        "operation": "delete",
+        "collection": collection,
+        **counts,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }

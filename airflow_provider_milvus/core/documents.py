@@ -1,4 +1,5 @@
-"""Turn operator input into chunks with stable primary keys, rejecting bad input before anything is written.
+"""
+Turn operator input into chunks with stable primary keys, rejecting bad input before anything is written.
 
 An id never depends on where a document sits in the input list: it comes from ``ids``, from
 ``metadata[id_key]``, or from a hash of what identifies the chunk (its source, its text, and which
@@ -107,6 +108,8 @@ def normalize_documents(documents: Any) -> list[dict[str, Any]]:
     normalized = []
     for position, doc in enumerate(documents):
         vector = None
+        text: Any
+        metadata: Any
         if isinstance(doc, str):
             text, metadata = doc, {}
         elif isinstance(doc, dict):
@@ -121,8 +124,7 @@ def normalize_documents(documents: Any) -> list[dict[str, Any]]:
             raise MilvusProviderError(f"Document {position} is a {type(doc).__name__}; expected a string or a dict.")
         if not isinstance(text, str) or not text.strip():
             raise MilvusProviderError(
-                f"Document {position} has no text: 'page_content' must be a non-empty string "
-                f"(got {text!r:.60})."
+                f"Document {position} has no text: 'page_content' must be a non-empty string (got {text!r:.60})."
             )
         if not isinstance(metadata, dict):
             raise MilvusProviderError(f"Document {position}: 'metadata' must be a dict, got {type(metadata).__name__}.")
@@ -180,8 +182,10 @@ def _caller_id(value: Any, where: str) -> str | int:
 
 
 def _check_vector(vector: Any, position: int) -> list[float]:
-    if not isinstance(vector, (list, tuple)) or not vector or not all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+    if (
+        not isinstance(vector, (list, tuple))
+        or not vector
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector)
     ):
         raise MilvusProviderError(f"Document {position}: 'vector' must be a non-empty list of numbers.")
     return [float(x) for x in vector]

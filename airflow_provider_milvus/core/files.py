@@ -1,4 +1,5 @@
-"""Documents read from files by reference, so corpus text never passes through XCom.
+"""
+Documents read from files by reference, so corpus text never passes through XCom.
 
 ``source_url`` is a file or a folder: a local path, ``file://``, or any ``ObjectStoragePath`` URL
 (``s3://``, ``gs://``, ...; its Airflow connection via ``source_conn_id``). Folders are walked with
@@ -66,7 +67,8 @@ def _walk(root: Any, globs: list[str]) -> list[Any]:
     """Files under ``root`` whose relative path matches a pattern (``**/`` also matches the top level)."""
     patterns = {p for g in globs for p in ((g, g[3:]) if g.startswith("**/") else (g,))}
     return [
-        path for path in root.rglob("*")
+        path
+        for path in root.rglob("*")
         if path.is_file() and any(fnmatch.fnmatch(_relative(path, root), p) for p in patterns)
     ]
 

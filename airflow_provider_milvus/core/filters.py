@@ -1,4 +1,5 @@
-"""Milvus filter templating done safely on the client.
+"""
+Milvus filter templating done safely on the client.
 
 ``expr="source in {sources} and ingested_at < {cutoff}"`` with ``expr_params={"sources": [...], "cutoff": 1700000000}``
 has the same syntax as Milvus's server-side filter templating, which Milvus Lite lacks. Each value is

@@ -36,7 +36,11 @@ class Progress:
             elapsed = max(now - self.started, 1e-9)
             self.logger.info(
                 "%s: %d/%d batches, %d items, %.1f items/s",
-                self.label, self.done, self.total, self.items, self.items / elapsed,
+                self.label,
+                self.done,
+                self.total,
+                self.items,
+                self.items / elapsed,
             )
 
 

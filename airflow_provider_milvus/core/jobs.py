@@ -71,6 +71,8 @@ class WriteJob(Job):
 
 @dataclass(frozen=True)
 class DeleteJob(Job):
+    """Delete what ``expr`` (with ``expr_params``) matches, guarded against emptying the collection."""
+
     operation: ClassVar[str] = "delete"
     expr: str = ""
     expr_params: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +82,8 @@ class DeleteJob(Job):
 
 @dataclass(frozen=True)
 class SearchJob(Job):
+    """Search ``queries`` (or a staged list), ``batch_size`` per Milvus request."""
+
     operation: ClassVar[str] = "search"
     batch_size: int = 16  # queries per Milvus request (and per embedding request)
     queries: list[str] | None = None

@@ -1,4 +1,5 @@
-"""The entry point of the async core, shared by the worker (``asyncio.run``) and the triggerer.
+"""
+The entry point of the async core, shared by the worker (``asyncio.run``) and the triggerer.
 
 Each job is plain data (conn ids, collection, sizes), so it can travel as trigger kwargs; ``run_job``
 rebuilds it and awaits its core. Every core opens one ``AsyncMilvusClient`` on the current loop and
@@ -7,6 +8,7 @@ closes it at the end; sync work goes through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from airflow_provider_milvus.core.delete import run_delete
@@ -14,7 +16,11 @@ from airflow_provider_milvus.core.jobs import DeleteJob, Job, SearchJob, StoreCo
 from airflow_provider_milvus.core.search import run_search
 from airflow_provider_milvus.core.write import run_write
 
-OPERATIONS = {"write": (WriteJob, run_write), "delete": (DeleteJob, run_delete), "search": (SearchJob, run_search)}
+OPERATIONS: dict[str, tuple[type[Job], Callable[[Any], Awaitable[Any]]]] = {
+    "write": (WriteJob, run_write),
+    "delete": (DeleteJob, run_delete),
+    "search": (SearchJob, run_search),
+}
 
 __all__ = ["DeleteJob", "Job", "SearchJob", "StoreConfig", "WriteJob", "run_job"]
 

@@ -1,4 +1,5 @@
-"""Chunks to Milvus rows for any schema, checked before anything is written.
+"""
+Chunks to Milvus rows for any schema, checked before anything is written.
 
 Metadata goes into the collection's own scalar fields where the names match and into the dynamic
 field otherwise. Keys that would overwrite the primary key, the text or a vector, keys a collection
@@ -80,7 +81,9 @@ class RowBuilder:
         elif not schema.auto_id:
             limit = schema.primary_max_length
             if limit and len(str(chunk["id"]).encode()) > limit:
-                raise MilvusProviderError(f"{where}: the id is longer than {limit} bytes, the size of '{schema.primary}'.")
+                raise MilvusProviderError(
+                    f"{where}: the id is longer than {limit} bytes, the size of '{schema.primary}'."
+                )
         if schema.partition_key and self.tenant is not None:
             value = metadata.get(schema.partition_key, self.tenant)
             if value != self.tenant:
@@ -111,7 +114,7 @@ class RowBuilder:
             check_dimension(schema, len(vector), f"the vector of {where.lower()}")
 
     def primary_key(self, chunk: dict[str, Any]) -> str | int:
-        """The chunk's id in the collection's key type (derived ids become 63-bit numbers for INT64)."""
+        """Return the chunk's id in the collection's key type (derived ids become 63-bit numbers for INT64)."""
         chunk_id = chunk["id"]
         if not self.schema.int_ids:
             return str(chunk_id)
@@ -127,7 +130,7 @@ class RowBuilder:
         )
 
     def content(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        """What the row stores besides its key and vectors: compared with Milvus to skip unchanged chunks."""
+        """Return what the row stores besides its key and vectors (compared with Milvus to skip unchanged chunks)."""
         values = {k: v for k, v in chunk["metadata"].items() if v is not None and k != self.schema.primary}
         if self.schema.partition_key and self.tenant is not None:
             values[self.schema.partition_key] = self.tenant
@@ -143,7 +146,7 @@ class RowBuilder:
         return row
 
     def stored_content(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A row read back from Milvus, in the shape of ``content``."""
+        """Return a row read back from Milvus in the shape of ``content``."""
         skip = {self.schema.primary, *(f.name for f in self.schema.dense_fields)}
         return {k: v for k, v in stored.items() if k not in skip and v is not None}
 

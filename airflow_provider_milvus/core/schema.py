@@ -1,4 +1,5 @@
-"""What a collection holds, read from Milvus once per run: the fields every operation works with.
+"""
+What a collection holds, read from Milvus once per run: the fields every operation works with.
 
 Collections come from anywhere (this provider, another application, the Zilliz console), so no
 field name is assumed. ``CollectionSchema.describe`` reads ``describe_collection`` and the indexes,
@@ -20,10 +21,22 @@ VARCHAR, ARRAY, JSON = 21, 22, 23
 FLOAT_VECTOR, SPARSE_FLOAT_VECTOR = 101, 104
 VECTOR_TYPES = {100, 101, 102, 103, 104, 105}
 TYPE_NAMES = {
-    BOOL: "BOOL", INT8: "INT8", INT16: "INT16", INT32: "INT32", INT64: "INT64", FLOAT: "FLOAT",
-    DOUBLE: "DOUBLE", VARCHAR: "VARCHAR", ARRAY: "ARRAY", JSON: "JSON", 100: "BINARY_VECTOR",
-    FLOAT_VECTOR: "FLOAT_VECTOR", 102: "FLOAT16_VECTOR", 103: "BFLOAT16_VECTOR",
-    SPARSE_FLOAT_VECTOR: "SPARSE_FLOAT_VECTOR", 105: "INT8_VECTOR",
+    BOOL: "BOOL",
+    INT8: "INT8",
+    INT16: "INT16",
+    INT32: "INT32",
+    INT64: "INT64",
+    FLOAT: "FLOAT",
+    DOUBLE: "DOUBLE",
+    VARCHAR: "VARCHAR",
+    ARRAY: "ARRAY",
+    JSON: "JSON",
+    100: "BINARY_VECTOR",
+    FLOAT_VECTOR: "FLOAT_VECTOR",
+    102: "FLOAT16_VECTOR",
+    103: "BFLOAT16_VECTOR",
+    SPARSE_FLOAT_VECTOR: "SPARSE_FLOAT_VECTOR",
+    105: "INT8_VECTOR",
 }
 BM25_FUNCTION = 1
 # Names that say "this VARCHAR holds the document" when a collection has several VARCHAR fields.
@@ -40,6 +53,8 @@ class FieldChoice:
 
 @dataclass(frozen=True)
 class ScalarField:
+    """A non-vector field that metadata can fill."""
+
     name: str
     type: int
     max_length: int | None = None
@@ -58,6 +73,8 @@ class ScalarField:
 
 @dataclass(frozen=True)
 class VectorField:
+    """A dense vector field, with the metric and index type of its index."""
+
     name: str
     dim: int
     metric: str | None
@@ -100,7 +117,7 @@ class CollectionSchema:
             names = ", ".join(f.name for f in self.dense_fields)
             raise MilvusProviderError(
                 f"Collection '{self.name}' has several dense vector fields ({names}). Set vector_field "
-                f"to the one to use, e.g. vector_field=\"{self.dense_fields[0].name}\"."
+                f'to the one to use, e.g. vector_field="{self.dense_fields[0].name}".'
             )
         raise MilvusProviderError(
             f"Collection '{self.name}' has no dense vector field (FLOAT_VECTOR); it is searched with BM25 "
@@ -148,7 +165,8 @@ class CollectionSchema:
         )
         bm25_field = next((out for inp, out in bm25_pairs if inp == text), None)
         other_vectors = tuple(
-            f["name"] for f in fields
+            f["name"]
+            for f in fields
             if f["type"] in VECTOR_TYPES and f["type"] != FLOAT_VECTOR and f["name"] != bm25_field
         )
         function_outputs = {out for _, out in bm25_pairs}
@@ -236,7 +254,7 @@ def _choose_text_field(
         )
     raise MilvusProviderError(
         f"Collection '{collection}' has several VARCHAR fields that could hold the document text: "
-        f"{', '.join(candidates)}. Set text_field to the one to use, e.g. text_field=\"{candidates[0]}\"."
+        f'{", ".join(candidates)}. Set text_field to the one to use, e.g. text_field="{candidates[0]}".'
     )
 
 

@@ -1,4 +1,5 @@
-"""The search core: one Milvus request per batch of queries, batches in bounded parallel.
+"""
+The search core: one Milvus request per batch of queries, batches in bounded parallel.
 
 langchain-milvus 0.4 sends one query vector per request; Milvus takes many (``nq``). Each batch of
 ``batch_size`` queries is embedded in one request and searched in one request (dense, BM25, or a
@@ -35,7 +36,9 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
         raise MilvusProviderError(f"search_type must be one of {SEARCH_TYPES}, got {job.search_type!r}.")
     if not 1 <= job.batch_size <= MAX_QUERIES_PER_REQUEST:
         raise MilvusProviderError(f"batch_size must be between 1 and {MAX_QUERIES_PER_REQUEST} for searches.")
-    queries = job.queries if job.queries is not None else await asyncio.to_thread(staging.load_json, job.queries_ref)
+    queries = (
+        job.queries if job.queries is not None else await asyncio.to_thread(staging.load_json, job.queries_ref or "")
+    )
     if not queries:
         log.info("search %s: no queries", job.store.collection_name)
         return []
@@ -62,6 +65,7 @@ class _Searcher:
         self.session = session
         self.job = job
         self.expr = expr
+        self.embeddings = session.embeddings
         schema = session.schema
         self.dense = schema.dense if session.embeddings is not None else None
         self.bm25 = schema.bm25_field
@@ -71,7 +75,9 @@ class _Searcher:
                 "configure the embedding connection and model it was built with (embedding_conn_id / embedding_model)."
             )
         if job.search_type == "mmr" and self.dense is None:
-            raise MilvusProviderError("search_type='mmr' needs dense embeddings; this collection is searched with BM25 only.")
+            raise MilvusProviderError(
+                "search_type='mmr' needs dense embeddings; this collection is searched with BM25 only."
+            )
         self.output_fields = self._output_fields()
 
     def _output_fields(self) -> list[str]:
@@ -94,63 +100,90 @@ class _Searcher:
         return {"metric_type": metric, "params": dict(self.job.search_params or {})}
 
     async def search(self, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
-        session, job = self.session, self.job
+        session, job, dense = self.session, self.job, self.dense
         vectors = None
-        if self.dense is not None:
-            assert session.embeddings is not None
-            vectors = await session.embeddings.aembed_documents(list(queries))
+        if dense is not None and self.embeddings is not None:
+            vectors = await self.embeddings.aembed_documents(list(queries))
             check_dimension(session.schema, len(vectors[0]), "the query embedding")
         if job.search_type == "mmr":
             return await self._mmr(list(queries), vectors or [])
         session.round_trips += 1
-        if vectors is not None and self.bm25 is not None:
+        if dense is not None and vectors is not None and self.bm25 is not None:
             from pymilvus import AnnSearchRequest, RRFRanker
 
             candidates = max(job.k, job.fetch_k)  # per sub-search, so the fusion sees more than the top k
             requests = [
-                AnnSearchRequest(data=vectors, anns_field=self.dense.name, param=self.params(self.dense.metric),
-                                 limit=candidates, expr=self.expr or None),
-                AnnSearchRequest(data=list(queries), anns_field=self.bm25, param={"metric_type": "BM25"},
-                                 limit=candidates, expr=self.expr or None),
+                AnnSearchRequest(
+                    data=vectors,
+                    anns_field=dense.name,
+                    param=self.params(dense.metric),
+                    limit=candidates,
+                    expr=self.expr or None,
+                ),
+                AnnSearchRequest(
+                    data=list(queries),
+                    anns_field=self.bm25,
+                    param={"metric_type": "BM25"},
+                    limit=candidates,
+                    expr=self.expr or None,
+                ),
             ]
             result = await session.client.hybrid_search(
-                session.name, requests, RRFRanker(), limit=job.k, output_fields=self.output_fields,
+                session.name,
+                requests,
+                RRFRanker(),
+                limit=job.k,
+                output_fields=self.output_fields,
                 timeout=session.timeout,
             )
             metric = "RRF"
         else:
-            field, metric, data = (
-                (self.dense.name, self.dense.metric, vectors) if vectors is not None
-                else (self.bm25, "BM25", list(queries))
-            )
+            field: str | None
+            data: list[Any]
+            if dense is not None and vectors is not None:
+                field, metric, data = dense.name, dense.metric or "COSINE", vectors
+            else:
+                field, metric, data = self.bm25, "BM25", list(queries)
             result = await session.client.search(
-                session.name, data=data, anns_field=field, search_params=self.params(metric), limit=job.k,
-                filter=self.expr, output_fields=self.output_fields, timeout=session.timeout,
+                session.name,
+                data=data,
+                anns_field=field,
+                search_params=self.params(metric),
+                limit=job.k,
+                filter=self.expr,
+                output_fields=self.output_fields,
+                timeout=session.timeout,
             )
         return [[self._hit(hit, metric) for hit in hits] for hits in result]
 
     async def _mmr(self, queries: list[str], vectors: list[list[float]]) -> list[list[dict[str, Any]]]:
-        session, job = self.session, self.job
-        assert self.dense is not None
+        session, job, dense = self.session, self.job, self.dense
+        if dense is None:
+            raise MilvusProviderError("search_type='mmr' needs dense embeddings.")
         session.round_trips += 1
         result = await session.client.search(
-            session.name, data=vectors, anns_field=self.dense.name, search_params=self.params(self.dense.metric),
-            limit=job.fetch_k, filter=self.expr, output_fields=[*self.output_fields, self.dense.name],
+            session.name,
+            data=vectors,
+            anns_field=dense.name,
+            search_params=self.params(dense.metric),
+            limit=job.fetch_k,
+            filter=self.expr,
+            output_fields=[*self.output_fields, dense.name],
             timeout=session.timeout,
         )
-        return await asyncio.to_thread(self._select_mmr, vectors, result)
+        return await asyncio.to_thread(self._select_mmr, dense.name, vectors, result)
 
-    def _select_mmr(self, vectors: list[list[float]], result: Any) -> list[list[dict[str, Any]]]:
+    def _select_mmr(self, field: str, vectors: list[list[float]], result: Any) -> list[list[dict[str, Any]]]:
         import numpy as np
         from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-        selected = []
+        selected: list[list[dict[str, Any]]] = []
         for vector, hits in zip(vectors, result, strict=True):
             candidates = list(hits)
             if not candidates:
                 selected.append([])
                 continue
-            embeddings = [hit["entity"][self.dense.name] for hit in candidates]  # type: ignore[union-attr]
+            embeddings = [hit["entity"][field] for hit in candidates]
             chosen = maximal_marginal_relevance(
                 np.array(vector, dtype=np.float32), embeddings, lambda_mult=self.job.lambda_mult, k=self.job.k
             )

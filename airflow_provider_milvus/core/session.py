@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core.collection import NewCollection, aread_schema
 from airflow_provider_milvus.core.filters import to_literal
-from airflow_provider_milvus.core.jobs import StoreConfig
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from pymilvus import AsyncMilvusClient, MilvusClient
 
+    from airflow_provider_milvus.core.jobs import StoreConfig
     from airflow_provider_milvus.settings import MilvusConnectionSettings
 
 
@@ -75,8 +75,12 @@ class Session:
     async def query(self, expr: str, output_fields: list[str], limit: int) -> list[dict[str, Any]]:
         self.round_trips += 1
         rows = await self.client.query(
-            self.name, filter=expr, output_fields=output_fields, limit=limit,
-            consistency_level="Strong", timeout=self.timeout,
+            self.name,
+            filter=expr,
+            output_fields=output_fields,
+            limit=limit,
+            consistency_level="Strong",
+            timeout=self.timeout,
         )
         return list(rows)
 
@@ -176,7 +180,7 @@ def _create_sync(options: NewCollection, settings: MilvusConnectionSettings, nam
 
 def _check_usable(schema: CollectionSchema, config: StoreConfig, embeddings: Embeddings | None) -> None:
     if embeddings is not None:
-        schema.dense  # noqa: B018 - raises with the fix when there is no dense field, or several
+        schema.dense
     if config.partition_key_value is not None and not schema.partition_key:
         raise MilvusProviderError(
             f"partition_key_value={config.partition_key_value!r} was given, but collection '{schema.name}' has "
@@ -193,9 +197,8 @@ async def _aclose_embeddings(embeddings: Embeddings | None) -> None:
 
 
 async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) -> tuple[Embeddings | None, list[str]]:
-    from airflow_provider_milvus.version_compat import BaseHook
-
     from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
+    from airflow_provider_milvus.version_compat import BaseHook
 
     chosen = EmbeddingSettings.choose(
         settings,

@@ -129,8 +129,9 @@ def remove(reference: str) -> bool:
             path.unlink()
         return True
     except Exception as error:
-        log.warning("Could not remove staged %s (%s); cleanup() or a lifecycle rule reclaims it",
-                     reference, _describe(error))
+        log.warning(
+            "Could not remove staged %s (%s); cleanup() or a lifecycle rule reclaims it", reference, _describe(error)
+        )
         return False
 
 
@@ -172,9 +173,11 @@ def check_staging(staging_url: str, *, timeout: float | None = None) -> None:
 
     threading.Thread(target=run_probe, name="milvus-staging-check", daemon=True).start()
     if not done.wait(timeout):
-        raise StagingError(_unusable(
-            staging_url, TimeoutError(f"no answer within {timeout:g} s (endpoint unreachable or too slow)"), "probe"
-        ))
+        raise StagingError(
+            _unusable(
+                staging_url, TimeoutError(f"no answer within {timeout:g} s (endpoint unreachable or too slow)"), "probe"
+            )
+        )
     failure = outcome[0]
     if isinstance(failure, StagingError):
         raise failure
@@ -278,7 +281,9 @@ def _warn_if_multi_host(staging_url: str) -> None:
             "Staging location %s is a local directory but the executor (%s) runs tasks on other hosts than "
             "the triggerer: %s (a volume mounted on every worker and triggerer host, or an object storage "
             "URL such as s3://aws_conn_id@bucket/prefix in [milvus] staging_url).",
-            staging_url, executor, SHARED_STORAGE_HINT,
+            staging_url,
+            executor,
+            SHARED_STORAGE_HINT,
         )
 
 
@@ -301,20 +306,42 @@ def _describe(error: BaseException) -> str:
     text = str(error)
     lowered = f"{name} {text}".lower()
     if "no filesystem registered" in lowered:
-        return (f"{text}; object storage URLs need the filesystem's provider, e.g. "
-                "apache-airflow-providers-amazon and s3fs for s3://")
+        return (
+            f"{text}; object storage URLs need the filesystem's provider, e.g. "
+            "apache-airflow-providers-amazon and s3fs for s3://"
+        )
     if "isn't defined" in lowered or "airflownotfoundexception" in lowered:
         return f"connection not found: {text}"
     if "bucket does not exist" in lowered or "nosuchbucket" in lowered:
         return f"the bucket does not exist ({text})"
     if "unable to locate credentials" in lowered or "nocredentials" in lowered or "partialcredentials" in lowered:
         return "no credentials: give the connection an access key (login/password) or an IAM role"
-    if any(word in lowered for word in ("accessdenied", "access denied", "forbidden", "invalidaccesskeyid",
-                                        "signaturedoesnotmatch", "permissionerror", "invalidtoken")):
+    if any(
+        word in lowered
+        for word in (
+            "accessdenied",
+            "access denied",
+            "forbidden",
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "permissionerror",
+            "invalidtoken",
+        )
+    ):
         return f"access denied: check the credentials and permissions of the connection ({name}: {text})"
-    if any(word in lowered for word in ("could not connect", "connection refused", "endpointconnectionerror",
-                                        "connecttimeout", "name or service not known", "timed out",
-                                        "no answer within", "cannot connect")):
+    if any(
+        word in lowered
+        for word in (
+            "could not connect",
+            "connection refused",
+            "endpointconnectionerror",
+            "connecttimeout",
+            "name or service not known",
+            "timed out",
+            "no answer within",
+            "cannot connect",
+        )
+    ):
         return f"the endpoint is unreachable ({text})"
     return f"{name}: {text}"
 

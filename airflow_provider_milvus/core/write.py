@@ -1,4 +1,5 @@
-"""The write core: skip what is stored already, embed and write the rest in bounded batches, remove stale rows.
+"""
+The write core: skip what is stored already, embed and write the rest in bounded batches, remove stale rows.
 
 1. Plan: read what the collection holds for this input (by primary key, or by ``replace_by`` value)
    in batched, bounded lookups and compare it with the chunks. Unchanged chunks are skipped; a chunk
@@ -17,16 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
 from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
-from airflow_provider_milvus.core.jobs import WriteJob
 from airflow_provider_milvus.core.rows import RowBuilder, same_content
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
+
+if TYPE_CHECKING:
+    from airflow_provider_milvus.core.jobs import WriteJob
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class Plan:
 
 @dataclass
 class Counts:
+    """What a run did: embedding inputs sent, rows written, requests per phase."""
+
     embedded: int = 0
     written: int = 0
     round_trips: Counter[str] = field(default_factory=Counter)
@@ -57,7 +62,7 @@ class Counts:
 
 async def run_write(job: WriteJob) -> dict[str, Any]:
     started = time.monotonic()
-    chunks = job.chunks if job.chunks is not None else await asyncio.to_thread(staging.load_json, job.chunks_ref)
+    chunks = job.chunks if job.chunks is not None else await asyncio.to_thread(staging.load_json, job.chunks_ref or "")
     name = job.store.collection_name
     if not chunks:
         log.info("%s %s: no documents, nothing to write", job.label, name)
@@ -71,16 +76,30 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
             counts = Counts()
             log.info(
                 "%s %s: %d chunks, %d unchanged, %d to write, %d stale, %d of %d vanished sources",
-                job.label, name, len(chunks), plan.unchanged, len(plan.to_write), len(plan.stale),
-                len(plan.vanished), plan.vanished_sources,
+                job.label,
+                name,
+                len(chunks),
+                plan.unchanged,
+                len(plan.to_write),
+                len(plan.stale),
+                len(plan.vanished),
+                plan.vanished_sources,
             )
             batches = await _write(session, job, builder, plan, counts)
             stale = await _delete_ids(session, job, plan.stale, counts, "stale")
             vanished = await _delete_ids(session, job, plan.vanished, counts, "vanished")
     return _summary(
-        job, started, chunks=len(chunks), written=counts.written, unchanged=plan.unchanged,
-        embedded=counts.embedded, reused_vectors=len(plan.reuse_vector), stale_deleted=stale,
-        vanished_deleted=vanished, vanished_sources=plan.vanished_sources, batches=batches,
+        job,
+        started,
+        chunks=len(chunks),
+        written=counts.written,
+        unchanged=plan.unchanged,
+        embedded=counts.embedded,
+        reused_vectors=len(plan.reuse_vector),
+        stale_deleted=stale,
+        vanished_deleted=vanished,
+        vanished_sources=plan.vanished_sources,
+        batches=batches,
         round_trips=dict(counts.round_trips) | {"lookup": session.round_trips},
     )
 
@@ -140,7 +159,9 @@ async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: li
             current = {builder.primary_key(c) for c in chunks}
             sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
             plan.stale = [
-                row[schema.primary] for source in sources for row in stored_by_source.get(source, [])
+                row[schema.primary]
+                for source in sources
+                for row in stored_by_source.get(source, [])
                 if row[schema.primary] not in current
             ]
     if job.delete_missing:  # stored_by_source then holds the whole (tenant) scope
@@ -152,8 +173,13 @@ async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: li
 
 
 def _plan_chunks(
-    plan: Plan, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]],
-    stored: dict[Any, dict[str, Any]], dense: bool, text_in_id: bool,
+    plan: Plan,
+    job: WriteJob,
+    builder: RowBuilder,
+    chunks: list[dict[str, Any]],
+    stored: dict[Any, dict[str, Any]],
+    dense: bool,
+    text_in_id: bool,
 ) -> None:
     text_field = builder.schema.text
     for chunk in chunks:
@@ -172,7 +198,10 @@ def _plan_chunks(
 
 
 def _plan_whole_sources(
-    plan: Plan, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]],
+    plan: Plan,
+    job: WriteJob,
+    builder: RowBuilder,
+    chunks: list[dict[str, Any]],
     stored_by_source: dict[Any, list[dict[str, Any]]],
 ) -> None:
     """Auto-id collections: a source whose rows all match is skipped, any other is rewritten as a whole."""
@@ -204,7 +233,9 @@ def _canonical(content: dict[str, Any]) -> str:
     return json.dumps(rounded(content), sort_keys=True, default=str)
 
 
-async def _stored_by_pk(session: Session, job: WriteJob, pks: list[Any], fields: list[str]) -> dict[Any, dict[str, Any]]:
+async def _stored_by_pk(
+    session: Session, job: WriteJob, pks: list[Any], fields: list[str]
+) -> dict[Any, dict[str, Any]]:
     if job.force:
         return {}
     schema = session.schema
@@ -220,7 +251,7 @@ async def _stored_by_pk(session: Session, job: WriteJob, pks: list[Any], fields:
 async def _stored_by_source(
     session: Session, job: WriteJob, chunks: list[dict[str, Any]], fields: list[str]
 ) -> dict[Any, list[dict[str, Any]]]:
-    """Stored rows grouped by ``replace_by`` value; with ``delete_missing``, of the whole (tenant) scope."""
+    """Read stored rows grouped by ``replace_by`` value; with ``delete_missing``, of the whole (tenant) scope."""
     key = job.replace_by or ""
     fields = fields if key in fields or "$meta" in fields else [*fields, key]
     if job.delete_missing:
@@ -281,10 +312,14 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
 
 
 async def _fill_vectors(
-    session: Session, builder: RowBuilder, plan: Plan, batch: Sequence[dict[str, Any]],
-    vectors: dict[int, list[float] | None], counts: Counts,
+    session: Session,
+    builder: RowBuilder,
+    plan: Plan,
+    batch: Sequence[dict[str, Any]],
+    vectors: dict[int, list[float] | None],
+    counts: Counts,
 ) -> None:
-    """Stored vectors for chunks whose text is unchanged, the embedding API for the rest."""
+    """Fill vectors: stored ones for chunks whose text is unchanged, the embedding API for the rest."""
     schema = session.schema
     reuse = [i for i, c in enumerate(batch) if vectors[i] is None and builder.primary_key(c) in plan.reuse_vector]
     if reuse:
@@ -298,7 +333,8 @@ async def _fill_vectors(
     missing = [i for i in vectors if vectors[i] is None]
     if not missing:
         return
-    assert session.embeddings is not None  # checked before planning
+    if session.embeddings is None:  # _check_job refuses this before planning
+        raise MilvusProviderError("No embedding model to embed new chunks with.")
     embedded = await session.embeddings.aembed_documents([batch[i]["text"] for i in missing])
     counts.embedded += len(missing)
     for i, vector in zip(missing, embedded, strict=True):

@@ -63,7 +63,7 @@ class MilvusHook(BaseHook):
             return MilvusClient(**self.settings.client_kwargs())
 
     def get_async_client(self) -> AsyncMilvusClient:
-        """A new ``AsyncMilvusClient``; it binds to the event loop that first awaits it."""
+        """Return a new ``AsyncMilvusClient``; it binds to the event loop that first awaits it."""
         from pymilvus import AsyncMilvusClient
 
         return AsyncMilvusClient(**self.settings.client_kwargs())
@@ -91,7 +91,7 @@ class MilvusHook(BaseHook):
     def get_collection_schema(
         self, collection_name: str, *, text_field: str | None = None, vector_field: str | None = None
     ) -> CollectionSchema:
-        """The collection's fields as every operator reads them (primary key, text, vectors, tenant key)."""
+        """Describe the collection's fields as every operator reads them (primary key, text, vectors, tenant key)."""
         with describe_milvus_error(self.settings, action=f"describe collection '{collection_name}'"):
             return read_schema(self.client, collection_name, FieldChoice(text_field, vector_field))
 
@@ -122,7 +122,7 @@ class MilvusHook(BaseHook):
         **store_kwargs: Any,
     ) -> Milvus:
         """
-        A ``langchain_milvus.Milvus`` mapped onto the collection's own field names.
+        Return a ``langchain_milvus.Milvus`` mapped onto the collection's own field names.
 
         A missing collection is created first (``new_collection``); an existing one is used as it is.
         """
@@ -178,7 +178,7 @@ class MilvusHook(BaseHook):
 
         try:
             settings = self.settings  # its errors (no URI, no local server) carry no secrets
-        except Exception as error:  # noqa: BLE001 - reported to the user, not raised
+        except Exception as error:
             return False, str(error)
         try:
             client = MilvusClient(**settings.client_kwargs())
@@ -187,10 +187,9 @@ class MilvusHook(BaseHook):
                 collections = client.list_collections()
             finally:
                 client.close()
-        except Exception as error:  # noqa: BLE001 - reported to the user, not raised
+        except Exception as error:
             return False, str(MilvusProviderError.from_exception(error, settings.secrets, "connect"))
         database = settings.db_name or "default"
         return True, (
-            f"Connected to Milvus {version} at {settings.uri}, database '{database}' "
-            f"({len(collections)} collections)."
+            f"Connected to Milvus {version} at {settings.uri}, database '{database}' ({len(collections)} collections)."
         )

@@ -1,4 +1,5 @@
-"""Deferrable operators that add, upsert, delete and search Milvus with bounded async fan-out.
+"""
+Deferrable operators that add, upsert, delete and search Milvus with bounded async fan-out.
 
 Every operator builds a plain-data job and runs the same async core either in the worker
 (``asyncio.run``) or, deferred, in the triggerer (``MilvusOperationTrigger``).
@@ -15,7 +16,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
-from airflow_provider_milvus.version_compat import BaseOperator
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection
@@ -33,6 +33,7 @@ from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.lineage import operator_lineage_for
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+from airflow_provider_milvus.version_compat import BaseOperator
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -157,7 +158,9 @@ class BaseMilvusOperator(BaseOperator):
             ) from None
         return self.finish(result)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, staged: list[str] | None = None) -> Any:
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, staged: list[str] | None = None
+    ) -> Any:
         """Resume after the trigger: raise its error, or return its (possibly staged) result."""
         for reference in staged or []:
             staging.remove(reference)
@@ -185,7 +188,9 @@ class BaseMilvusOperator(BaseOperator):
         for inline_name, ref_name in (("chunks", "chunks_ref"), ("queries", "queries_ref")):
             payload = getattr(job, inline_name, None)
             if payload is not None and len(json.dumps(payload)) > MAX_INLINE_KWARGS_BYTES:
-                reference = staging.stage_json(payload, staging_url=staging_url, name_hint=f"{self.task_id}-{inline_name}")
+                reference = staging.stage_json(
+                    payload, staging_url=staging_url, name_hint=f"{self.task_id}-{inline_name}"
+                )
                 data = job.to_dict() | {inline_name: None, ref_name: reference}
                 return type(job).from_dict(data), [reference]
         return job, []
@@ -195,7 +200,14 @@ class _BaseWriteOperator(BaseMilvusOperator):
     """Split, id and write documents; re-running the same input writes the same primary keys."""
 
     template_fields: Sequence[str] = (
-        *_STORE_FIELDS, "documents", "source_url", "source_glob", "ids", "id_key", "replace_by", "new_collection",
+        *_STORE_FIELDS,
+        "documents",
+        "source_url",
+        "source_glob",
+        "ids",
+        "id_key",
+        "replace_by",
+        "new_collection",
     )
     label = "write"
 
@@ -249,8 +261,15 @@ class _BaseWriteOperator(BaseMilvusOperator):
                     "broken mount than an empty corpus)."
                 )
             self.log.info("No documents given: nothing to write to '%s'", self.collection_name)
-            return {"operation": self.label, "collection": self.collection_name, "documents": prepared.documents,
-                    "chunks": 0, "written": 0, "unchanged": 0, "embedded": 0}
+            return {
+                "operation": self.label,
+                "collection": self.collection_name,
+                "documents": prepared.documents,
+                "chunks": 0,
+                "written": 0,
+                "unchanged": 0,
+                "embedded": 0,
+            }
         job = WriteJob(
             store=self.store_config(new_collection=self._new_collection()),
             batch_size=self.batch_size,
@@ -361,7 +380,7 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
         self.expr = expr
         self.expr_params = expr_params
         self.allow_delete_all = allow_delete_all
-        self.dry_run = dry_run
+        self.dry_run_only = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> Any:
         params = _native(self.expr_params) or {}
@@ -374,7 +393,7 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
             expr=self.expr or "",
             expr_params=params,
             allow_delete_all=self.allow_delete_all,
-            dry_run=self.dry_run,
+            dry_run=self.dry_run_only,
         )
         return self.run(job, items=None)
 
@@ -402,7 +421,13 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
 
     reads_collection = True
     template_fields: Sequence[str] = (
-        *_STORE_FIELDS, "queries", "expr", "expr_params", "search_type", "output_fields", "search_params",
+        *_STORE_FIELDS,
+        "queries",
+        "expr",
+        "expr_params",
+        "search_type",
+        "output_fields",
+        "search_params",
     )
 
     def __init__(
@@ -455,15 +480,16 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         return hits[0] if isinstance(_native(self.queries), str) and hits else hits
 
 
-async def _run_inline(job: Job, timeout: float) -> Any:
-    """Run ``job`` on this short-lived loop, then close the loop's pymilvus channels.
+async def _run_inline(job: Job, seconds: float) -> Any:
+    """
+    Run ``job`` on this short-lived loop, then close the loop's pymilvus channels.
 
     pymilvus keeps one connection manager per loop id and never drops it: without this, every inline
     run leaves an open gRPC channel bound to a closed loop behind (one per task in a long-lived process).
     Never done in the trigger: the triggerer's loop and its channels are shared by every trigger.
     """
     try:
-        return await asyncio.wait_for(run_job(job.operation, job.to_dict()), timeout)
+        return await asyncio.wait_for(run_job(job.operation, job.to_dict()), seconds)
     finally:
         await _close_loop_connections()
 

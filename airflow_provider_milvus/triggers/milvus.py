@@ -44,7 +44,7 @@ class MilvusOperationTrigger(BaseTrigger):
             event = await asyncio.to_thread(self._success_event, result)
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # noqa: BLE001 - reported through the event, raised by the operator
+        except Exception as error:
             message = str(error) if isinstance(error, MilvusProviderError) else f"{type(error).__name__}: {error}"
             event = {"status": "error", "message": message}
         yield TriggerEvent(event)
