@@ -237,6 +237,8 @@ def multihost(milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
             "AWS_EC2_METADATA_DISABLED": "true",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostname.hostname",
+            # Tasks pull multi-MB XComs (20k-50k documents) from the one api-server worker on a busy 2-core box.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         }
         component_env = {  # LocalExecutor workers are the scheduler's children: they inherit its TMPDIR and host
             name: {"TMPDIR": str(tmpdirs["worker" if name == "scheduler" else name]), "IT_HOSTNAME": host}

@@ -230,12 +230,12 @@ def test_slow_four_big_ingests_one_triggerer_killed(multihost: MultiHost, reader
     started = time.monotonic()
     total_requests = SLOW_TASKS * SLOW_CHUNKS_PER_TASK // 100
     try:
-        # One after the other up to their deferral: four 6 MB XCom pulls at once time out on the api-server.
         for n in range(SLOW_TASKS):
             collection = f"fo_slow{n}_{uuid.uuid4().hex[:8]}"
             runs[collection] = stack.trigger("milvus_it_failover_add",
                                              {"collection": collection, "n": SLOW_CHUNKS_PER_TASK, "prefix": f"s{n}"})
-            mh.wait_for_assignment("milvus_it_failover_add", runs[collection], "add", timeout=600)
+        for run_id in runs.values():
+            mh.wait_for_assignment("milvus_it_failover_add", run_id, "add", timeout=600)
         running = {c: mh.trigger_of("milvus_it_failover_add", r, "add") for c, r in runs.items()
                    if stack.task_states("milvus_it_failover_add", r).get("add") == "deferred"}
         by_triggerer: dict[str, int] = {}
