@@ -1,4 +1,5 @@
-"""The shared embedded Milvus: one Milvus Lite gRPC server per local data directory.
+"""
+The shared embedded Milvus: one Milvus Lite gRPC server per local data directory.
 
 Milvus Lite takes an exclusive ``flock`` on ``<data_dir>/LOCK``, and Airflow runs tasks and
 triggers in different processes, so no Airflow process may open a local path itself. Instead one
@@ -40,6 +41,8 @@ class LocalServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalServer:
+    """Where the shared server for a data directory listens, and its process id."""
+
     data_dir: str
     host: str
     port: int
@@ -51,7 +54,8 @@ class LocalServer:
 
 
 def is_local_path(uri: str) -> bool:
-    """True for a filesystem path (``./milvus_data``, ``/srv/milvus.db``), false for a server address.
+    """
+    Tell a filesystem path (``./milvus_data``, ``/srv/milvus.db``, True) from a server address (False).
 
     A bare ``milvus-standalone`` or ``localhost:19530`` is a host, not a directory.
     """
@@ -65,7 +69,7 @@ def start_command(data_dir: str | os.PathLike[str]) -> str:
 
 
 def recorded_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
-    """The server recorded in ``data_dir``'s state file, alive or not (None without a readable file)."""
+    """Return the server recorded in ``data_dir``'s state file, alive or not (None without a readable file)."""
     state_path = Path(data_dir).expanduser().resolve() / STATE_FILENAME
     try:
         return LocalServer(**json.loads(state_path.read_text()))
@@ -74,7 +78,8 @@ def recorded_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
 
 
 def find_local_server(data_dir: str | os.PathLike[str]) -> LocalServer | None:
-    """Return the live server recorded for ``data_dir``, or None.
+    """
+    Return the live server recorded for ``data_dir``, or None.
 
     A state file left behind by a killed server (kill -9, a reboot) names a pid that is gone, or that
     the system has since given to an unrelated process: both count as "no server".
@@ -113,7 +118,8 @@ def start_local_server(
     port: int = 0,
     ready_timeout: float = 60.0,
 ) -> LocalServer:
-    """Start the shared server for ``data_dir`` unless one is already serving it (idempotent).
+    """
+    Start the shared server for ``data_dir`` unless one is already serving it (idempotent).
 
     Concurrent starts for the same directory are serialised by a lock file, so they end with one
     server; a ``port`` that is already taken is refused before anything is started.
@@ -141,10 +147,20 @@ def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -
             "--port 0 for a free one."
         )
     port = port or _free_port(host)
-    log_file = open(directory / LOG_FILENAME, "ab")  # noqa: SIM115 - handed to the child
+    log_file = open(directory / LOG_FILENAME, "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_milvus.local_server", "serve", "--data-dir", str(directory),
-         "--host", host, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_milvus.local_server",
+            "serve",
+            "--data-dir",
+            str(directory),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -156,8 +172,7 @@ def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -
     while not _port_open(host, port):
         if process.poll() is not None:
             raise LocalServerError(
-                f"Milvus Lite server for {directory} exited with code {process.returncode}:\n"
-                f"{_log_tail(directory)}"
+                f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
             )
         if time.monotonic() > deadline:
             process.kill()
@@ -304,7 +319,7 @@ def _serve(data_dir: str, host: str, port: int) -> int:
 
 
 def _stale_note(data_dir: str) -> str:
-    """", the state file is stale (...)" when a recorded server is gone, else ""."""
+    """Return a note on a stale state file (a recorded server that is gone), else an empty string."""
     recorded = recorded_server(data_dir)
     if recorded is None or find_local_server(data_dir) is not None:
         return ""
@@ -326,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             if running is not None:
                 print(f"already running: Milvus Lite serving {running.data_dir} at {running.uri} (pid {running.pid})")
                 return 0
-            server = start_local_server(args.data_dir, host=args.host, port=args.port)
-            print(f"Milvus Lite serving {server.data_dir} at {server.uri} (pid {server.pid})")
+            started = start_local_server(args.data_dir, host=args.host, port=args.port)
+            print(f"Milvus Lite serving {started.data_dir} at {started.uri} (pid {started.pid})")
         elif args.command == "stop":
             stale = _stale_note(args.data_dir)
             stopped = stop_local_server(args.data_dir)

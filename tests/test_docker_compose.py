@@ -87,7 +87,7 @@ def test_compose_file_uses_the_versionless_compose_specification(compose):
 
 
 def test_stack_defines_milvus_postgres_and_all_airflow_components(services):
-    assert EXPECTED_SERVICES <= set(services)
+    assert set(services) >= EXPECTED_SERVICES
 
 
 def test_every_image_is_pinned_to_an_explicit_non_latest_tag(services):
@@ -96,8 +96,10 @@ def test_every_image_is_pinned_to_an_explicit_non_latest_tag(services):
         assert image, f"{name} has no image"
         repository, sep, tag = image.rpartition(":")
         # A ':' inside a registry host:port is not a tag separator.
-        assert sep and "/" not in tag, f"{name} image {image!r} has no tag"
-        assert tag and tag != "latest", f"{name} image {image!r} is not pinned"
+        assert sep, f"{name} image {image!r} has no tag"
+        assert "/" not in tag, f"{name} image {image!r} has no tag"
+        assert tag, f"{name} image {image!r} is not pinned"
+        assert tag != "latest", f"{name} image {image!r} is not pinned"
 
 
 def test_named_volumes_used_by_services_are_declared(compose, services):
@@ -120,7 +122,8 @@ def test_milvus_is_a_pinned_standalone_2_5_or_2_6_release(services):
 
 def test_milvus_healthcheck_probes_the_healthz_endpoint(services):
     command = _healthcheck_command(services["milvus"])
-    assert "curl" in command and "-f" in command
+    assert "curl" in command
+    assert "-f" in command
     assert "http://localhost:9091/healthz" in command
 
 
@@ -191,9 +194,7 @@ def test_airflow_runtime_service_starts_after_a_successful_init(services, name):
         ("airflow-triggerer", "triggerer"),
     ],
 )
-def test_airflow_component_runs_its_airflow_3_command_with_a_healthcheck(
-    services, name, command
-):
+def test_airflow_component_runs_its_airflow_3_command_with_a_healthcheck(services, name, command):
     assert services[name]["command"] == command
     assert "healthcheck" in services[name]
 
@@ -213,9 +214,7 @@ def test_init_service_migrates_the_db_and_creates_an_admin_user(services):
 def test_airflow_service_uses_local_executor_and_postgres(services, name):
     env = _environment(services[name])
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
-        "postgresql+psycopg2://"
-    )
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
     assert env["AIRFLOW__CORE__TEST_CONNECTION"] == "Enabled"
@@ -224,20 +223,20 @@ def test_airflow_service_uses_local_executor_and_postgres(services, name):
 def test_airflow_components_share_jwt_secret_and_execution_api_url(services):
     for key in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
         values = {_environment(services[name]).get(key) for name in AIRFLOW_SERVICES}
-        assert len(values) == 1 and None not in values, key
+        assert len(values) == 1, key
+        assert None not in values, key
     url = urlparse(_environment(services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (url.hostname, url.port, url.path) == ("airflow-apiserver", 8080, "/execution/")
 
 
 @pytest.mark.parametrize("name", sorted(AIRFLOW_SERVICES))
-def test_airflow_service_gets_milvus_default_connection_pointing_at_milvus(
-    services, name
-):
+def test_airflow_service_gets_milvus_default_connection_pointing_at_milvus(services, name):
     conn = json.loads(_environment(services[name])["AIRFLOW_CONN_MILVUS_DEFAULT"])
     assert conn["conn_type"] == "milvus"
     uri = urlparse(conn["host"])
     assert uri.scheme in {"http", "https"}
-    assert uri.hostname == "milvus" and uri.hostname in services
+    assert uri.hostname == "milvus"
+    assert uri.hostname in services
     assert uri.port == 19530
     assert conn["extra"]["db_name"] == "default"
 
@@ -267,8 +266,8 @@ def test_airflow_service_mounts_the_dags_folder_read_only(services, name):
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     text = AIRFLOW_DOCKERFILE.read_text().replace("\\\n", " ")
     instructions = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
             instructions.append((keyword.upper(), rest.strip()))
@@ -314,8 +313,10 @@ def install_step_problems(instructions: list[tuple[str, str]]) -> list[str]:
             if '"apache-airflow==${AIRFLOW_VERSION}"' not in rest:
                 problems.append("pip may change the Airflow version (no apache-airflow==${AIRFLOW_VERSION} pin)")
             mount = re.search(r"--mount=type=bind,source=\.,target=(\S+?)(,|\s)", rest)
-            command = rest[mount.end():] if mount else rest
-            install = re.search(r"pip install\s+(?:--\S+\s+)*\"apache-airflow==\$\{AIRFLOW_VERSION\}\"\s+(\S+)", command)
+            command = rest[mount.end() :] if mount else rest
+            install = re.search(
+                r"pip install\s+(?:--\S+\s+)*\"apache-airflow==\$\{AIRFLOW_VERSION\}\"\s+(\S+)", command
+            )
             if not install:
                 problems.append("cannot find what pip installs")
                 continue
@@ -367,8 +368,8 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/src && 
 
 def _parse(text: str) -> list[tuple[str, str]]:
     instructions = []
-    for line in text.replace("\\\n", " ").splitlines():
-        line = line.strip()
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
             instructions.append((keyword.upper(), rest.strip()))
@@ -408,8 +409,12 @@ def _dockerignore_patterns() -> list[str]:
 def _ignored(path: str, patterns: list[str]) -> bool:
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatch(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatch(prefix, pattern)
-               for pattern in patterns if not pattern.startswith("!") for prefix in prefixes)
+    return any(
+        fnmatch.fnmatch(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatch(prefix, pattern)
+        for pattern in patterns
+        if not pattern.startswith("!")
+        for prefix in prefixes
+    )
 
 
 @pytest.mark.parametrize("path", [".env", "tests/test_docker_compose.py", ".venv/bin/python"])
@@ -421,8 +426,12 @@ def test_dockerignore_keeps_everything_the_package_build_needs():
     import tomllib
 
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    needed = ["pyproject.toml", "airflow_provider_milvus/__init__.py", pyproject["readme"],
-              *pyproject.get("license-files", [])]
+    needed = [
+        "pyproject.toml",
+        "airflow_provider_milvus/__init__.py",
+        pyproject["readme"],
+        *pyproject.get("license-files", []),
+    ]
     patterns = _dockerignore_patterns()
     excluded = [path for path in needed if _ignored(path, patterns)]
     assert not excluded, f".dockerignore excludes what the image build installs: {excluded}"
@@ -433,7 +442,8 @@ def test_dockerignore_keeps_everything_the_package_build_needs():
 
 def _seconds(value: str) -> float:
     match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", str(value))
-    assert match and any(match.groups()), value
+    assert match, value
+    assert any(match.groups()), value
     return int(match.group(1) or 0) * 60 + float(match.group(2) or 0)
 
 
@@ -442,16 +452,18 @@ def test_milvus_dependencies_are_checked_often_while_starting(services, name):
     """Milvus waits for these checks: a 30 s interval delayed the whole stack by 30-60 s."""
     check = services[name]["healthcheck"]
     assert _seconds(check["interval"]) <= 10
-    assert "start_period" in check and _seconds(check["start_period"]) > 0
+    assert "start_period" in check
+    assert _seconds(check["start_period"]) > 0
     assert _seconds(check["timeout"]) <= _seconds(check["interval"])
 
 
 def test_compose_comments_say_what_an_empty_fernet_key_and_default_deferrable_mean():
     text = COMPOSE_FILE.read_text()
-    fernet = text[text.index("AIRFLOW__CORE__FERNET_KEY"):].split("\n\n", 1)[0]
+    fernet = text[text.index("AIRFLOW__CORE__FERNET_KEY") :].split("\n\n", 1)[0]
     assert "UNENCRYPTED" in fernet
     deferrable = text[: text.index("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")].rsplit("\n\n", 1)[-1]
-    assert "EVERY operator" in deferrable and "from every provider" in deferrable
+    assert "EVERY operator" in deferrable
+    assert "from every provider" in deferrable
 
 
 # --------------------------------------------- optional: compose validation --
@@ -460,9 +472,7 @@ def test_compose_comments_say_what_an_empty_fernet_key_and_default_deferrable_me
 def _compose_cli() -> list[str] | None:
     docker = shutil.which("docker")
     if docker:
-        probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, check=False
-        )
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False)
         if probe.returncode == 0:
             return [docker, "compose"]
     legacy = shutil.which("docker-compose")

@@ -91,21 +91,27 @@ def test_start_twice_reports_the_running_server_and_starts_no_second_one(data_di
 def test_status_then_stop_then_status(data_dir):
     missing = cli("status", "--data-dir", str(data_dir))
     assert missing.returncode == 1
-    assert missing.stdout.startswith("not running") and f"airflow-milvus-lite start --data-dir {data_dir}" in missing.stdout
+    assert missing.stdout.startswith("not running")
+    assert f"airflow-milvus-lite start --data-dir {data_dir}" in missing.stdout
 
     assert cli("start", "--data-dir", str(data_dir)).returncode == 0
     server = find_local_server(data_dir)
     status = cli("status", "--data-dir", str(data_dir))
-    assert status.returncode == 0 and status.stdout.strip() == f"running at {server.uri} (pid {server.pid})"
+    assert status.returncode == 0
+    assert status.stdout.strip() == f"running at {server.uri} (pid {server.pid})"
 
     stop = cli("stop", "--data-dir", str(data_dir))
-    assert stop.returncode == 0 and stop.stdout.strip() == "stopped"
+    assert stop.returncode == 0
+    assert stop.stdout.strip() == "stopped"
     assert server_pids(data_dir) == [], "stop left the server running"
     assert not (data_dir / STATE_FILENAME).exists()
     after = cli("status", "--data-dir", str(data_dir))
-    assert after.returncode == 1 and after.stdout.startswith("not running") and "stale" not in after.stdout
+    assert after.returncode == 1
+    assert after.stdout.startswith("not running")
+    assert "stale" not in after.stdout
     again = cli("stop", "--data-dir", str(data_dir))
-    assert again.returncode == 0 and again.stdout.strip() == "no server was running"
+    assert again.returncode == 0
+    assert again.stdout.strip() == "no server was running"
 
 
 def test_a_state_file_left_by_kill_9_is_reported_stale_and_a_new_start_replaces_it(data_dir):
@@ -117,13 +123,16 @@ def test_a_state_file_left_by_kill_9_is_reported_stale_and_a_new_start_replaces_
 
     status = cli("status", "--data-dir", str(data_dir))
     assert status.returncode == 1
-    assert "not running" in status.stdout and "stale state file" in status.stdout and str(killed.pid) in status.stdout
+    assert "not running" in status.stdout
+    assert "stale state file" in status.stdout
+    assert str(killed.pid) in status.stdout
 
     restarted = cli("start", "--data-dir", str(data_dir))
     assert restarted.returncode == 0, restarted.stderr
     assert not restarted.stdout.startswith("already running"), restarted.stdout
     server = find_local_server(data_dir)
-    assert server is not None and server.pid != killed.pid
+    assert server is not None
+    assert server.pid != killed.pid
     assert server_pids(data_dir) == [server.pid]
     assert isinstance(list_collections(server.uri), list)
 
@@ -135,11 +144,13 @@ def test_a_stale_state_file_whose_pid_was_reused_is_not_taken_for_the_server(dat
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        (data_dir / STATE_FILENAME).write_text(json.dumps(
-            {"data_dir": str(data_dir), "host": "127.0.0.1", "port": port, "pid": os.getpid()}))
+        (data_dir / STATE_FILENAME).write_text(
+            json.dumps({"data_dir": str(data_dir), "host": "127.0.0.1", "port": port, "pid": os.getpid()})
+        )
         assert find_local_server(data_dir) is None
         stop = cli("stop", "--data-dir", str(data_dir))
-        assert stop.returncode == 0 and stop.stdout.startswith("no server was running"), stop.stdout
+        assert stop.returncode == 0, stop.stdout
+        assert stop.stdout.startswith("no server was running"), stop.stdout
         assert "stale state file" in stop.stdout
 
 

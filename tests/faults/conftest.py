@@ -25,6 +25,7 @@ from airflow_provider_milvus.local_server import (
     start_local_server,
     stop_local_server,
 )
+
 from tests.conftest import EMBEDDING_API_KEY
 from tests.faults.report import FIGURES, FaultFigures, write_docs
 
@@ -134,12 +135,14 @@ def make_milvus_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     def make(host: str, conn_id: str = "faults_milvus", *, timeout: float = CONNECTION_TIMEOUT, **extra: Any) -> str:
         monkeypatch.setenv(
             f"AIRFLOW_CONN_{conn_id.upper()}",
-            json.dumps({
-                "conn_type": "milvus",
-                "host": host,
-                "password": MILVUS_SENTINEL,
-                "extra": {"timeout": timeout, **extra},
-            }),
+            json.dumps(
+                {
+                    "conn_type": "milvus",
+                    "host": host,
+                    "password": MILVUS_SENTINEL,
+                    "extra": {"timeout": timeout, **extra},
+                }
+            ),
         )
         return conn_id
 
@@ -160,12 +163,14 @@ def make_embedding_conn(embeddings: Any, monkeypatch: pytest.MonkeyPatch) -> Cal
     ) -> str:
         monkeypatch.setenv(
             f"AIRFLOW_CONN_{conn_id.upper()}",
-            json.dumps({
-                "conn_type": "openai",
-                "host": base_url or embeddings.base_url,
-                "password": api_key,
-                "extra": {"model": "test-embedding", "max_retries": max_retries, **extra},
-            }),
+            json.dumps(
+                {
+                    "conn_type": "openai",
+                    "host": base_url or embeddings.base_url,
+                    "password": api_key,
+                    "extra": {"model": "test-embedding", "max_retries": max_retries, **extra},
+                }
+            ),
         )
         return conn_id
 
@@ -285,15 +290,22 @@ def read_pks(uri: str, collection: str, expected: set[str] | None = None) -> lis
         if not client.has_collection(collection):
             return []
         client.load_collection(collection)
-        total = int(client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+        total = int(
+            client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
+        )
         if total <= 16384 or expected is None:
-            rows = client.query(collection, filter='pk != ""', output_fields=["pk"], limit=16384,
-                                consistency_level="Strong")
+            rows = client.query(
+                collection, filter='pk != ""', output_fields=["pk"], limit=16384, consistency_level="Strong"
+            )
             return [row["pk"] for row in rows]
         wanted, pks = sorted(expected), []
         for start in range(0, len(wanted), 2000):
-            rows = client.query(collection, filter=f"pk in {json.dumps(wanted[start:start + 2000])}",
-                                output_fields=["pk"], consistency_level="Strong")
+            rows = client.query(
+                collection,
+                filter=f"pk in {json.dumps(wanted[start : start + 2000])}",
+                output_fields=["pk"],
+                consistency_level="Strong",
+            )
             pks.extend(row["pk"] for row in rows)
         return pks
     finally:
@@ -321,15 +333,18 @@ def assert_exact_ids(uri: str, collection: str, expected: set[str], figures: Fau
     duplicates = len(pks) - len(set(pks))
     assert duplicates == 0, f"{duplicates} duplicate primary keys"
     missing, extra = expected - set(pks), set(pks) - expected
-    assert not missing and not extra, f"{len(missing)} missing, {len(extra)} unexpected ids"
+    assert not missing, f"{len(missing)} missing, {len(extra)} unexpected ids"
+    assert not extra, f"{len(missing)} missing, {len(extra)} unexpected ids"
     assert count_entities(uri, collection) == len(expected)
 
 
 def documents(n: int, prefix: str = "doc") -> list[dict[str, Any]]:
     """``n`` documents with explicit ids in metadata ``doc_id`` (use ``id_key="doc_id"``)."""
     return [
-        {"page_content": f"{prefix} {i} about topic {i % 97} and word{i % 13}",
-         "metadata": {"doc_id": f"{prefix}-{i:06d}", "source": f"{prefix}/{i % 50}.md", "n": i}}
+        {
+            "page_content": f"{prefix} {i} about topic {i % 97} and word{i % 13}",
+            "metadata": {"doc_id": f"{prefix}-{i:06d}", "source": f"{prefix}/{i % 50}.md", "n": i},
+        }
         for i in range(n)
     ]
 
@@ -342,7 +357,7 @@ def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
         started = time.monotonic()
         try:
             box["result"] = fn()
-        except BaseException as error:  # noqa: BLE001 - handed to the test
+        except BaseException as error:
             box["error"] = error
         box["elapsed"] = time.monotonic() - started
 

@@ -20,6 +20,7 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusDeleteByExprOperator,
     MilvusSearchToXComOperator,
 )
+
 from tests.faults.conftest import (
     assert_clear_error,
     assert_exact_ids,
@@ -37,8 +38,12 @@ SEED_IDS = {d["metadata"]["doc_id"] for d in SEED}
 def seeded(milvus_lite, shared_conn, embedding_conn, embeddings, collection_name) -> str:
     """A 32-dim collection holding ``SEED``; returns its name."""
     MilvusAddDocumentsOperator(
-        task_id="seed", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=SEED, id_key="doc_id",
+        task_id="seed",
+        milvus_conn_id=shared_conn,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=SEED,
+        id_key="doc_id",
     ).execute(context={})
     return collection_name
 
@@ -52,7 +57,11 @@ def _rejected(figures, name: str, run, *keywords: str) -> str:
 
 def _add(conn, emb, collection, docs, **kwargs):
     return MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=conn, embedding_conn_id=emb, collection_name=collection, documents=docs,
+        task_id="add",
+        milvus_conn_id=conn,
+        embedding_conn_id=emb,
+        collection_name=collection,
+        documents=docs,
         **kwargs,
     ).execute(context={})
 
@@ -66,8 +75,12 @@ def _delete(conn, collection, expr, **kwargs):
 
 def _search(conn, emb, collection, queries, **kwargs):
     return MilvusSearchToXComOperator(
-        task_id="search", milvus_conn_id=conn, embedding_conn_id=emb, collection_name=collection,
-        queries=queries, **kwargs,
+        task_id="search",
+        milvus_conn_id=conn,
+        embedding_conn_id=emb,
+        collection_name=collection,
+        queries=queries,
+        **kwargs,
     ).execute(context={})
 
 
@@ -75,16 +88,26 @@ def _search(conn, emb, collection, queries, **kwargs):
 
 
 def test_delete_from_unknown_collection_is_rejected_and_not_created(milvus_lite, shared_conn, embedding_conn, figures):
-    _rejected(figures, "delete: unknown collection", lambda: _delete(shared_conn, "no_such_coll", 'source == "x"'),
-              "no_such_coll", "does not exist")
+    _rejected(
+        figures,
+        "delete: unknown collection",
+        lambda: _delete(shared_conn, "no_such_coll", 'source == "x"'),
+        "no_such_coll",
+        "does not exist",
+    )
     assert count_entities(milvus_lite.uri, "no_such_coll") is None
 
 
 def test_search_unknown_collection_is_rejected_and_not_created(
     milvus_lite, shared_conn, embedding_conn, embeddings, figures
 ):
-    _rejected(figures, "search: unknown collection",
-              lambda: _search(shared_conn, embedding_conn, "no_such_coll", "x"), "no_such_coll", "does not exist")
+    _rejected(
+        figures,
+        "search: unknown collection",
+        lambda: _search(shared_conn, embedding_conn, "no_such_coll", "x"),
+        "no_such_coll",
+        "does not exist",
+    )
     assert count_entities(milvus_lite.uri, "no_such_coll") is None
 
 
@@ -94,49 +117,73 @@ def test_search_unknown_collection_is_rejected_and_not_created(
 def test_invalid_filter_expression_on_delete_is_rejected_and_deletes_nothing(
     milvus_lite, shared_conn, embedding_conn, seeded, figures
 ):
-    message = _rejected(figures, "delete: invalid filter", lambda: _delete(shared_conn, seeded, 'source === "a" and ('),
-                        "filter", "invalid")
+    message = _rejected(
+        figures,
+        "delete: invalid filter",
+        lambda: _delete(shared_conn, seeded, 'source === "a" and ('),
+        "filter",
+        "invalid",
+    )
     assert "credentials" not in message, "a parse error must not be blamed on credentials"
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
-def test_invalid_filter_expression_on_search_is_rejected_with_filter_hint(
-    shared_conn, embedding_conn, seeded, figures
-):
-    message = _rejected(figures, "search: invalid filter",
-                        lambda: _search(shared_conn, embedding_conn, seeded, "topic", expr="n >>> 3"),
-                        "filter expression is invalid")
+def test_invalid_filter_expression_on_search_is_rejected_with_filter_hint(shared_conn, embedding_conn, seeded, figures):
+    message = _rejected(
+        figures,
+        "search: invalid filter",
+        lambda: _search(shared_conn, embedding_conn, seeded, "topic", expr="n >>> 3"),
+        "filter expression is invalid",
+    )
     assert "credentials" not in message
 
 
 def test_filter_placeholder_without_value_is_rejected(milvus_lite, shared_conn, seeded, figures):
-    _rejected(figures, "delete: placeholder without expr_params",
-              lambda: _delete(shared_conn, seeded, "source == {src}"), "{src}", "expr_params")
+    _rejected(
+        figures,
+        "delete: placeholder without expr_params",
+        lambda: _delete(shared_conn, seeded, "source == {src}"),
+        "{src}",
+        "expr_params",
+    )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
 def test_match_everything_delete_is_refused_without_allow_delete_all(milvus_lite, shared_conn, seeded, figures):
-    _rejected(figures, "delete: filter matching everything", lambda: _delete(shared_conn, seeded, "n >= 0"),
-              "matches all", "allow_delete_all")
+    _rejected(
+        figures,
+        "delete: filter matching everything",
+        lambda: _delete(shared_conn, seeded, "n >= 0"),
+        "matches all",
+        "allow_delete_all",
+    )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
 def test_empty_filter_delete_is_refused_without_allow_delete_all(milvus_lite, shared_conn, seeded, figures):
-    _rejected(figures, "delete: empty filter", lambda: _delete(shared_conn, seeded, ""),
-              "empty filter", "allow_delete_all")
+    _rejected(
+        figures, "delete: empty filter", lambda: _delete(shared_conn, seeded, ""), "empty filter", "allow_delete_all"
+    )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
 @pytest.mark.parametrize(
     "payload",
-    ['x" or pk != "', "x' or pk != '", 'x\\" or pk != \\"', '" || true || "', "doc/1.md\") or (n >= 0",
-     'x"] or pk != ["'],
+    [
+        'x" or pk != "',
+        "x' or pk != '",
+        'x\\" or pk != \\"',
+        '" || true || "',
+        'doc/1.md") or (n >= 0',
+        'x"] or pk != ["',
+    ],
     ids=["double_quote", "single_quote", "escaped_quote", "or_true", "paren", "bracket"],
 )
 def test_quote_injection_via_expr_params_deletes_nothing_else(payload, milvus_lite, shared_conn, seeded, figures):
     figures.bad_input(f"delete: injection {payload!r}", ACCEPTED)  # matched literally: deletes nothing
     result = _delete(shared_conn, seeded, "source == {src}", expr_params={"src": payload})
-    assert result["deleted"] == 0 and result["matched"] == 0
+    assert result["deleted"] == 0
+    assert result["matched"] == 0
     listed = _delete(shared_conn, seeded, "source in {srcs}", expr_params={"srcs": [payload, payload + "x"]})
     assert listed["deleted"] == 0
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
@@ -170,16 +217,24 @@ def test_expr_params_value_with_quotes_matches_only_that_literal(
 def test_wrong_vector_dimension_write_is_rejected_and_writes_nothing(
     milvus_lite, shared_conn, embedding_conn, seeded, figures
 ):
-    _rejected(figures, "write: 16-dim embeddings into a 32-dim collection",
-              lambda: _add(shared_conn, embedding_conn, seeded, ["another doc"], embedding_dimensions=16),
-              "dimension mismatch", "32", "16")
+    _rejected(
+        figures,
+        "write: 16-dim embeddings into a 32-dim collection",
+        lambda: _add(shared_conn, embedding_conn, seeded, ["another doc"], embedding_dimensions=16),
+        "dimension mismatch",
+        "32",
+        "16",
+    )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
 def test_wrong_vector_dimension_search_is_rejected(shared_conn, embedding_conn, seeded, figures):
-    _rejected(figures, "search: 16-dim query against a 32-dim collection",
-              lambda: _search(shared_conn, embedding_conn, seeded, "topic", embedding_dimensions=16),
-              "dimension mismatch")
+    _rejected(
+        figures,
+        "search: 16-dim query against a 32-dim collection",
+        lambda: _search(shared_conn, embedding_conn, seeded, "topic", embedding_dimensions=16),
+        "dimension mismatch",
+    )
 
 
 def test_empty_document_list_is_a_logged_noop(
@@ -188,7 +243,8 @@ def test_empty_document_list_is_a_logged_noop(
     figures.bad_input("write: empty document list", NOOP)
     with caplog.at_level(logging.INFO):
         result = _add(shared_conn, embedding_conn, collection_name, [])
-    assert result["written"] == 0 and result["chunks"] == 0
+    assert result["written"] == 0
+    assert result["chunks"] == 0
     captured = capfd.readouterr()  # the task logger is structlog: it may print instead of propagating
     assert "No documents given" in caplog.text + captured.out + captured.err
     assert embeddings.stats.requests == 0
@@ -203,8 +259,12 @@ def test_empty_document_list_is_a_logged_noop(
 def test_document_without_text_is_rejected_and_writes_nothing(
     doc, milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures
 ):
-    _rejected(figures, f"write: document without text {doc!r}",
-              lambda: _add(shared_conn, embedding_conn, collection_name, ["fine", doc]), "document 1")
+    _rejected(
+        figures,
+        f"write: document without text {doc!r}",
+        lambda: _add(shared_conn, embedding_conn, collection_name, ["fine", doc]),
+        "document 1",
+    )
     assert count_entities(milvus_lite.uri, collection_name) is None
     assert embeddings.stats.requests == 0, "rejected input still reached the embedding API"
 
@@ -212,9 +272,14 @@ def test_document_without_text_is_rejected_and_writes_nothing(
 def test_text_longer_than_new_collection_varchar_limit_is_rejected_before_anything_is_written(
     milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures
 ):
-    _rejected(figures, "write: text longer than text_max_length",
-              lambda: _add(shared_conn, embedding_conn, collection_name, ["short", "x" * 200], text_max_length=64),
-              "200 bytes", "at most 64", "chunk_size")
+    _rejected(
+        figures,
+        "write: text longer than text_max_length",
+        lambda: _add(shared_conn, embedding_conn, collection_name, ["short", "x" * 200], text_max_length=64),
+        "200 bytes",
+        "at most 64",
+        "chunk_size",
+    )
     assert count_entities(milvus_lite.uri, collection_name) is None
 
 
@@ -223,9 +288,13 @@ def test_text_longer_than_existing_collection_varchar_limit_is_rejected_and_writ
 ):
     _add(shared_conn, embedding_conn, collection_name, SEED[:5], id_key="doc_id", text_max_length=64)
     # The operator's own limit is the default 65535: the collection's real 64-byte limit must apply.
-    _rejected(figures, "write: text longer than the existing collection's VARCHAR",
-              lambda: _add(shared_conn, embedding_conn, collection_name, ["fine", "é" * 40]),
-              "80 bytes", "at most 64")
+    _rejected(
+        figures,
+        "write: text longer than the existing collection's VARCHAR",
+        lambda: _add(shared_conn, embedding_conn, collection_name, ["fine", "é" * 40]),
+        "80 bytes",
+        "at most 64",
+    )
     assert_exact_ids(milvus_lite.uri, collection_name, {d["metadata"]["doc_id"] for d in SEED[:5]}, figures)
 
 
@@ -238,17 +307,26 @@ def test_metadata_not_jsonable_is_rejected_and_writes_nothing(
     value, milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures
 ):
     docs = [{"page_content": "ok", "metadata": {"k": 1}}, {"page_content": "bad", "metadata": {"k": value}}]
-    _rejected(figures, f"write: metadata {type(value).__name__}",
-              lambda: _add(shared_conn, embedding_conn, collection_name, docs), "metadata 'k'", "JSON")
+    _rejected(
+        figures,
+        f"write: metadata {type(value).__name__}",
+        lambda: _add(shared_conn, embedding_conn, collection_name, docs),
+        "metadata 'k'",
+        "JSON",
+    )
     assert count_entities(milvus_lite.uri, collection_name) is None
 
 
 def test_metadata_key_not_a_string_is_rejected(
     milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures
 ):
-    _rejected(figures, "write: non-string metadata key",
-              lambda: _add(shared_conn, embedding_conn, collection_name, [{"page_content": "x", "metadata": {1: "a"}}]),
-              "metadata key", "not a string")
+    _rejected(
+        figures,
+        "write: non-string metadata key",
+        lambda: _add(shared_conn, embedding_conn, collection_name, [{"page_content": "x", "metadata": {1: "a"}}]),
+        "metadata key",
+        "not a string",
+    )
     assert count_entities(milvus_lite.uri, collection_name) is None
 
 
@@ -268,15 +346,25 @@ def test_metadata_type_change_is_stored_as_is_in_the_dynamic_field(
     matched = _delete(shared_conn, seeded, 'n == "thirty"', dry_run=True)["matched"]
     assert matched == 1
     # Re-typing an existing record (upsert of the same id) replaces it: one entity, the new type.
-    _add(shared_conn, embedding_conn, seeded, [{**SEED[0], "metadata": {**SEED[0]["metadata"], "n": "zero"}}],
-         id_key="doc_id")
+    _add(
+        shared_conn,
+        embedding_conn,
+        seeded,
+        [{**SEED[0], "metadata": {**SEED[0]["metadata"], "n": "zero"}}],
+        id_key="doc_id",
+    )
     assert _delete(shared_conn, seeded, 'n == "zero"', dry_run=True)["matched"] == 1
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS | {"typed"}, figures)
 
 
 def test_empty_query_is_rejected(shared_conn, embedding_conn, seeded, figures):
-    _rejected(figures, "search: empty query", lambda: _search(shared_conn, embedding_conn, seeded, ["ok", "  "]),
-              "query 1", "empty")
+    _rejected(
+        figures,
+        "search: empty query",
+        lambda: _search(shared_conn, embedding_conn, seeded, ["ok", "  "]),
+        "query 1",
+        "empty",
+    )
 
 
 # -- credentials and transport --------------------------------------------------------------------------------
@@ -321,12 +409,18 @@ def test_https_to_a_plain_milvus_port_fails_fast_with_tls_message(
 
     conn_id = make_milvus_conn(milvus_lite.uri.replace("http://", "https://"), timeout=TLS_TIMEOUT)
     started = time.monotonic()
-    message = _rejected(figures, "milvus: https:// to a plain port",
-                        lambda: _add(conn_id, embedding_conn, collection_name, ["x"]),
-                        TLS_HINT, "handshake failed")
+    message = _rejected(
+        figures,
+        "milvus: https:// to a plain port",
+        lambda: _add(conn_id, embedding_conn, collection_name, ["x"]),
+        TLS_HINT,
+        "handshake failed",
+    )
     elapsed = time.monotonic() - started
-    figures.measure("https:// to a plain port: failed after",
-                    f"{elapsed:.2f} s (refused connection in the same run: {baseline:.2f} s; timeout 10 s)")
+    figures.measure(
+        "https:// to a plain port: failed after",
+        f"{elapsed:.2f} s (refused connection in the same run: {baseline:.2f} s; timeout 10 s)",
+    )
     assert DEAD_SERVER_HINT not in message, f"a TLS mismatch reported as a dead server: {message}"
     bound = min(TLS_TIMEOUT / 4, baseline + 2.0)
     assert elapsed < bound, f"TLS mismatch took {elapsed:.2f}s (bound {bound:.2f}s, refused: {baseline:.2f}s)"
@@ -339,6 +433,11 @@ def test_a_dead_port_is_not_reported_as_a_tls_mismatch(
 ):
     """Nothing listens: the generic advice, never the TLS one (so the test above can tell them apart)."""
     conn_id = make_milvus_conn(f"{scheme}://127.0.0.1:{_dead_port()}", timeout=5)
-    message = _rejected(figures, f"milvus: {scheme}:// to a dead port",
-                        lambda: _add(conn_id, embedding_conn, collection_name, ["x"]), DEAD_SERVER_HINT)
-    assert TLS_HINT not in message and "handshake" not in message.lower(), message
+    message = _rejected(
+        figures,
+        f"milvus: {scheme}:// to a dead port",
+        lambda: _add(conn_id, embedding_conn, collection_name, ["x"]),
+        DEAD_SERVER_HINT,
+    )
+    assert TLS_HINT not in message, message
+    assert "handshake" not in message.lower(), message

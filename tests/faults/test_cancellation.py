@@ -10,6 +10,7 @@ import pytest
 from airflow_provider_milvus.core.operations import SearchJob, StoreConfig, WriteJob
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+
 from tests.faults.conftest import count_entities, documents
 
 
@@ -49,9 +50,9 @@ async def _cancel_mid_gather(trigger: MilvusOperationTrigger, embeddings, in_fli
     return time.monotonic() - started
 
 
-async def _settled(embeddings, timeout: float = 30) -> None:
+async def _settled(embeddings, wait_s: float = 30) -> None:
     """Wait (polling) until the server has finished the cancelled requests and the loop has run their callbacks."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     while embeddings.stats.in_flight:
         assert time.monotonic() < deadline, f"{embeddings.stats.in_flight} requests still in flight"
         await asyncio.sleep(0.01)
@@ -63,7 +64,8 @@ def _assert_clean(before: set[asyncio.Task], created: dict[str, list]) -> None:
     orphans = {t for t in asyncio.all_tasks() if t not in before and t is not asyncio.current_task()}
     assert not orphans, f"orphaned tasks: {orphans}"
     milvus_clients, openai_clients = created["milvus"], created["openai"]
-    assert milvus_clients and openai_clients
+    assert milvus_clients
+    assert openai_clients
     # A closed (or never connected) AsyncMilvusClient holds no handler; a connected one does.
     assert all(c._handler is None for c in milvus_clients), "an AsyncMilvusClient was left open"
     assert any(c._closed for c in milvus_clients), "the session's AsyncMilvusClient was not closed"
@@ -77,10 +79,12 @@ async def test_cancelling_write_trigger_mid_gather_propagates_and_closes_clients
     before = set(asyncio.all_tasks())
     embeddings.latency = 0.5
     job = WriteJob(
-        store=StoreConfig(milvus_conn_id=shared_conn, collection_name=collection_name,
-                          embedding_conn_id=embedding_conn),
+        store=StoreConfig(
+            milvus_conn_id=shared_conn, collection_name=collection_name, embedding_conn_id=embedding_conn
+        ),
         chunks=[{"id": f"c{i}", "text": f"chunk {i}", "metadata": {}} for i in range(400)],
-        batch_size=10, max_concurrency=4,
+        batch_size=10,
+        max_concurrency=4,
     )
     trigger = MilvusOperationTrigger(operation="write", job=job.to_dict(), staging_url=str(tmp_path))
     cancel_took = await _cancel_mid_gather(trigger, embeddings, in_flight=4)
@@ -90,7 +94,8 @@ async def test_cancelling_write_trigger_mid_gather_propagates_and_closes_clients
     await _settled(embeddings)  # the cancelled HTTP requests finish server-side; nothing may be left client-side
     _assert_clean(before, client_tracker)
     written = await asyncio.to_thread(count_entities, milvus_lite.uri, collection_name)
-    assert written is not None and written < 400, "cancellation came too late to test anything"
+    assert written is not None, "cancellation came too late to test anything"
+    assert written < 400, "cancellation came too late to test anything"
 
 
 @pytest.mark.asyncio
@@ -99,8 +104,11 @@ async def test_cancelling_search_trigger_mid_gather_propagates_and_closes_client
 ):
     await asyncio.to_thread(
         MilvusAddDocumentsOperator(
-            task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-            collection_name=collection_name, documents=documents(50),
+            task_id="add",
+            milvus_conn_id=shared_conn,
+            embedding_conn_id=embedding_conn,
+            collection_name=collection_name,
+            documents=documents(50),
         ).execute,
         {},
     )
@@ -109,9 +117,11 @@ async def test_cancelling_search_trigger_mid_gather_propagates_and_closes_client
     before = set(asyncio.all_tasks())
     embeddings.latency = 0.5
     job = SearchJob(
-        store=StoreConfig(milvus_conn_id=shared_conn, collection_name=collection_name,
-                          embedding_conn_id=embedding_conn),
-        queries=[f"topic {i}" for i in range(100)], max_concurrency=6,
+        store=StoreConfig(
+            milvus_conn_id=shared_conn, collection_name=collection_name, embedding_conn_id=embedding_conn
+        ),
+        queries=[f"topic {i}" for i in range(100)],
+        max_concurrency=6,
     )
     trigger = MilvusOperationTrigger(operation="search", job=job.to_dict(), staging_url=str(tmp_path))
     assert await _cancel_mid_gather(trigger, embeddings, in_flight=6) < 2.0

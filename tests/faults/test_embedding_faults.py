@@ -17,6 +17,7 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusAddDocumentsOperator,
     MilvusSearchToXComOperator,
 )
+
 from tests.faults.conftest import (
     EMBEDDING_SENTINEL,
     assert_clear_error,
@@ -34,8 +35,14 @@ EXPECTED = {d["metadata"]["doc_id"] for d in documents(N_DOCS)}
 
 def _add(conn_id: str, embedding_conn: str, collection: str) -> MilvusAddDocumentsOperator:
     return MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=conn_id, embedding_conn_id=embedding_conn, collection_name=collection,
-        documents=documents(N_DOCS), id_key="doc_id", batch_size=BATCH_SIZE, max_concurrency=3,
+        task_id="add",
+        milvus_conn_id=conn_id,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection,
+        documents=documents(N_DOCS),
+        id_key="doc_id",
+        batch_size=BATCH_SIZE,
+        max_concurrency=3,
     )
 
 
@@ -77,7 +84,8 @@ class _RecordingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 forwarded = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 request = urllib.request.Request(
-                    proxy.upstream + self.path.removeprefix("/v1"), data=body, headers=forwarded, method="POST")
+                    proxy.upstream + self.path.removeprefix("/v1"), data=body, headers=forwarded, method="POST"
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=30) as response:
                         status, headers, raw = response.status, response.headers, response.read()
@@ -139,9 +147,11 @@ def test_429_with_retry_after_waits_what_the_server_asked_then_succeeds(
 
 @pytest.mark.parametrize(
     ("status", "keywords"),
-    [(500, ("embedding API", "500", "after all retries")),
-     (429, ("embedding API", "429", "rate-limit")),
-     (0, ("embedding API", "unavailable"))],
+    [
+        (500, ("embedding API", "500", "after all retries")),
+        (429, ("embedding API", "429", "rate-limit")),
+        (0, ("embedding API", "unavailable")),
+    ],
     ids=["500", "429", "dropped_connection"],
 )
 def test_embedding_errors_outlasting_retries_mid_ingest_fail_clearly_then_rerun_completes(
@@ -157,13 +167,15 @@ def test_embedding_errors_outlasting_retries_mid_ingest_fail_clearly_then_rerun_
     # One fault per scenario: how many requests hit the injected failures before the retries ran out
     # depends on timing (up to max_concurrency batches in flight), so it is a measurement, not a figure.
     figures.fault(f"embedding_{status or 'drop'}_outlasting_retries")
-    figures.measure(f"embedding {status or 'drop'} outlasting retries: failed requests",
-                    str(embeddings.stats.failures_injected))
+    figures.measure(
+        f"embedding {status or 'drop'} outlasting retries: failed requests", str(embeddings.stats.failures_injected)
+    )
     assert "result" not in box, "a summary was returned for a partly written ingest"
     assert isinstance(box["error"], MilvusProviderError), repr(box["error"])
     assert_clear_error(box["error"], *keywords, where=f"embedding {status} outlasting retries")
     partial = count_entities(milvus_lite.uri, collection_name)
-    assert partial is not None and 0 < partial < N_DOCS, f"expected a partial write, found {partial}"
+    assert partial is not None, "expected a partial write, found no collection"
+    assert 0 < partial < N_DOCS, f"expected a partial write, found {partial}"
 
     embeddings.reset_stats()
     embeddings.latency = 0.0
@@ -193,7 +205,10 @@ def test_wrong_embedding_api_key_on_search_fails_with_401_message(
     bad = make_embedding_conn("faults_embeddings_bad", api_key=EMBEDDING_SENTINEL)
     with pytest.raises(MilvusProviderError) as error:
         MilvusSearchToXComOperator(
-            task_id="search", milvus_conn_id=shared_conn, embedding_conn_id=bad, collection_name=collection_name,
+            task_id="search",
+            milvus_conn_id=shared_conn,
+            embedding_conn_id=bad,
+            collection_name=collection_name,
             queries="topic 3",
         ).execute(context={})
     figures.fault("wrong_credentials")

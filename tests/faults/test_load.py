@@ -18,6 +18,7 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusAddDocumentsOperator,
     MilvusSearchToXComOperator,
 )
+
 from tests.faults.conftest import assert_exact_ids, documents
 
 MiB = 1024 * 1024
@@ -59,9 +60,14 @@ def test_100k_chunk_ingest_stays_under_concurrency_bound_with_flat_memory(
 
     def ingest() -> dict:
         return MilvusAddDocumentsOperator(
-            task_id="ingest", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-            collection_name=collection_name, documents=docs, id_key="doc_id",
-            batch_size=500, max_concurrency=max_concurrency,
+            task_id="ingest",
+            milvus_conn_id=shared_conn,
+            embedding_conn_id=embedding_conn,
+            collection_name=collection_name,
+            documents=docs,
+            id_key="doc_id",
+            batch_size=500,
+            max_concurrency=max_concurrency,
         ).execute(context={})
 
     started = time.monotonic()
@@ -89,8 +95,13 @@ def test_1000_concurrent_searches_stay_under_concurrency_bound_with_flat_memory(
 ):
     docs = documents(5_000, prefix="corpus")
     MilvusAddDocumentsOperator(
-        task_id="seed", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=docs, id_key="doc_id", batch_size=500,
+        task_id="seed",
+        milvus_conn_id=shared_conn,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=docs,
+        id_key="doc_id",
+        batch_size=500,
     ).execute(context={})
     embeddings.reset_stats()
     embeddings.latency = 0.005
@@ -98,15 +109,21 @@ def test_1000_concurrent_searches_stay_under_concurrency_bound_with_flat_memory(
 
     def search() -> list:
         return MilvusSearchToXComOperator(
-            task_id="search", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-            collection_name=collection_name, queries=queries, k=k, max_concurrency=max_concurrency,
+            task_id="search",
+            milvus_conn_id=shared_conn,
+            embedding_conn_id=embedding_conn,
+            collection_name=collection_name,
+            queries=queries,
+            k=k,
+            max_concurrency=max_concurrency,
         ).execute(context={})
 
     started = time.monotonic()
     hits, peak_growth, _ = _measure_rss(search)
     elapsed = time.monotonic() - started
     peak_in_flight = embeddings.stats.peak_in_flight
-    assert len(hits) == len(queries) and all(len(h) == k for h in hits)
+    assert len(hits) == len(queries)
+    assert all(len(h) == k for h in hits)
     assert 1 < peak_in_flight <= max_concurrency, peak_in_flight
     _, rerun_peak, rerun_end = _measure_rss(search)
     figures.measure(

@@ -10,6 +10,8 @@ import pytest
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+
+from tests.conftest import require_standalone_executable
 from tests.faults.conftest import (
     CONNECTION_TIMEOUT,
     assert_clear_error,
@@ -20,7 +22,6 @@ from tests.faults.conftest import (
     run_trigger,
     wait_for,
 )
-from tests.conftest import require_standalone_executable
 from tests.servers.milvus_standalone import MilvusStandaloneServer
 
 N_CHUNKS = 10_000
@@ -70,7 +71,9 @@ def test_milvus_lite_killed_mid_ingest_fails_clearly_then_rerun_writes_exact_ids
     conn_id = make_milvus_conn(str(own_milvus.data_dir))  # a path: resolved to the server's current port
     box, fail_after = _kill_mid_ingest(
         lambda: _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={}),
-        own_milvus.kill, embeddings, own_milvus.restart,
+        own_milvus.kill,
+        embeddings,
+        own_milvus.restart,
     )
     figures.fault("milvus_sigkill")
     assert "result" not in box, "a summary was returned although Milvus died mid-ingest"
@@ -80,7 +83,8 @@ def test_milvus_lite_killed_mid_ingest_fails_clearly_then_rerun_writes_exact_ids
     # Mid-way is proven by the embedding requests served before the kill (the thread was still running);
     # how much of that Milvus Lite kept across SIGKILL varies (0 was seen: it had not flushed yet).
     partial = count_entities(own_milvus.uri, collection_name)
-    assert partial is not None and partial < N_CHUNKS
+    assert partial is not None
+    assert partial < N_CHUNKS
     figures.measure("lite kill (inline): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
     result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})  # the Airflow retry
@@ -101,7 +105,8 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     trigger = deferred.value.trigger
     assert isinstance(trigger, MilvusOperationTrigger)
     kwargs = trigger.serialize()[1]
-    assert kwargs["job"]["chunks"] is None and kwargs["job"]["chunks_ref"], "bulk chunks must be staged"
+    assert kwargs["job"]["chunks"] is None, "bulk chunks must be staged"
+    assert kwargs["job"]["chunks_ref"], "bulk chunks must be staged"
 
     box, fail_after = _kill_mid_ingest(
         lambda: run_trigger(MilvusOperationTrigger(**kwargs)), own_milvus.kill, embeddings, own_milvus.restart
@@ -114,7 +119,8 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     with pytest.raises(MilvusProviderError):
         op.execute_complete({}, event=event, staged=[])  # the task fails; its retry re-runs the trigger
     partial = count_entities(own_milvus.uri, collection_name)
-    assert partial is not None and partial < N_CHUNKS
+    assert partial is not None
+    assert partial < N_CHUNKS
     figures.measure("lite kill (trigger): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
     event = run_trigger(MilvusOperationTrigger(**kwargs))
@@ -136,7 +142,9 @@ def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exa
         conn_id = make_milvus_conn(server.uri, timeout=10)
         box, fail_after = _kill_mid_ingest(
             lambda: _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={}),
-            server.kill, embeddings, server.start,
+            server.kill,
+            embeddings,
+            server.start,
         )
         figures.fault("milvus_sigkill")
         assert "result" not in box, "a summary was returned although Milvus died mid-ingest"
@@ -145,7 +153,8 @@ def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exa
         assert fail_after < 10 + 10
         partial = count_entities(server.uri, collection_name)
         figures.measure("standalone kill: entities that survived the kill", f"{partial} of {N_CHUNKS}")
-        assert partial is not None and partial < N_CHUNKS
+        assert partial is not None
+        assert partial < N_CHUNKS
 
         result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})
         assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import _FAULTS_DIR as FAULTS_DIR
-from tests.faults.conftest import OUTCOMES, SECRET_SCAN_TEST, contributes_figures
+from tests.faults.conftest import _FAULTS_DIR as FAULTS_DIR, OUTCOMES, SECRET_SCAN_TEST, contributes_figures
 from tests.faults.report import (
     DOCS_PATH,
     FIGURES,
@@ -79,8 +78,11 @@ def _not_comparable(reason: str) -> None:
 def test_published_fault_figures_match_this_run(request: pytest.FixtureRequest) -> None:
     reason = _why_not_comparable(request.config)
     if reason:
-        pytest.skip(f"published fault figures are those of the CI suite ({reason}); check them with {CHEAPEST_REFRESH}"
-                    .replace("FAULTS_UPDATE_DOCS=1 ", ""))
+        pytest.skip(
+            f"published fault figures are those of the CI suite ({reason}); check them with {CHEAPEST_REFRESH}".replace(
+                "FAULTS_UPDATE_DOCS=1 ", ""
+            )
+        )
     incomplete = _incomplete(request.session)
     if incomplete:
         _not_comparable(f"{len(incomplete)} contributing tests did not pass: {', '.join(incomplete[:5])}")
@@ -103,20 +105,28 @@ def test_published_fault_figures_match_this_run(request: pytest.FixtureRequest) 
         diff = difflib.unified_diff(
             json.dumps(published, indent=1, sort_keys=True).splitlines(),
             json.dumps(computed, indent=1, sort_keys=True).splitlines(),
-            "published (docs/faults.md)", "computed by this run", lineterm="",
+            "published (docs/faults.md)",
+            "computed by this run",
+            lineterm="",
         )
         problems.append("\n".join(diff))
     readme = README_PATH.read_text()
     if README_BEGIN not in readme or README_END not in readme:
         problems.append(f"README.md has no {README_BEGIN} ... {README_END} block")
     else:
-        shown = readme[readme.index(README_BEGIN):readme.index(README_END) + len(README_END)]
+        shown = readme[readme.index(README_BEGIN) : readme.index(README_END) + len(README_END)]
         expected = readme_block(computed, published_json(docs, "slow"))
         if shown != expected:
-            problems.append("\n".join(difflib.unified_diff(
-                shown.splitlines(), expected.splitlines(), "README.md", "computed by this run", lineterm="")))
+            problems.append(
+                "\n".join(
+                    difflib.unified_diff(
+                        shown.splitlines(), expected.splitlines(), "README.md", "computed by this run", lineterm=""
+                    )
+                )
+            )
     assert not problems, (
-        "the published fault figures disagree with this run's:\n" + "\n\n".join(problems)
+        "the published fault figures disagree with this run's:\n"
+        + "\n\n".join(problems)
         + f"\n\nIf the change is intended, refresh them and commit the result:\n    {REFRESH_COMMAND}"
         + f"\n(quicker, same figures: {CHEAPEST_REFRESH})"
     )
@@ -128,5 +138,5 @@ def test_the_readme_table_is_rendered_from_the_figures_in_docs_faults_md() -> No
     default, slow = published_json(docs, "default"), published_json(docs, "slow")
     assert default is not None, "docs/faults.md has no generated figures block"
     readme = README_PATH.read_text()
-    shown = readme[readme.index(README_BEGIN):readme.index(README_END) + len(README_END)]
+    shown = readme[readme.index(README_BEGIN) : readme.index(README_END) + len(README_END)]
     assert shown == readme_block(default, slow), f"README.md's fault table was edited by hand: {REFRESH_COMMAND}"

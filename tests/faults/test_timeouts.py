@@ -15,6 +15,7 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusDeleteByExprOperator,
 )
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+
 from tests.faults.conftest import assert_clear_error
 
 TIMEOUT = 3.0
@@ -41,8 +42,13 @@ def bound(make_milvus_conn, embedding_conn, embeddings, collection_name, figures
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     conn_id = make_milvus_conn(f"http://127.0.0.1:{port}", "faults_refused", timeout=TIMEOUT)
-    op = MilvusAddDocumentsOperator(task_id="add", milvus_conn_id=conn_id, embedding_conn_id=embedding_conn,
-                                    collection_name=collection_name, documents=["a", "b"])
+    op = MilvusAddDocumentsOperator(
+        task_id="add",
+        milvus_conn_id=conn_id,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=["a", "b"],
+    )
     started = time.monotonic()
     with pytest.raises(MilvusProviderError):
         op.execute(context={})
@@ -56,8 +62,11 @@ def test_unresponsive_milvus_fails_within_connection_timeout_inline(
 ):
     conn_id = make_milvus_conn(black_hole.uri, timeout=TIMEOUT)
     op = MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=conn_id, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=["a", "b"],
+        task_id="add",
+        milvus_conn_id=conn_id,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=["a", "b"],
     )
     started = time.monotonic()
     with pytest.raises(MilvusProviderError) as error:
@@ -75,7 +84,10 @@ def test_unresponsive_milvus_fails_within_connection_timeout_inline_delete(
 ):
     conn_id = make_milvus_conn(black_hole.uri, timeout=TIMEOUT)
     op = MilvusDeleteByExprOperator(
-        task_id="delete", milvus_conn_id=conn_id, collection_name=collection_name, expr="n > 3",
+        task_id="delete",
+        milvus_conn_id=conn_id,
+        collection_name=collection_name,
+        expr="n > 3",
     )
     started = time.monotonic()
     with pytest.raises(MilvusProviderError) as error:
@@ -95,7 +107,8 @@ async def test_unresponsive_milvus_fails_within_connection_timeout_in_trigger(
     store = StoreConfig(milvus_conn_id=conn_id, collection_name=collection_name, embedding_conn_id=embedding_conn)
     job = (
         WriteJob(store=store, chunks=[{"id": "a", "text": "a", "metadata": {}}])
-        if operation == "write" else SearchJob(store=store, queries=["a"])
+        if operation == "write"
+        else SearchJob(store=store, queries=["a"])
     )
     trigger = MilvusOperationTrigger(operation=operation, job=job.to_dict(), staging_url=str(tmp_path))
     started = time.monotonic()

@@ -11,6 +11,7 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusUpsertOperator,
 )
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
+
 from tests.faults.conftest import assert_exact_ids, documents, run_trigger
 
 N_DOCS = 300
@@ -21,8 +22,13 @@ def _snapshot(uri: str, collection: str) -> list[tuple]:
 
     client = MilvusClient(uri=uri)
     try:
-        rows = client.query(collection, filter='pk != ""', output_fields=["pk", "text", "source", "n"],
-                            limit=16384, consistency_level="Strong")
+        rows = client.query(
+            collection,
+            filter='pk != ""',
+            output_fields=["pk", "text", "source", "n"],
+            limit=16384,
+            consistency_level="Strong",
+        )
     finally:
         client.close()
     return sorted((r["pk"], r["text"], r.get("source"), r.get("n")) for r in rows)
@@ -45,9 +51,16 @@ def test_write_trigger_run_twice_leaves_the_same_data(
     milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
 ):
     op = MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=documents(N_DOCS), batch_size=40, max_concurrency=4,
-        deferrable=True, inline_max_items=0, staging_url=str(tmp_path),
+        task_id="add",
+        milvus_conn_id=shared_conn,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=documents(N_DOCS),
+        batch_size=40,
+        max_concurrency=4,
+        deferrable=True,
+        inline_max_items=0,
+        staging_url=str(tmp_path),
     )
     trigger = _defer(op)
     first = _run(trigger)
@@ -66,15 +79,27 @@ def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
 ):
     base = documents(N_DOCS)
     MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=base, id_key="doc_id",
+        task_id="add",
+        milvus_conn_id=shared_conn,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=base,
+        id_key="doc_id",
     ).execute(context={})
     changed = [{**d, "page_content": d["page_content"] + " revised"} for d in base[:150]]
-    trigger = _defer(MilvusUpsertOperator(
-        task_id="upsert", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=changed, id_key="doc_id",
-        deferrable=True, inline_max_items=0, staging_url=str(tmp_path),
-    ))
+    trigger = _defer(
+        MilvusUpsertOperator(
+            task_id="upsert",
+            milvus_conn_id=shared_conn,
+            embedding_conn_id=embedding_conn,
+            collection_name=collection_name,
+            documents=changed,
+            id_key="doc_id",
+            deferrable=True,
+            inline_max_items=0,
+            staging_url=str(tmp_path),
+        )
+    )
     assert _run(trigger)["status"] == "success"
     after_first = _snapshot(milvus_lite.uri, collection_name)
     assert _run(trigger)["status"] == "success"
@@ -89,18 +114,30 @@ def test_delete_trigger_run_twice_deletes_the_same_entities_once(
 ):
     docs = documents(N_DOCS)
     MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, documents=docs, id_key="doc_id",
+        task_id="add",
+        milvus_conn_id=shared_conn,
+        embedding_conn_id=embedding_conn,
+        collection_name=collection_name,
+        documents=docs,
+        id_key="doc_id",
     ).execute(context={})
-    trigger = _defer(MilvusDeleteByExprOperator(
-        task_id="delete", milvus_conn_id=shared_conn, embedding_conn_id=embedding_conn,
-        collection_name=collection_name, expr="source in {sources}",
-        expr_params={"sources": ["doc/1.md", "doc/2.md"]}, deferrable=True, staging_url=str(tmp_path),
-    ))
+    trigger = _defer(
+        MilvusDeleteByExprOperator(
+            task_id="delete",
+            milvus_conn_id=shared_conn,
+            embedding_conn_id=embedding_conn,
+            collection_name=collection_name,
+            expr="source in {sources}",
+            expr_params={"sources": ["doc/1.md", "doc/2.md"]},
+            deferrable=True,
+            staging_url=str(tmp_path),
+        )
+    )
     first = _run(trigger)
     second = _run(trigger)
     figures.fault("trigger_rerun")
     assert first["status"] == second["status"] == "success", (first, second)
-    assert first["result"]["deleted"] == 12 and second["result"]["deleted"] == 0
+    assert first["result"]["deleted"] == 12
+    assert second["result"]["deleted"] == 0
     kept = {d["metadata"]["doc_id"] for d in docs if d["metadata"]["source"] not in ("doc/1.md", "doc/2.md")}
     assert_exact_ids(milvus_lite.uri, collection_name, kept, figures)

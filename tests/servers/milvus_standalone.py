@@ -9,8 +9,8 @@ Usage::
     with MilvusStandaloneServer(data_dir=tmp_path / "milvus") as server:
         client = MilvusClient(server.uri)
         ...
-        server.kill()      # SIGKILL, for fault tests
-        server.start()     # same data dir and ports, so the same uri
+        server.kill()  # SIGKILL, for fault tests
+        server.start()  # same data dir and ports, so the same uri
 
 Why this does not just run ``milvus-server --data DIR --proxy-port P``:
 the ``milvus`` package's launcher (a) silently moves to the next free port when
@@ -34,6 +34,7 @@ unpacks once into the venv, else a 250 MB copy made on first start).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -72,8 +73,10 @@ _EXTRA_PORT_KEYS = ("etcd_peer_port", "metrics_port")
 # milvus.yaml values we override (keys must already be in the package's template).
 _SETTINGS = {
     # Components talk to each other on loopback, not the first non-loopback address.
-    **{f"{role}.ip": "127.0.0.1" for role in (
-        "rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")},
+    **{
+        f"{role}.ip": "127.0.0.1"
+        for role in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
+    },
     # Default 1800 s: graceful shutdown of a standalone server with data hangs
     # (nodes retry the already stopped coordinators), so let it force-quit soon.
     "common.gracefulStopTimeout": 5,
@@ -228,8 +231,7 @@ class MilvusStandaloneServer:
         executable = executable or find_milvus_server_executable()
         if executable is None:
             raise RuntimeError(
-                "milvus-server not found: run scripts/install_milvus_standalone.sh "
-                "or set MILVUS_STANDALONE_BIN"
+                "milvus-server not found: run scripts/install_milvus_standalone.sh or set MILVUS_STANDALONE_BIN"
             )
         self.executable = executable
         self.data_dir = Path(data_dir).resolve()
@@ -335,10 +337,8 @@ class MilvusStandaloneServer:
         """SIGKILL the whole process group at once (a crash, for fault tests)."""
         if self._proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._kill_group(self._proc.pid, timeout=10)
 
     def restart(self, timeout: float = 180, *, wait_loaded: bool = True) -> None:

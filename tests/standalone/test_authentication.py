@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.operators.milvus import MilvusSearchToXComOperator
-from tests.servers.milvus_standalone import MilvusStandaloneServer
+
+if TYPE_CHECKING:
+    from tests.servers.milvus_standalone import MilvusStandaloneServer
 
 TIMEOUT = 10  # the connection's timeout (extra.timeout), seconds
 MARGIN = 1.0  # over the right token's connect time in the same run: scheduling noise on a loaded machine
@@ -29,8 +32,12 @@ def connect(milvus_standalone_auth: MilvusStandaloneServer, monkeypatch: pytest.
     """``connect(conn_id, password=..., login=...)``: an Airflow connection to the auth server, by env var."""
 
     def make(conn_id: str, *, password: str, login: str | None = None) -> str:
-        conn = {"conn_type": "milvus", "host": milvus_standalone_auth.uri, "password": password,
-                "extra": {"timeout": TIMEOUT}}
+        conn = {
+            "conn_type": "milvus",
+            "host": milvus_standalone_auth.uri,
+            "password": password,
+            "extra": {"timeout": TIMEOUT},
+        }
         if login is not None:
             conn["login"] = login
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
@@ -80,7 +87,8 @@ def test_a_wrong_token_names_the_credentials_and_hides_the_token(connect):
     assert not ok
     assert CREDENTIALS_HINT in message, message
     assert "did not answer" not in message, message
-    assert WRONG_TOKEN not in message and WRONG_TOKEN.split(":")[1] not in message, message
+    assert WRONG_TOKEN not in message, message
+    assert WRONG_TOKEN.split(":")[1] not in message, message
 
 
 def test_a_wrong_password_in_the_password_field_names_the_credentials(connect):
@@ -91,11 +99,17 @@ def test_a_wrong_password_in_the_password_field_names_the_credentials(connect):
 
 
 def test_an_operator_with_a_wrong_token_names_the_credentials_not_the_collection(connect):
-    operator = MilvusSearchToXComOperator(task_id="search", milvus_conn_id=connect("milvus_auth_op", password=WRONG_TOKEN),
-                                          collection_name="no_such_collection", queries="anything")
+    operator = MilvusSearchToXComOperator(
+        task_id="search",
+        milvus_conn_id=connect("milvus_auth_op", password=WRONG_TOKEN),
+        collection_name="no_such_collection",
+        queries="anything",
+    )
     with pytest.raises(MilvusProviderError) as raised:
         operator.execute(context={})
     message = str(raised.value)
     assert CREDENTIALS_HINT in message, message
-    assert "does not exist" not in message.lower() and "not found" not in message.lower(), message
-    assert WRONG_TOKEN not in message and WRONG_TOKEN.split(":")[1] not in message, message
+    assert "does not exist" not in message.lower(), message
+    assert "not found" not in message.lower(), message
+    assert WRONG_TOKEN not in message, message
+    assert WRONG_TOKEN.split(":")[1] not in message, message

@@ -9,8 +9,10 @@ import pytest
 from tests.integration.airflow_stack import DEFERRAL_RACE_MESSAGE
 from tests.integration.retries import assert_no_unexplained_retries, unexplained_retries
 
-RACE = ("Executor LocalExecutor(parallelism=32) reported that the task instance <TaskInstance: {ti} [queued] "
-        "ti_id=0197> finished with state success, but the task instance's state attribute is queued. Learn more")
+RACE = (
+    "Executor LocalExecutor(parallelism=32) reported that the task instance <TaskInstance: {ti} [queued] "
+    "ti_id=0197> finished with state success, but the task instance's state attribute is queued. Learn more"
+)
 
 
 class FakeStack:
@@ -55,7 +57,8 @@ def test_any_other_retried_failure_fails_the_check_with_the_task_log():
     stack.failed_try("add", 1, race=True)
     stack.failed_try("search", 1, race=False)
     problems = unexplained_retries(stack)
-    assert len(problems) == 1 and problems[0].startswith("d.search r1 try 1 ended up_for_retry")
+    assert len(problems) == 1
+    assert problems[0].startswith("d.search r1 try 1 ended up_for_retry")
     with pytest.raises(AssertionError, match=r"a retry hid a failure:\nd\.search r1 try 1(.|\n)*ValueError: boom"):
         assert_no_unexplained_retries(stack)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import pytest
+from typing import TYPE_CHECKING
 
 from tests.servers import milvus_standalone
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def _fake_server(venv: Path) -> Path:
