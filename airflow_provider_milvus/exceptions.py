@@ -87,7 +87,8 @@ class MilvusProviderError(AirflowException):
 
 
 def _rejected_call_detail(error: BaseException) -> str | None:
-    """The server's own words when pymilvus hides a rejected call behind its generic "Fail connecting ...".
+    """
+    Return the server's own words when pymilvus hides a rejected call behind its generic "Fail connecting ...".
 
     pymilvus raises the same CONNECT_FAILED message for a wrong token, a failed TLS handshake and a
     server that is down; only the chained ``grpc.RpcError`` (UNAUTHENTICATED / PERMISSION_DENIED, or
@@ -99,7 +100,7 @@ def _rejected_call_detail(error: BaseException) -> str | None:
         return None
     try:
         status, text = code(), details()
-    except Exception:  # noqa: BLE001 - not a finished gRPC call
+    except Exception:  # not a finished gRPC call
         return None
     name = getattr(status, "name", "")
     if name == "UNAVAILABLE" and any(needle in str(text).lower() for needle in TLS_NEEDLES):
