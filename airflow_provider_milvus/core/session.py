@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,13 +115,19 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def open_session(
-    config: StoreConfig, *, create: bool, embed: bool = True, vector_dimension: int | None = None
+    config: StoreConfig,
+    *,
+    create: bool,
+    embed: bool = True,
+    vector_dimension: int | None = None,
+    before_create: Callable[[NewCollection], None] | None = None,
 ) -> AsyncIterator[Session]:
     """
     Connect, build the embeddings (unless ``embed=False``: deletes need no model) and read the schema.
 
     With ``create`` a missing collection is created first (``config.new_collection``); its vector size
-    comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model.
+    comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model;
+    ``before_create`` checks the input against the new collection's options first.
     """
     # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
     await asyncio.to_thread(importlib.import_module, "pymilvus")
@@ -141,7 +147,10 @@ async def open_session(
         # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
         with describe_milvus_error(settings, action=f"open collection '{name}'", secrets=secrets):
             if create and not await client.has_collection(name):
-                await _create(config, settings, embeddings, vector_dimension)
+                options = NewCollection.from_value(config.new_collection)
+                if before_create is not None:
+                    await asyncio.to_thread(before_create, options)
+                await _create(options, settings, embeddings, vector_dimension, name)
             schema = await aread_schema(
                 client, name, FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
             )
@@ -159,13 +168,16 @@ async def open_session(
 
 
 async def _create(
-    config: StoreConfig, settings: MilvusConnectionSettings, embeddings: Embeddings | None, dimension: int | None
+    options: NewCollection,
+    settings: MilvusConnectionSettings,
+    embeddings: Embeddings | None,
+    dimension: int | None,
+    name: str,
 ) -> None:
-    options = NewCollection.from_value(config.new_collection)
     if dimension is None and embeddings is not None:
         dimension = len(await embeddings.aembed_query("dimension probe"))
     # Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks.
-    await asyncio.to_thread(_create_sync, options, settings, config.collection_name, dimension)
+    await asyncio.to_thread(_create_sync, options, settings, name, dimension)
 
 
 def _create_sync(options: NewCollection, settings: MilvusConnectionSettings, name: str, dimension: int | None) -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core import staging
-from airflow_provider_milvus.core.collection import check_dimension
+from airflow_provider_milvus.core.collection import NewCollection, check_dimension
+from airflow_provider_milvus.core.documents import check_text_sizes
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
 from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
 from airflow_provider_milvus.core.rows import RowBuilder, same_content
@@ -68,7 +69,14 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
         log.info("%s %s: no documents, nothing to write", job.label, name)
         return _summary(job, started, chunks=0, written=0, unchanged=0, embedded=0)
     given = [len(c["vector"]) for c in chunks if c.get("vector") is not None]
-    async with open_session(job.store, create=True, vector_dimension=given[0] if given else None) as session:
+
+    def fits_new_collection(options: NewCollection) -> None:
+        check_text_sizes(chunks, options.text_max_length)  # before the collection exists: nothing is made
+
+    dimension = given[0] if given else None
+    async with open_session(
+        job.store, create=True, vector_dimension=dimension, before_create=fits_new_collection
+    ) as session:
         with session.errors(action=f"write to collection '{name}'"):
             builder = RowBuilder(session.schema, session.tenant)
             await asyncio.to_thread(_check_job, job, session, builder, chunks)

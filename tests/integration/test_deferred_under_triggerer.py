@@ -200,7 +200,7 @@ def test_deferred_search_results_reach_downstream_task_as_json(stack: AirflowSta
     assert isinstance(hits, list) and len(hits) == 2
     for query, per_query in zip(queries, hits):
         assert len(per_query) == 3
-        assert set(per_query[0]) == {"page_content", "metadata", "score"}
+        assert set(per_query[0]) == {"id", "page_content", "metadata", "score"}
         assert query in per_query[0]["page_content"]
 
     downstream = stack.xcom("milvus_it_search", run_id, "use_hits")
