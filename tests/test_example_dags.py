@@ -25,6 +25,8 @@ def airflow(tmp_path_factory, milvus_lite) -> AirflowCLI:
         env_overrides={"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir)},
     )
     cli.migrate()
+    # Register the DAGs' assets as a dag-processor would: on Airflow 3.0, `dags test` alone leaves them inactive.
+    cli.run("dags", "reserialize")
     return cli
 
 
@@ -69,7 +71,8 @@ def json_output(stdout: str):
 def test_every_example_dag_imports_without_errors(airflow):
     assert json_output(airflow.run("dags", "list-import-errors", "--local", "-o", "json").stdout) == []
     dag_ids = {d["dag_id"] for d in json_output(airflow.run("dags", "list", "--local", "-o", "json").stdout)}
-    assert {"milvus_nightly_ingest", "milvus_search", "milvus_pipeline_upsert", "milvus_retention_cleanup"} <= dag_ids
+    assert {"milvus_nightly_ingest", "milvus_search", "milvus_pipeline_upsert", "milvus_retention_cleanup",
+            "milvus_tenant_maintenance"} <= dag_ids
 
 
 def test_every_example_dag_has_docs():
@@ -191,3 +194,46 @@ def test_airflow_connections_test_fails_clearly_on_a_closed_port(airflow):
     output = result.stdout + result.stderr
     assert "Connection failed" in output and "Milvus did not answer" in output
     assert time.monotonic() - started < 60
+
+
+def test_tenant_maintenance_works_on_an_application_collection_without_field_mapping(
+    airflow, milvus_lite, milvus_client, embeddings, collection_name
+):
+    """A collection made with pymilvus (own names, VARCHAR key, partition key, IP index, no dynamic field)."""
+    from pymilvus import DataType, MilvusClient
+
+    from tests.conftest import EMBEDDING_API_KEY, EMBEDDING_DIMENSIONS
+    from tests.servers.embeddings_server import embed_text
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("ticket_id", DataType.VARCHAR, is_primary=True, max_length=32)
+    schema.add_field("subject", DataType.VARCHAR, max_length=500)
+    schema.add_field("customer", DataType.VARCHAR, max_length=32, is_partition_key=True)
+    schema.add_field("year", DataType.INT64)
+    schema.add_field("subject_vec", DataType.FLOAT_VECTOR, dim=EMBEDDING_DIMENSIONS)
+    index = MilvusClient.prepare_index_params()
+    index.add_index("subject_vec", index_type="FLAT", metric_type="IP")
+    milvus_client.create_collection(collection_name, schema=schema, index_params=index, num_partitions=4)
+    subjects = ["Login page times out", "Refund not received", "Export to CSV broken", "Cannot log in with SSO"]
+    milvus_client.insert(collection_name, [
+        {"ticket_id": f"{customer}-{year}-{i}", "subject": subject, "customer": customer, "year": year,
+         "subject_vec": embed_text(subject, EMBEDDING_DIMENSIONS)}
+        for customer in ("acme", "zen") for year in (2022, 2023, 2025) for i, subject in enumerate(subjects)
+    ])
+    env = {
+        "AIRFLOW_CONN_EMBEDDINGS_TEST": json.dumps({"conn_type": "openai", "host": embeddings.base_url,
+                                                   "password": EMBEDDING_API_KEY, "extra": {"model": "test"}}),
+        "AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir, embedding_conn_id="embeddings_test"),
+    }
+    airflow.run("dags", "test", "milvus_tenant_maintenance", "-c",
+                json.dumps({"collection": collection_name, "tenant": "acme", "keep_from": 2024,
+                            "question": "Login fails after password reset"}), **env)
+
+    rows = milvus_client.query(collection_name, filter='ticket_id != ""', output_fields=["ticket_id", "customer", "year"])
+    acme = sorted(r["ticket_id"] for r in rows if r["customer"] == "acme")
+    assert acme == ["acme-2025-0", "acme-2025-1", "acme-2025-2", "acme-2025-3", "acme-901", "acme-902"]
+    assert sum(1 for r in rows if r["customer"] == "zen") == 12  # another tenant is never touched
+    assert latest_xcom(airflow, "milvus_tenant_maintenance", "close_stale_tickets")["deleted"] == 8
+    hits = latest_xcom(airflow, "milvus_tenant_maintenance", "search_tickets")
+    assert len(hits) == 3 and all(hit["id"].startswith("acme-") for hit in hits)
+    assert hits[0]["id"] == "acme-901" and hits[0]["metadata"] == {"customer": "acme", "year": 2026}
