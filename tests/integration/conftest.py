@@ -7,7 +7,14 @@ from typing import Any
 from tests.integration.multihost import (
     FIGURES,
     multihost,  # noqa: F401 - the multi-host deployment (two triggerers, S3 staging)
+    stop_multihost,
 )
+
+
+def pytest_runtest_teardown(item: Any, nextitem: Any) -> None:
+    """Stop the multi-host deployment after the last of its (adjacent) tests, not at the end of the session."""
+    if "multihost" in item.fixturenames and (nextitem is None or "multihost" not in nextitem.fixturenames):
+        stop_multihost()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:

@@ -211,44 +211,66 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+# The deployment is stopped as soon as no further test needs it (tests/integration/conftest.py), not at
+# the end of the session: an idle Airflow deployment would otherwise keep using CPU through the rest of the suite.
+_RUNNING: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def multihost(milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
     pytest.importorskip("moto", reason="the multi-host tests need the test extra (moto[server], s3fs, amazon provider)")
     pytest.importorskip("s3fs")
     pytest.importorskip("airflow.providers.amazon")
+    if _RUNNING.get("stopped"):
+        pytest.fail("the multi-host deployment was stopped after its last adjacent test: keep its tests together")
+    with contextlib.ExitStack() as resources:
+        _RUNNING["resources"] = resources
+        yield _start(resources, milvus_lite, tmp_path_factory)
+        _RUNNING.pop("resources", None)
+
+
+def stop_multihost() -> None:
+    """Stop the deployment now (idempotent); later requests for the fixture fail."""
+    resources = _RUNNING.pop("resources", None)
+    if resources is not None:
+        _RUNNING["stopped"] = True
+        resources.close()
+
+
+def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> MultiHost:
     from tests.servers.s3_server import S3Server
 
     root = tmp_path_factory.mktemp("multihost")
     tmpdirs = {name: root / f"tmp-{name}" for name in ("worker", *TRIGGERERS)}
     for path in tmpdirs.values():
         path.mkdir()
-    with EmbeddingServer(dimensions=32, api_key=EMBEDDING_KEY) as embeddings, \
-            S3Server(log_path=root / "s3.log") as s3:
-        s3.create_bucket(BUCKET)
-        slow = SlowProxy(milvus_lite.uri)
-        env = connection_env(
-            milvus_uri=milvus_lite.uri, milvus_token=MILVUS_TOKEN,
-            embedding_base_url=embeddings.base_url, embedding_api_key=EMBEDDING_KEY,
-        ) | {
-            f"AIRFLOW_CONN_{STAGING_CONN.upper()}": s3.connection_json(),
-            "AIRFLOW_CONN_MILVUS_SLOW": json.dumps({"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN,
-                                                    "extra": {"timeout": 60}}),
-            "AIRFLOW__MILVUS__STAGING_URL": f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}",
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostname.hostname",
-            # Tasks pull multi-MB XComs (20k-50k documents) from the one api-server worker on a busy 2-core box.
-            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-        }
-        component_env = {  # LocalExecutor workers are the scheduler's children: they inherit its TMPDIR and host
-            name: {"TMPDIR": str(tmpdirs["worker" if name == "scheduler" else name]), "IT_HOSTNAME": host}
-            for name, host in HOSTNAMES.items()
-        }
-        with airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env,
-                           triggerers=len(TRIGGERERS)) as stack:
-            stack.wait_for_dags(DAG_IDS)
-            yield MultiHost(stack=stack, s3=s3, embeddings=embeddings, tmpdirs=tmpdirs, slow_milvus=slow)
-        slow.close()
+    embeddings = resources.enter_context(EmbeddingServer(dimensions=32, api_key=EMBEDDING_KEY))
+    s3 = resources.enter_context(S3Server(log_path=root / "s3.log"))
+    s3.create_bucket(BUCKET)
+    slow = SlowProxy(milvus_lite.uri)
+    resources.callback(slow.close)
+    env = connection_env(
+        milvus_uri=milvus_lite.uri, milvus_token=MILVUS_TOKEN,
+        embedding_base_url=embeddings.base_url, embedding_api_key=EMBEDDING_KEY,
+    ) | {
+        f"AIRFLOW_CONN_{STAGING_CONN.upper()}": s3.connection_json(),
+        "AIRFLOW_CONN_MILVUS_SLOW": json.dumps({"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN,
+                                                "extra": {"timeout": 60}}),
+        "AIRFLOW__MILVUS__STAGING_URL": f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}",
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostname.hostname",
+        # Tasks pull multi-MB XComs (20k-50k documents) from the one api-server worker on a busy 2-core box.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+    }
+    component_env = {  # LocalExecutor workers are the scheduler's children: they inherit its TMPDIR and host
+        name: {"TMPDIR": str(tmpdirs["worker" if name == "scheduler" else name]), "IT_HOSTNAME": host}
+        for name, host in HOSTNAMES.items()
+    }
+    stack = resources.enter_context(airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env,
+                                                  triggerers=len(TRIGGERERS)))
+    stack.wait_for_dags(DAG_IDS)
+    return MultiHost(stack=stack, s3=s3, embeddings=embeddings, tmpdirs=tmpdirs, slow_milvus=slow)
 
 
 class _Figures:
