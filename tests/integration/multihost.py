@@ -41,8 +41,11 @@ TRIGGERERS = ("triggerer", "triggerer-2")
 HOSTNAMES = {"scheduler": "worker-host", "triggerer": "triggerer-host-1", "triggerer-2": "triggerer-host-2"}
 HOSTS = {host: name for name, host in HOSTNAMES.items()}
 DAG_IDS = [
-    "milvus_it_failover_add", "milvus_it_failover_delete", "milvus_it_failover_search",
-    "milvus_it_writers_inline", "milvus_it_writers_deferred",
+    "milvus_it_failover_add",
+    "milvus_it_failover_delete",
+    "milvus_it_failover_search",
+    "milvus_it_writers_inline",
+    "milvus_it_writers_deferred",
 ]
 
 
@@ -65,8 +68,13 @@ class MultiHost:
     def local_staged_files(self) -> list[Path]:
         """Anything that looks like staged data in the components' temp dirs or the stack's local staging dir."""
         roots = [*self.tmpdirs.values(), self.stack.staging_folder]
-        return [p for root in roots if root.exists() for p in root.rglob("*")
-                if p.is_file() and ("chunks" in p.name or "queries" in p.name or "result" in p.name)]
+        return [
+            p
+            for root in roots
+            if root.exists()
+            for p in root.rglob("*")
+            if p.is_file() and ("chunks" in p.name or "queries" in p.name or "result" in p.name)
+        ]
 
     # ----- triggerers ----------------------------------------------------------------------------
     def trigger_of(self, dag_id: str, run_id: str, task_id: str) -> tuple[int | None, int | None]:
@@ -91,8 +99,9 @@ class MultiHost:
         )
         return [r[0] for r in rows]
 
-    def wait_for_assignment(self, dag_id: str, run_id: str, task_id: str, *, not_job: int | None = None,
-                            timeout: float = 120) -> tuple[int, int, str]:
+    def wait_for_assignment(
+        self, dag_id: str, run_id: str, task_id: str, *, not_job: int | None = None, timeout: float = 120
+    ) -> tuple[int, int, str]:
         """Wait until the task's trigger is assigned (to another triggerer than ``not_job``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -105,8 +114,10 @@ class MultiHost:
             if state in ("success", "failed", "up_for_retry"):
                 raise AssertionError(f"{dag_id}/{task_id} ended {state} before its trigger was (re)assigned")
             time.sleep(0.2)
-        raise AssertionError(f"trigger of {dag_id}/{run_id}/{task_id} not assigned within {timeout}s "
-                             f"(not_job={not_job})\n{self.stack.diagnostics()}")
+        raise AssertionError(
+            f"trigger of {dag_id}/{run_id}/{task_id} not assigned within {timeout}s "
+            f"(not_job={not_job})\n{self.stack.diagnostics()}"
+        )
 
     def kill_triggerer(self, name: str) -> list[int]:
         """SIGKILL a triggerer and every process under it (its trigger runner has its own process group)."""
@@ -250,12 +261,15 @@ def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: 
     slow = SlowProxy(milvus_lite.uri)
     resources.callback(slow.close)
     env = connection_env(
-        milvus_uri=milvus_lite.uri, milvus_token=MILVUS_TOKEN,
-        embedding_base_url=embeddings.base_url, embedding_api_key=EMBEDDING_KEY,
+        milvus_uri=milvus_lite.uri,
+        milvus_token=MILVUS_TOKEN,
+        embedding_base_url=embeddings.base_url,
+        embedding_api_key=EMBEDDING_KEY,
     ) | {
         f"AIRFLOW_CONN_{STAGING_CONN.upper()}": s3.connection_json(),
-        "AIRFLOW_CONN_MILVUS_SLOW": json.dumps({"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN,
-                                                "extra": {"timeout": 60}}),
+        "AIRFLOW_CONN_MILVUS_SLOW": json.dumps(
+            {"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN, "extra": {"timeout": 60}}
+        ),
         "AIRFLOW__MILVUS__STAGING_URL": f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}",
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -267,8 +281,9 @@ def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: 
         name: {"TMPDIR": str(tmpdirs["worker" if name == "scheduler" else name]), "IT_HOSTNAME": host}
         for name, host in HOSTNAMES.items()
     }
-    stack = resources.enter_context(airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env,
-                                                  triggerers=len(TRIGGERERS)))
+    stack = resources.enter_context(
+        airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env, triggerers=len(TRIGGERERS))
+    )
     stack.wait_for_dags(DAG_IDS)
     return MultiHost(stack=stack, s3=s3, embeddings=embeddings, tmpdirs=tmpdirs, slow_milvus=slow)
 
@@ -308,8 +323,15 @@ class _Figures:
 FIGURES = _Figures()
 
 
-def record_figure(kind: str, *, faults: int = 0, expected: int | None = None, found: int | None = None,
-                  measure: tuple[str, str] | None = None, bad_input: str | None = None) -> None:
+def record_figure(
+    kind: str,
+    *,
+    faults: int = 0,
+    expected: int | None = None,
+    found: int | None = None,
+    measure: tuple[str, str] | None = None,
+    bad_input: str | None = None,
+) -> None:
     if faults:
         FIGURES.faults[kind] = FIGURES.faults.get(kind, 0) + faults
     if expected is not None and found is not None:

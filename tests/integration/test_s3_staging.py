@@ -62,8 +62,13 @@ def docs(n: int) -> list[dict[str, Any]]:
 
 def deferred_add(staging_url: str, collection: str = "staging_check", n: int = 500) -> MilvusAddDocumentsOperator:
     return MilvusAddDocumentsOperator(
-        task_id="add", collection_name=collection, documents=docs(n), id_key="doc_id",
-        deferrable=True, inline_max_items=0, staging_url=staging_url,
+        task_id="add",
+        collection_name=collection,
+        documents=docs(n),
+        id_key="doc_id",
+        deferrable=True,
+        inline_max_items=0,
+        staging_url=staging_url,
     )
 
 
@@ -77,7 +82,8 @@ def test_stage_read_remove_through_s3(s3: S3Server, s3_conn: str) -> None:
     assert staging.load_json(reference) == {"chunks": list(range(1000))}
     # Identical payloads staged twice (two runs of the same input) never share an object.
     assert staging.stage_json({"chunks": [1]}, staging_url=url, name_hint="x") != staging.stage_json(
-        {"chunks": [1]}, staging_url=url, name_hint="x")
+        {"chunks": [1]}, staging_url=url, name_hint="x"
+    )
     for key in s3.keys(BUCKET, "round-trip/"):
         assert staging.remove(f"s3://{s3_conn}@{BUCKET}/{key}")
     assert s3.keys(BUCKET, "round-trip/") == []  # the probe was removed too
@@ -138,8 +144,7 @@ def test_bad_staging_fails_at_deferral_time_with_a_clear_message(
         operator.execute(context={})
     elapsed = time.monotonic() - started
     message = str(failure.value)
-    record_figure("", measure=(f"bad staging: {case}", f"fails before deferring in {elapsed:.1f} s"),
-                  bad_input=case)
+    record_figure("", measure=(f"bad staging: {case}", f"fails before deferring in {elapsed:.1f} s"), bad_input=case)
     assert all(word.lower() in message.lower() for word in words), message
     assert "staging_url" in message
     assert SECRET_KEY not in message
@@ -153,10 +158,17 @@ def test_unreachable_endpoint_fails_within_the_check_timeout(monkeypatch: pytest
     listener.listen(16)
     try:
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        monkeypatch.setenv("AIRFLOW_CONN_HOLE", json.dumps({
-            "conn_type": "aws", "login": "k", "password": "secret-key-hole",
-            "extra": {"endpoint_url": f"http://127.0.0.1:{listener.getsockname()[1]}", "region_name": REGION},
-        }))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HOLE",
+            json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "k",
+                    "password": "secret-key-hole",
+                    "extra": {"endpoint_url": f"http://127.0.0.1:{listener.getsockname()[1]}", "region_name": REGION},
+                }
+            ),
+        )
         monkeypatch.setenv("AIRFLOW__MILVUS__STAGING_CHECK_TIMEOUT", "3")
         started = time.monotonic()
         with pytest.raises(staging.StagingError, match="no answer within 3 s"):
@@ -180,15 +192,24 @@ def test_cleanup_reclaims_orphans_by_age_on_s3_and_local(s3: S3Server, s3_conn: 
 
 
 def test_local_staging_seen_from_another_host_fails_in_the_trigger_with_the_fix(
-    milvus_conn_id: str, embedding_conn_id: str, collection_name: str, tmp_path: Path,
+    milvus_conn_id: str,
+    embedding_conn_id: str,
+    collection_name: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker stages on its local disk; the triggerer (another host) does not have the file."""
     monkeypatch.setattr(staging, "this_host", lambda: "worker-host-a")
     operator = MilvusAddDocumentsOperator(
-        task_id="add", milvus_conn_id=milvus_conn_id, embedding_conn_id=embedding_conn_id,
-        collection_name=collection_name, documents=docs(500), id_key="doc_id",
-        deferrable=True, inline_max_items=0, staging_url=str(tmp_path / "worker-local"),
+        task_id="add",
+        milvus_conn_id=milvus_conn_id,
+        embedding_conn_id=embedding_conn_id,
+        collection_name=collection_name,
+        documents=docs(500),
+        id_key="doc_id",
+        deferrable=True,
+        inline_max_items=0,
+        staging_url=str(tmp_path / "worker-local"),
     )
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context={})
@@ -201,8 +222,13 @@ def test_local_staging_seen_from_another_host_fails_in_the_trigger_with_the_fix(
     message = event["message"]
     for words in ("staging_url must be shared storage", reference, "worker-host-a", "triggerer-host-b", "s3://"):
         assert words in message, message
-    record_figure("", measure=("local staging read on another host",
-                               "fails in the trigger with 'staging_url must be shared storage', the path and hosts"))
+    record_figure(
+        "",
+        measure=(
+            "local staging read on another host",
+            "fails in the trigger with 'staging_url must be shared storage', the path and hosts",
+        ),
+    )
 
 
 def test_local_staging_with_a_multi_host_executor_warns_at_deferral(

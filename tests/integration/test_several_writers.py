@@ -40,8 +40,9 @@ def reader(milvus_lite: Any) -> Iterator[Any]:
 
 
 def rows(reader: Any, collection: str) -> list[dict[str, Any]]:
-    return reader.query(collection, filter='pk != ""', output_fields=["pk", "text", "source"], limit=16384,
-                        consistency_level="Strong")
+    return reader.query(
+        collection, filter='pk != ""', output_fields=["pk", "text", "source"], limit=16384, consistency_level="Strong"
+    )
 
 
 def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: MultiHost, reader: Any) -> None:
@@ -49,24 +50,31 @@ def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: 
     reference = f"wr_ref_{uuid.uuid4().hex[:8]}"
     shared = f"wr_{uuid.uuid4().hex[:8]}"
     # The reference (one writer, every source) and the shared collection's creation (a lone first run).
-    first = [mh.stack.trigger("milvus_it_writers_inline", {"collection": collection, "sources": sources,
-                                                           "paragraphs": PARAGRAPHS})
-             for collection, sources in ((reference, ["docs/seed.md", *SOURCES]), (shared, ["docs/seed.md"]))]
+    first = [
+        mh.stack.trigger(
+            "milvus_it_writers_inline", {"collection": collection, "sources": sources, "paragraphs": PARAGRAPHS}
+        )
+        for collection, sources in ((reference, ["docs/seed.md", *SOURCES]), (shared, ["docs/seed.md"]))
+    ]
     for run_id in first:
-        assert mh.stack.wait_for_run("milvus_it_writers_inline", run_id, timeout=240) == "success", \
-            mh.stack.task_log("milvus_it_writers_inline", run_id, "write")[-3000:]
+        assert mh.stack.wait_for_run("milvus_it_writers_inline", run_id, timeout=240) == "success", mh.stack.task_log(
+            "milvus_it_writers_inline", run_id, "write"
+        )[-3000:]
 
     started = time.monotonic()
-    runs = [(dag_id, mh.stack.trigger(dag_id, {"collection": shared, "sources": sources, "paragraphs": PARAGRAPHS}))
-            for dag_id, sources in WRITERS]
+    runs = [
+        (dag_id, mh.stack.trigger(dag_id, {"collection": shared, "sources": sources, "paragraphs": PARAGRAPHS}))
+        for dag_id, sources in WRITERS
+    ]
     states = {run_id: mh.stack.wait_for_run(dag_id, run_id, timeout=240) for dag_id, run_id in runs}
     elapsed = time.monotonic() - started
     assert set(states.values()) == {"success"}, {
         run_id: (state, mh.stack.task_states(dag_id, run_id)) for (dag_id, run_id), state in zip(runs, states.values())
     }
     # The runs really overlapped in time (all three were running at once at some point).
-    windows = [mh.stack.query("SELECT start_date, end_date FROM dag_run WHERE run_id = ?", (run_id,))[0]
-               for _, run_id in runs]
+    windows = [
+        mh.stack.query("SELECT start_date, end_date FROM dag_run WHERE run_id = ?", (run_id,))[0] for _, run_id in runs
+    ]
     assert max(start for start, _ in windows) < min(end for _, end in windows), windows
     deferred = [run_id for dag_id, run_id in runs if dag_id.endswith("deferred")]
     for run_id in deferred:
@@ -78,13 +86,24 @@ def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: 
     found = {row["pk"]: (row["source"], row["text"]) for row in found_rows}
     duplicates = sum(n - 1 for n in pk_counts.values())
     same_text_twice = sum(n - 1 for n in Counter(found.values()).values())
-    record_figure("several writers (3 runs at once, inline + deferred, overlapping sources)",
-                  expected=len(expected), found=len(found_rows))
-    record_figure("", measure=("several writers", f"{len(WRITERS)} runs at once in {elapsed:.0f} s; "
-                               f"{len(found_rows)} entities vs {len(expected)} expected; {duplicates} duplicate ids; "
-                               f"{same_text_twice} chunks stored twice under different ids"))
-    print(f"\n[several writers] expected={len(expected)} found={len(found_rows)} duplicates={duplicates} "
-          f"same_text_twice={same_text_twice} elapsed={elapsed:.1f}s")
+    record_figure(
+        "several writers (3 runs at once, inline + deferred, overlapping sources)",
+        expected=len(expected),
+        found=len(found_rows),
+    )
+    record_figure(
+        "",
+        measure=(
+            "several writers",
+            f"{len(WRITERS)} runs at once in {elapsed:.0f} s; "
+            f"{len(found_rows)} entities vs {len(expected)} expected; {duplicates} duplicate ids; "
+            f"{same_text_twice} chunks stored twice under different ids",
+        ),
+    )
+    print(
+        f"\n[several writers] expected={len(expected)} found={len(found_rows)} duplicates={duplicates} "
+        f"same_text_twice={same_text_twice} elapsed={elapsed:.1f}s"
+    )
     assert duplicates == 0
     assert same_text_twice == 0
     assert found == expected

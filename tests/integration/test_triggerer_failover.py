@@ -43,8 +43,9 @@ def reader(milvus_lite: Any) -> Iterator[Any]:
 def all_pks(reader: Any, collection: str) -> list[str]:
     """Every primary key, duplicates included (a list, not a set), read page by page."""
     pks: list[str] = []
-    iterator = reader.query_iterator(collection, batch_size=5000, filter='pk != ""', output_fields=["pk"],
-                                     consistency_level="Strong")
+    iterator = reader.query_iterator(
+        collection, batch_size=5000, filter='pk != ""', output_fields=["pk"], consistency_level="Strong"
+    )
     try:
         while batch := iterator.next():
             pks.extend(row["pk"] for row in batch)
@@ -62,7 +63,9 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1)
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
-def failover(mh: MultiHost, dag_id: str, run_id: str, task_id: str, *, mid_run: Any, timeout: float = 300) -> dict[str, Any]:
+def failover(
+    mh: MultiHost, dag_id: str, run_id: str, task_id: str, *, mid_run: Any, timeout: float = 300
+) -> dict[str, Any]:
     """Kill the triggerer running the task's trigger once ``mid_run()``; the other must finish it."""
     stack = mh.stack
     trigger_id, first_job, first_name = mh.wait_for_assignment(dag_id, run_id, task_id)
@@ -80,8 +83,11 @@ def failover(mh: MultiHost, dag_id: str, run_id: str, task_id: str, *, mid_run: 
     mh.killed.append({"dag": dag_id, "killed": first_name, "took_over": second_name})
     mh.wait_for_triggerers(2)
     return {
-        "trigger_id": trigger_id, "first": (first_job, first_name), "second": (second_job, second_name),
-        "taken_over_after_s": round(taken_over_after, 1), "tries": stack.task_tries(dag_id, run_id, task_id),
+        "trigger_id": trigger_id,
+        "first": (first_job, first_name),
+        "second": (second_job, second_name),
+        "taken_over_after_s": round(taken_over_after, 1),
+        "tries": stack.task_tries(dag_id, run_id, task_id),
         "trigger_logs": trigger_logs,
     }
 
@@ -101,7 +107,9 @@ def ingest(multihost: MultiHost, reader: Any) -> dict[str, Any]:
     started = time.monotonic()
     requests_at_kill: list[int] = [0]
     try:
-        run_id = mh.stack.trigger("milvus_it_failover_add", {"collection": collection, "n": INGEST_CHUNKS, "prefix": "fo"})
+        run_id = mh.stack.trigger(
+            "milvus_it_failover_add", {"collection": collection, "n": INGEST_CHUNKS, "prefix": "fo"}
+        )
 
         def mid_gather() -> bool:  # 200 embedding requests in all (100 chunks each)
             requests_at_kill[0] = mh.embeddings.stats.requests
@@ -110,9 +118,15 @@ def ingest(multihost: MultiHost, reader: Any) -> dict[str, Any]:
         outcome = failover(mh, "milvus_it_failover_add", run_id, "add", mid_run=mid_gather)
     finally:
         mh.embeddings.latency = 0.0
-    return {"collection": collection, "run_id": run_id, "outcome": outcome, "requests_at_kill": requests_at_kill[0],
-            "requests": mh.embeddings.stats.requests, "elapsed_s": time.monotonic() - started,
-            "trigger_rows": mh.stack.recorder.for_task("milvus_it_failover_add", run_id, "add")}
+    return {
+        "collection": collection,
+        "run_id": run_id,
+        "outcome": outcome,
+        "requests_at_kill": requests_at_kill[0],
+        "requests": mh.embeddings.stats.requests,
+        "elapsed_s": time.monotonic() - started,
+        "trigger_rows": mh.stack.recorder.for_task("milvus_it_failover_add", run_id, "add"),
+    }
 
 
 def test_killed_triggerer_mid_ingest_other_takes_over_exactly_once_each(
@@ -128,16 +142,24 @@ def test_killed_triggerer_mid_ingest_other_takes_over_exactly_once_each(
     pks = all_pks(reader, ingest["collection"])
     expected = {f"fo-{i}" for i in range(INGEST_CHUNKS)}
     duplicates = len(pks) - len(set(pks))
-    record_figure("triggerer SIGKILL mid-ingest (2 triggerers, Airflow 3.3)", faults=1,
-                  expected=len(expected), found=len(pks))
-    record_figure("", measure=("triggerer failover, ingest",
-                               f"{INGEST_CHUNKS} chunks; killed {outcome['first'][1]} after "
-                               f"{ingest['requests_at_kill']} of 200 embedding batches; taken over by "
-                               f"{outcome['second'][1]} in {outcome['taken_over_after_s']} s; task success in "
-                               f"{ingest['elapsed_s']:.0f} s, try {outcome['tries']}; {len(pks)} entities, "
-                               f"{duplicates} duplicates"))
-    print(f"\n[failover ingest] {outcome} requests_at_kill={ingest['requests_at_kill']} total_requests="
-          f"{ingest['requests']} elapsed={ingest['elapsed_s']:.1f}s entities={len(pks)} duplicates={duplicates}")
+    record_figure(
+        "triggerer SIGKILL mid-ingest (2 triggerers, Airflow 3.3)", faults=1, expected=len(expected), found=len(pks)
+    )
+    record_figure(
+        "",
+        measure=(
+            "triggerer failover, ingest",
+            f"{INGEST_CHUNKS} chunks; killed {outcome['first'][1]} after "
+            f"{ingest['requests_at_kill']} of 200 embedding batches; taken over by "
+            f"{outcome['second'][1]} in {outcome['taken_over_after_s']} s; task success in "
+            f"{ingest['elapsed_s']:.0f} s, try {outcome['tries']}; {len(pks)} entities, "
+            f"{duplicates} duplicates",
+        ),
+    )
+    print(
+        f"\n[failover ingest] {outcome} requests_at_kill={ingest['requests_at_kill']} total_requests="
+        f"{ingest['requests']} elapsed={ingest['elapsed_s']:.1f}s entities={len(pks)} duplicates={duplicates}"
+    )
     assert duplicates == 0
     assert set(pks) == expected
     assert outcome["tries"] == 1, "the task was retried instead of its trigger being taken over"
@@ -161,18 +183,26 @@ def test_killed_triggerer_mid_search_other_takes_over(multihost: MultiHost, inge
     mh.embeddings.reset_stats()
     mh.embeddings.latency = 0.3
     try:
-        run_id = mh.stack.trigger("milvus_it_failover_search", {"collection": ingested, "n": SEARCH_QUERIES, "prefix": "fo"})
-        outcome = failover(mh, "milvus_it_failover_search", run_id, "search",
-                           mid_run=lambda: mh.embeddings.stats.requests >= 8)
+        run_id = mh.stack.trigger(
+            "milvus_it_failover_search", {"collection": ingested, "n": SEARCH_QUERIES, "prefix": "fo"}
+        )
+        outcome = failover(
+            mh, "milvus_it_failover_search", run_id, "search", mid_run=lambda: mh.embeddings.stats.requests >= 8
+        )
     finally:
         mh.embeddings.latency = 0.0
     hits = mh.stack.xcom("milvus_it_failover_search", run_id, "search")
     print(f"\n[failover search] {outcome} total_requests={mh.embeddings.stats.requests}")
     record_figure("triggerer SIGKILL mid-search", faults=1)
-    record_figure("", measure=("triggerer failover, search",
-                               f"{SEARCH_QUERIES} queries; killed {outcome['first'][1]}, taken over by "
-                               f"{outcome['second'][1]} in {outcome['taken_over_after_s']} s; "
-                               f"{sum(len(h) == 3 for h in hits)} of {SEARCH_QUERIES} queries with 3 hits"))
+    record_figure(
+        "",
+        measure=(
+            "triggerer failover, search",
+            f"{SEARCH_QUERIES} queries; killed {outcome['first'][1]}, taken over by "
+            f"{outcome['second'][1]} in {outcome['taken_over_after_s']} s; "
+            f"{sum(len(h) == 3 for h in hits)} of {SEARCH_QUERIES} queries with 3 hits",
+        ),
+    )
     logs = "\n".join(mh.stack.process_log(name) for name in ("triggerer", "triggerer-2"))
     logs += mh.stack.task_log("milvus_it_failover_search", run_id, "search")
     assert "result_ref" in logs, "the hits were not staged"
@@ -187,16 +217,25 @@ def test_killed_triggerer_mid_search_other_takes_over(multihost: MultiHost, inge
 def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, ingested: str, reader: Any) -> None:
     """A delete is one Milvus request: kill the triggerer while it is in flight (held by a slow proxy)."""
     mh = multihost
-    matched = int(reader.query(ingested, filter='group == "g0"', output_fields=["count(*)"],
-                               consistency_level="Strong")[0]["count(*)"])
+    matched = int(
+        reader.query(ingested, filter='group == "g0"', output_fields=["count(*)"], consistency_level="Strong")[0][
+            "count(*)"
+        ]
+    )
     assert matched == len([i for i in range(INGEST_CHUNKS) if i % 3 == 0])
     mh.slow_milvus.delay = 0.5
     try:
-        run_id = mh.stack.trigger("milvus_it_failover_delete",
-                                  {"collection": ingested, "group": "g0", "milvus_conn_id": "milvus_slow"})
+        run_id = mh.stack.trigger(
+            "milvus_it_failover_delete", {"collection": ingested, "group": "g0", "milvus_conn_id": "milvus_slow"}
+        )
         about_to_delete = f"delete {ingested}: filter"
-        outcome = failover(mh, "milvus_it_failover_delete", run_id, "delete",
-                           mid_run=lambda: about_to_delete in mh.stack.task_log("milvus_it_failover_delete", run_id, "delete"))
+        outcome = failover(
+            mh,
+            "milvus_it_failover_delete",
+            run_id,
+            "delete",
+            mid_run=lambda: about_to_delete in mh.stack.task_log("milvus_it_failover_delete", run_id, "delete"),
+        )
     finally:
         mh.slow_milvus.delay = 0.0
     pks = all_pks(reader, ingested)
@@ -204,10 +243,15 @@ def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, inge
     summary = mh.stack.xcom("milvus_it_failover_delete", run_id, "delete")
     print(f"\n[failover delete] {outcome} matched={matched} summary={summary}")
     record_figure("triggerer SIGKILL mid-delete", faults=1, expected=len(expected), found=len(pks))
-    record_figure("", measure=("triggerer failover, delete",
-                               f"{matched} to delete, killed {outcome['first'][1]} with the delete request in flight; "
-                               f"taken over by {outcome['second'][1]} in {outcome['taken_over_after_s']} s "
-                               f"(it then matched {summary['matched']}); {len(pks)} entities left, {len(expected)} expected"))
+    record_figure(
+        "",
+        measure=(
+            "triggerer failover, delete",
+            f"{matched} to delete, killed {outcome['first'][1]} with the delete request in flight; "
+            f"taken over by {outcome['second'][1]} in {outcome['taken_over_after_s']} s "
+            f"(it then matched {summary['matched']}); {len(pks)} entities left, {len(expected)} expected",
+        ),
+    )
     assert outcome["tries"] == 1
     assert len(pks) == len(set(pks))
     assert set(pks) == expected
@@ -232,12 +276,16 @@ def test_slow_four_big_ingests_one_triggerer_killed(multihost: MultiHost, reader
     try:
         for n in range(SLOW_TASKS):
             collection = f"fo_slow{n}_{uuid.uuid4().hex[:8]}"
-            runs[collection] = stack.trigger("milvus_it_failover_add",
-                                             {"collection": collection, "n": SLOW_CHUNKS_PER_TASK, "prefix": f"s{n}"})
+            runs[collection] = stack.trigger(
+                "milvus_it_failover_add", {"collection": collection, "n": SLOW_CHUNKS_PER_TASK, "prefix": f"s{n}"}
+            )
         for run_id in runs.values():
             mh.wait_for_assignment("milvus_it_failover_add", run_id, "add", timeout=600)
-        running = {c: mh.trigger_of("milvus_it_failover_add", r, "add") for c, r in runs.items()
-                   if stack.task_states("milvus_it_failover_add", r).get("add") == "deferred"}
+        running = {
+            c: mh.trigger_of("milvus_it_failover_add", r, "add")
+            for c, r in runs.items()
+            if stack.task_states("milvus_it_failover_add", r).get("add") == "deferred"
+        }
         by_triggerer: dict[str, int] = {}
         for _, job_id in running.values():
             name = mh.triggerer_name(job_id) if job_id is not None else None
@@ -270,11 +318,18 @@ def test_slow_four_big_ingests_one_triggerer_killed(multihost: MultiHost, reader
         reader.drop_collection(collection)
     expected = SLOW_TASKS * SLOW_CHUNKS_PER_TASK
     record_figure("triggerer SIGKILL mid-ingest, 4 tasks (slow)", faults=1, expected=expected, found=found)
-    record_figure("", measure=("triggerer failover, 4 x 50k (slow)",
-                               f"{expected} chunks in {SLOW_TASKS} tasks; {by_triggerer} triggers per triggerer; killed "
-                               f"{victim} after {requests_at_kill} of {total_requests} batches; {len(moved)} triggers "
-                               f"taken over in {taken_over_after:.1f} s; all success in {elapsed:.0f} s"))
-    print(f"\n[slow failover] assignments={by_triggerer} victim={victim} moved={len(moved)} "
-          f"taken_over_after={taken_over_after:.1f}s requests={mh.embeddings.stats.requests} elapsed={elapsed:.0f}s "
-          f"found={found}/{expected}")
+    record_figure(
+        "",
+        measure=(
+            "triggerer failover, 4 x 50k (slow)",
+            f"{expected} chunks in {SLOW_TASKS} tasks; {by_triggerer} triggers per triggerer; killed "
+            f"{victim} after {requests_at_kill} of {total_requests} batches; {len(moved)} triggers "
+            f"taken over in {taken_over_after:.1f} s; all success in {elapsed:.0f} s",
+        ),
+    )
+    print(
+        f"\n[slow failover] assignments={by_triggerer} victim={victim} moved={len(moved)} "
+        f"taken_over_after={taken_over_after:.1f}s requests={mh.embeddings.stats.requests} elapsed={elapsed:.0f}s "
+        f"found={found}/{expected}"
+    )
     assert_nothing_staged_left(mh)

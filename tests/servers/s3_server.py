@@ -46,7 +46,10 @@ class S3Server:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -80,8 +83,11 @@ class S3Server:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY, region_name=REGION,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
         )
 
     def create_bucket(self, name: str) -> None:
@@ -89,8 +95,9 @@ class S3Server:
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         paginator = self.client().get_paginator("list_objects_v2")
-        return [obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-                for obj in page.get("Contents", [])]
+        return [
+            obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])
+        ]
 
     def put(self, bucket: str, key: str, body: bytes, **kwargs: Any) -> None:
         self.client().put_object(Bucket=bucket, Key=key, Body=body, **kwargs)
@@ -99,7 +106,11 @@ class S3Server:
         """``AIRFLOW_CONN_<ID>`` value of an ``aws`` connection to this server."""
         import json
 
-        return json.dumps({
-            "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
-            "extra": {"endpoint_url": self.endpoint_url, "region_name": REGION, **extra},
-        })
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": ACCESS_KEY,
+                "password": SECRET_KEY,
+                "extra": {"endpoint_url": self.endpoint_url, "region_name": REGION, **extra},
+            }
+        )

@@ -26,8 +26,10 @@ def make_docs() -> list[dict[str, Any]]:
 def make_queries() -> list[str]:
     conf = get_current_context()["dag_run"].conf
     topics = ("rivers", "mountains", "volcanoes", "glaciers", "deserts", "forests", "oceans", "islands")
-    return [f"{conf.get('prefix', 'doc')} document {i} about {topics[i % len(topics)]}, and what is known about it"
-            for i in range(int(conf["n"]))]
+    return [
+        f"{conf.get('prefix', 'doc')} document {i} about {topics[i % len(topics)]}, and what is known about it"
+        for i in range(int(conf["n"]))
+    ]
 
 
 @dag(dag_id="milvus_it_failover_add", schedule=None, catchup=False, default_args=FAILOVER_ARGS, tags=["integration"])
@@ -37,17 +39,18 @@ def milvus_it_failover_add():
     )
 
 
-@dag(dag_id="milvus_it_failover_delete", schedule=None, catchup=False, default_args=FAILOVER_ARGS,
-     tags=["integration"])
+@dag(dag_id="milvus_it_failover_delete", schedule=None, catchup=False, default_args=FAILOVER_ARGS, tags=["integration"])
 def milvus_it_failover_delete():
     MilvusDeleteByExprOperator(
-        task_id="delete", expr="group == {group}", expr_params={"group": "{{ dag_run.conf['group'] }}"},
-        milvus_conn_id="{{ dag_run.conf.get('milvus_conn_id', 'milvus_default') }}", **DEFERRED,
+        task_id="delete",
+        expr="group == {group}",
+        expr_params={"group": "{{ dag_run.conf['group'] }}"},
+        milvus_conn_id="{{ dag_run.conf.get('milvus_conn_id', 'milvus_default') }}",
+        **DEFERRED,
     )
 
 
-@dag(dag_id="milvus_it_failover_search", schedule=None, catchup=False, default_args=FAILOVER_ARGS,
-     tags=["integration"])
+@dag(dag_id="milvus_it_failover_search", schedule=None, catchup=False, default_args=FAILOVER_ARGS, tags=["integration"])
 def milvus_it_failover_search():
     MilvusSearchToXComOperator(
         task_id="search", queries=make_queries(), k=3, batch_size=16, max_concurrency=2, **DEFERRED
@@ -82,12 +85,12 @@ WRITER = {"chunk_size": 120, "replace_by": "source", "batch_size": 20, "max_conc
 
 @dag(dag_id="milvus_it_writers_inline", schedule=None, catchup=False, default_args=DEFAULT_ARGS, tags=["integration"])
 def milvus_it_writers_inline():
-    MilvusAddDocumentsOperator(task_id="write", documents=make_source_docs(), **WRITER,
-                               **(DEFERRED | {"deferrable": False}))
+    MilvusAddDocumentsOperator(
+        task_id="write", documents=make_source_docs(), **WRITER, **(DEFERRED | {"deferrable": False})
+    )
 
 
-@dag(dag_id="milvus_it_writers_deferred", schedule=None, catchup=False, default_args=DEFAULT_ARGS,
-     tags=["integration"])
+@dag(dag_id="milvus_it_writers_deferred", schedule=None, catchup=False, default_args=DEFAULT_ARGS, tags=["integration"])
 def milvus_it_writers_deferred():
     MilvusAddDocumentsOperator(task_id="write", documents=make_source_docs(), **WRITER, **DEFERRED)
 
