@@ -42,12 +42,13 @@ def describe_commit() -> str:
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "airflow_provider_milvus", "bench").splitlines()]
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    status = git("status", "--porcelain", "--", "airflow_provider_milvus", "bench", "dags").splitlines()
+    dirty = [line[3:] for line in status if line[3:].endswith(".py")]
     return head + (f" + uncommitted changes in {', '.join(sorted(dirty))}" if dirty else "")
 
 
