@@ -22,7 +22,8 @@ def test_ids_are_deterministic_across_runs():
     docs = [{"page_content": "some text " * 50, "metadata": {"source": "a.md"}}]
     split = SplitOptions(chunk_size=100, chunk_overlap=10)
     first, second = ids(docs, split=split), ids(docs, split=split)
-    assert first == second and len(first) > 1
+    assert first == second
+    assert len(first) > 1
 
 
 def test_ids_do_not_depend_on_the_order_of_the_input():
@@ -51,8 +52,9 @@ def test_identical_documents_are_written_once_and_counted():
 
 def test_a_repeated_text_within_one_document_keeps_both_chunks():
     text = ("repeat this paragraph. " * 3 + "\n\n") * 4
-    chunks = prepare_chunks([{"page_content": text, "metadata": {"source": "r.md"}}],
-                            split=SplitOptions(chunk_size=80)).chunks
+    chunks = prepare_chunks(
+        [{"page_content": text, "metadata": {"source": "r.md"}}], split=SplitOptions(chunk_size=80)
+    ).chunks
     assert len({c["id"] for c in chunks}) == len(chunks) > 2
 
 
@@ -62,12 +64,14 @@ def test_an_edit_changes_only_the_ids_of_the_edited_chunks():
     before = ids([{"page_content": "\n\n".join(paragraphs), "metadata": {"source": "a.md"}}], split=split)
     edited = ["A new first paragraph."] + paragraphs
     after = ids([{"page_content": "\n\n".join(edited), "metadata": {"source": "a.md"}}], split=split)
-    assert set(before) < set(after) and len(set(after) - set(before)) == 1
+    assert set(before) < set(after)
+    assert len(set(after) - set(before)) == 1
 
 
 def test_changed_text_changes_the_id():
     assert ids([{"page_content": "v1", "metadata": {"source": "a.md"}}]) != ids(
-        [{"page_content": "v2", "metadata": {"source": "a.md"}}])
+        [{"page_content": "v2", "metadata": {"source": "a.md"}}]
+    )
 
 
 def test_split_chunks_record_their_position():
@@ -80,8 +84,11 @@ def test_id_key_takes_the_id_from_metadata():
 
 
 def test_id_key_with_splitting_numbers_the_chunks():
-    chunk_ids = ids([{"page_content": "word " * 60, "metadata": {"record_id": "r1"}}], id_key="record_id",
-                    split=SplitOptions(chunk_size=50))
+    chunk_ids = ids(
+        [{"page_content": "word " * 60, "metadata": {"record_id": "r1"}}],
+        id_key="record_id",
+        split=SplitOptions(chunk_size=50),
+    )
     assert chunk_ids[:2] == ["r1#0", "r1#1"]
 
 
@@ -122,7 +129,8 @@ def test_two_different_documents_with_one_id_are_rejected():
 
 def test_a_document_may_carry_its_own_vector():
     chunks = prepare_chunks([{"text": "pre-embedded", "metadata": {}, "vector": [1, 0.5]}]).chunks
-    assert chunks[0]["vector"] == [1.0, 0.5] and chunks[0]["text"] == "pre-embedded"
+    assert chunks[0]["vector"] == [1.0, 0.5]
+    assert chunks[0]["text"] == "pre-embedded"
 
 
 def test_a_vector_that_is_not_numbers_is_rejected():

@@ -50,7 +50,7 @@ def test_the_import_graph_has_no_circle():
         state[module] = 1
         for target in graph.get(module, ()):
             if state.get(target) == 1:
-                raise AssertionError(" -> ".join([*stack[stack.index(target):], target]))
+                raise AssertionError(" -> ".join([*stack[stack.index(target) :], target]))
             if not state.get(target):
                 visit(target, [*stack, target])
         state[module] = 2
