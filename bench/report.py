@@ -179,7 +179,8 @@ def nightly_summary(result: Any) -> str:
     """The README's nightly table: ours vs the peer per run."""
     from bench.nightly import OURS, PEER, RUNS
 
-    lines = ["| nightly corpus run | ours s | peer s | ours emb. inputs | peer emb. inputs | ours churn | peer churn |",
+    lines = ["| nightly corpus run | ours s | peer s | ours emb. inputs | peer emb. inputs | ours chunks written + deleted "
+             "| peer chunks written + deleted |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for run in RUNS:
         ours, peer = result.find(OURS, run), result.find(PEER, run)
@@ -261,3 +262,30 @@ def write_results(rows: list[Row], found: list[Target], meta: dict[str, Any], re
     (results_dir / f"latest{suffix}.json").write_text(json.dumps(record, indent=2))
     plot(rows, results_dir / f"throughput{suffix}.png", f"Write throughput ({meta.get('backend', '')})")
     return text
+
+
+def rerender(json_path: Path) -> str:
+    """Rewrite a run's markdown files from its JSON record (presentation changes without re-running)."""
+    from dataclasses import fields
+
+    from bench.nightly import NightlyResult, NightlyRow
+
+    record = json.loads(json_path.read_text())
+    names = {f.name for f in fields(Row)}
+    rows = [Row(**{k: v for k, v in r.items() if k in names}) for r in record["rows"]]
+    nightly = None
+    if record.get("nightly"):
+        data = dict(record["nightly"])
+        row_names = {f.name for f in fields(NightlyRow)}
+        data["rows"] = [NightlyRow(**{k: v for k, v in r.items() if k in row_names}) for r in data["rows"]]
+        nightly = NightlyResult(**data)
+    tag = json_path.stem.removeprefix("latest").removeprefix("-")
+    return write_results(rows, targets(rows), record["meta"], json_path.parent, tag=tag, nightly=nightly)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        rerender(Path(name))
+        print(f"re-rendered {name}")

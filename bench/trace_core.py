@@ -73,8 +73,8 @@ def instrument() -> None:
     for module, name in ((operator_module, "load_documents"), (operator_module, "prepare_chunks"),
                          (write, "_plan"), (write, "_write"), (write, "_delete_ids")):
         fn = getattr(module, name)
-        timer = _async_timer(f"{module.__name__.rsplit('.', 1)[-1]}.{name}", fn) if asyncio.iscoroutinefunction(fn) \
-            else _sync_timer(f"{module.__name__.rsplit('.', 1)[-1]}.{name}", fn)
+        label = f"{'operator' if module is operator_module else module.__name__.rsplit('.', 1)[-1]}.{name}"
+        timer = _async_timer(label, fn) if asyncio.iscoroutinefunction(fn) else _sync_timer(label, fn)
         setattr(module, name, timer)
     session.Session.query_all = _async_timer("session.query_all", session.Session.query_all)
     session.aget_settings = _async_timer("settings.aget_settings (connection lookup)", settings.aget_settings)
