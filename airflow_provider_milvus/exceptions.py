@@ -18,12 +18,20 @@ class _Endpoint(Protocol):
     @property
     def secrets(self) -> list[str]: ...
 
+
 REDACTED = "***"
 
 # gRPC/OpenSSL words for a TLS handshake that failed (https:// to a plain port, a wrong CA, ...).
 TLS_NEEDLES: tuple[str, ...] = (
-    "tls handshake failed", "handshake failed", "ssl_error", "ssl routines", "wrong_version_number",
-    "wrong version number", "certificate verify failed", "certificate_verify_failed", "ssl handshake",
+    "tls handshake failed",
+    "handshake failed",
+    "ssl_error",
+    "ssl routines",
+    "wrong_version_number",
+    "wrong version number",
+    "certificate verify failed",
+    "certificate_verify_failed",
+    "ssl handshake",
 )
 TLS_HINT = (
     "The TLS handshake failed: the server answered, but not with the TLS the client expected. For a server "
@@ -46,17 +54,21 @@ _HINTS: list[tuple[tuple[str, ...], str]] = [
         TLS_HINT,
     ),
     (
-        ("fail connecting", "failed to connect", "connection refused", "unavailable", "deadline exceeded",
-         "timeout"),
+        ("fail connecting", "failed to connect", "connection refused", "unavailable", "deadline exceeded", "timeout"),
         "Milvus did not answer. Check the connection's URI and port, that the server is running and "
         "reachable from this worker/triggerer, and whether it expects TLS (https://) or plain (http://).",
     ),
     (
         # Before the credentials hint: parser messages say "unexpected token", which is not about auth.
-        ("cannot parse expression", "unexpected token", "unexpected character", "invalid expression",
-         "failed to create query plan"),
+        (
+            "cannot parse expression",
+            "unexpected token",
+            "unexpected character",
+            "invalid expression",
+            "failed to create query plan",
+        ),
         "The filter expression is invalid. Check its syntax and field names (Milvus boolean expression "
-        "syntax, e.g. source == \"a.md\" and year > 2020); pass values through expr_params.",
+        'syntax, e.g. source == "a.md" and year > 2020); pass values through expr_params.',
     ),
     (
         ("auth", "credential", "invalid token", "password", "unauthenticated", "permission denied", "privilege"),
@@ -162,9 +174,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 @contextlib.contextmanager
-def describe_milvus_error(
-    settings: _Endpoint | None, *, action: str, secrets: Iterable[str] = ()
-) -> Iterator[None]:
+def describe_milvus_error(settings: _Endpoint | None, *, action: str, secrets: Iterable[str] = ()) -> Iterator[None]:
     """Re-raise anything from pymilvus/langchain/openai as a ``MilvusProviderError`` that names the problem."""
     try:
         yield

@@ -20,9 +20,24 @@ from airflow_provider_milvus.operators.milvus import MilvusUpsertOperator
 COLLECTION = os.environ.get("MILVUS_EXAMPLE_RECORDS_COLLECTION", "catalogue")
 
 DEFAULT_RECORDS = [
-    {"record_id": "sku-1001", "title": "Trail running shoe", "description": "Light shoe with a grippy sole for muddy trails.", "price": 129.0},
-    {"record_id": "sku-1002", "title": "Rain jacket", "description": "Waterproof breathable shell that packs into its pocket.", "price": 189.0},
-    {"record_id": "sku-1003", "title": "Headlamp", "description": "Rechargeable 400 lumen headlamp for night runs.", "price": 49.0},
+    {
+        "record_id": "sku-1001",
+        "title": "Trail running shoe",
+        "description": "Light shoe with a grippy sole for muddy trails.",
+        "price": 129.0,
+    },
+    {
+        "record_id": "sku-1002",
+        "title": "Rain jacket",
+        "description": "Waterproof breathable shell that packs into its pocket.",
+        "price": 189.0,
+    },
+    {
+        "record_id": "sku-1003",
+        "title": "Headlamp",
+        "description": "Rechargeable 400 lumen headlamp for night runs.",
+        "price": 49.0,
+    },
 ]
 
 with DAG(

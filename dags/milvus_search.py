@@ -26,9 +26,11 @@ with DAG(
     catchup=False,
     params={
         "questions": Param(
-            ["How does Milvus do full-text search without an embedding model?",
-             "Why must triggers never block the event loop?",
-             "What happens to chunks of a deleted file?"],
+            [
+                "How does Milvus do full-text search without an embedding model?",
+                "Why must triggers never block the event loop?",
+                "What happens to chunks of a deleted file?",
+            ],
             type="array",
         ),
         "collection": Param(COLLECTION, type="string"),

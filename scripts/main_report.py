@@ -46,10 +46,14 @@ def main() -> None:
     print("=" * 72)
     print(f"Milvus at {settings.uri}, collection '{collection}'")
     print(f"  files read:             {written['documents']} ({written['chunks']} chunks)")
-    print(f"  chunks written:         {written['written']} in {written['batches']} batches "
-          f"({written['elapsed_s']} s), unchanged: {written['unchanged']}")
-    print(f"  stale chunks removed:   {written['stale_deleted']}, "
-          f"of deleted files: {written['vanished_deleted']} ({written['vanished_sources']} files)")
+    print(
+        f"  chunks written:         {written['written']} in {written['batches']} batches "
+        f"({written['elapsed_s']} s), unchanged: {written['unchanged']}"
+    )
+    print(
+        f"  stale chunks removed:   {written['stale_deleted']}, "
+        f"of deleted files: {written['vanished_deleted']} ({written['vanished_sources']} files)"
+    )
     print(f"  entities in collection: {count}")
     for question, hits in zip(questions, search, strict=True):
         print(f"\nQ: {question}")

@@ -7,16 +7,19 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Airflow reads its home at import time: give the test process its own before anything imports it.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-provider-milvus-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from airflow_provider_milvus.local_server import LocalServer, start_local_server, stop_local_server  # noqa: E402
-from tests.servers.embeddings_server import EmbeddingServer  # noqa: E402
+from airflow_provider_milvus.local_server import LocalServer, start_local_server, stop_local_server
+
+from tests.servers.embeddings_server import EmbeddingServer
 
 EMBEDDING_DIMENSIONS = 32
 EMBEDDING_API_KEY = "sk-test-embedding-key-0000"
@@ -82,12 +85,14 @@ def milvus_conn_id(milvus_lite: LocalServer, monkeypatch: pytest.MonkeyPatch) ->
 def embedding_conn_id(embeddings: EmbeddingServer, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(
         "AIRFLOW_CONN_EMBEDDINGS_TEST",
-        json.dumps({
-            "conn_type": "openai",
-            "host": embeddings.base_url,
-            "password": EMBEDDING_API_KEY,
-            "extra": {"model": "test-embedding", "max_retries": 2},
-        }),
+        json.dumps(
+            {
+                "conn_type": "openai",
+                "host": embeddings.base_url,
+                "password": EMBEDDING_API_KEY,
+                "extra": {"model": "test-embedding", "max_retries": 2},
+            }
+        ),
     )
     return "embeddings_test"
 
@@ -110,3 +115,50 @@ def milvus_client(milvus_lite: LocalServer) -> Iterator[object]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# --- one test body, two servers: Milvus Lite and a real Milvus standalone -------------------------------
+
+
+@dataclass
+class Tier:
+    name: str
+    conn_id: str
+    client: Any
+
+    @property
+    def real_server(self) -> bool:
+        return self.name == "standalone"
+
+    def skip_unless_bm25(self) -> None:
+        if self.real_server:
+            pytest.skip("Milvus 2.3 has no BM25 function (Milvus 2.5+)")
+
+    def skip_unless_multi_vector(self) -> None:
+        if self.real_server:
+            pytest.skip("Milvus 2.3 allows one vector field per collection (2.4+)")
+
+    def count(self, collection: str, expr: str = "") -> int:
+        rows = self.client.query(collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+
+    def rows(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
+        return list(
+            self.client.query(collection, filter=expr, output_fields=fields, limit=16384, consistency_level="Strong")
+        )
+
+
+@pytest.fixture(params=["lite", "standalone"])
+def tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from pymilvus import MilvusClient
+
+    server = request.getfixturevalue("milvus_lite" if request.param == "lite" else "milvus_standalone")
+    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_EXISTING", milvus_connection_json(server.uri))
+    client = MilvusClient(uri=server.uri)
+    yield Tier(request.param, "milvus_existing", client)
+    client.close()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"app_{uuid.uuid4().hex[:10]}"

@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator, MilvusSearchToXComOperator
-from tests.test_existing_collections import Tier, tier  # noqa: F401 - the two-server fixture
+
 from tests.test_operators import MODES, run
+
+if TYPE_CHECKING:
+    from tests.conftest import Tier
 
 VOCABULARY = [f"term{i}" for i in range(400)]
 K = 5
 
 
 def texts(count: int, seed: int, words: int) -> list[str]:
-    """Random texts of varied length with repeated words: few exact score ties, in BM25 too."""
+    """Random texts of varied length with repeated words."""
     rng = random.Random(seed)
     return [" ".join(rng.choices(VOCABULARY[:150], k=rng.randint(words // 2, words * 2))) for _ in range(count)]
+
+
+def corpus_texts(count: int) -> list[str]:
+    """Every text a different length: BM25 scores (and so hybrid ranks) do not tie."""
+    rng = random.Random(1)
+    return [" ".join(rng.choices(VOCABULARY[:150], k=4 + i)) for i in range(count)]
 
 
 @pytest.fixture
@@ -33,10 +43,16 @@ def collection(tier, collection_name, request, embedding_conn_id):
     if kind != "dense":
         tier.skip_unless_bm25()
     options = {"embedding_conn_id": embedding_conn_id} if kind in ("dense", "hybrid") else {}
-    documents = [{"page_content": t, "metadata": {"group": i % 3}} for i, t in enumerate(texts(300, 1, 12))]
-    MilvusAddDocumentsOperator(task_id="seed", milvus_conn_id=tier.conn_id, collection_name=collection_name,
-                               documents=documents, batch_size=100, full_text_search=kind != "dense",
-                               **options).execute({})
+    documents = [{"page_content": t, "metadata": {"group": i % 3}} for i, t in enumerate(corpus_texts(300))]
+    MilvusAddDocumentsOperator(
+        task_id="seed",
+        milvus_conn_id=tier.conn_id,
+        collection_name=collection_name,
+        documents=documents,
+        batch_size=100,
+        full_text_search=kind != "dense",
+        **options,
+    ).execute({})
     return collection_name, options, kind == "hybrid"
 
 
@@ -49,8 +65,9 @@ def comparable(hits: list[dict], score_key=lambda h: h["score"]) -> tuple:
     return tuple(sorted(head, key=lambda pair: (-pair[0], str(pair[1])))), len(hits) - len(head)
 
 
-def reference(tier: Tier, collection: str, queries: list[str], options: dict, expr: str | None,
-              hybrid: bool) -> list[tuple]:
+def reference(
+    tier: Tier, collection: str, queries: list[str], options: dict, expr: str | None, hybrid: bool
+) -> list[tuple]:
     hook = MilvusHook(tier.conn_id)
     store = hook.get_vector_store(collection, **options)
     schema = hook.get_collection_schema(collection)
@@ -69,8 +86,16 @@ def reference(tier: Tier, collection: str, queries: list[str], options: dict, ex
 def test_batched_hits_equal_one_query_at_a_time(tier, collection, count, expr):
     name, options, hybrid = collection
     queries = texts(count, 2, 3)
-    hits = MilvusSearchToXComOperator(task_id="s", milvus_conn_id=tier.conn_id, collection_name=name, queries=queries,
-                                      k=K, expr=expr, batch_size=16, **options).execute({})
+    hits = MilvusSearchToXComOperator(
+        task_id="s",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        queries=queries,
+        k=K,
+        expr=expr,
+        batch_size=16,
+        **options,
+    ).execute({})
     expected = reference(tier, name, queries, options, expr, hybrid)
     ours = [comparable(h, score_key=lambda h: h["score"]) for h in hits]
     assert ours == expected
@@ -92,9 +117,22 @@ def test_a_thousand_queries_keep_their_order_and_take_ceil_n_over_batch_requests
 
     monkeypatch.setattr(AsyncMilvusClient, "search", counting_search)
     queries = texts(1000, 3, 3)
-    hits = run(MilvusSearchToXComOperator(task_id="s", milvus_conn_id=tier.conn_id, collection_name=name,
-                                          queries=queries, k=K, batch_size=64, max_concurrency=4, **options), mode)
-    assert len(requests) == math.ceil(1000 / 64) and sum(requests) == 1000 and max(requests) == 64
+    hits = run(
+        MilvusSearchToXComOperator(
+            task_id="s",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            queries=queries,
+            k=K,
+            batch_size=64,
+            max_concurrency=4,
+            **options,
+        ),
+        mode,
+    )
+    assert len(requests) == math.ceil(1000 / 64)
+    assert sum(requests) == 1000
+    assert max(requests) == 64
     monkeypatch.setattr(AsyncMilvusClient, "search", original)
     sample = random.Random(4).sample(range(1000), 12)
     expected = reference(tier, name, [queries[i] for i in sample], options, None, hybrid)
@@ -104,10 +142,21 @@ def test_a_thousand_queries_keep_their_order_and_take_ceil_n_over_batch_requests
 def test_mmr_picks_diverse_hits_among_the_fetched_candidates(tier, collection_name, embedding_conn_id):
     base = "alpha beta gamma delta"
     documents = [base, base + " x", base + " y", "alpha epsilon zeta eta", "theta iota kappa lambda"]
-    MilvusAddDocumentsOperator(task_id="seed", milvus_conn_id=tier.conn_id, collection_name=collection_name,
-                               documents=documents, embedding_conn_id=embedding_conn_id).execute({})
-    common = dict(task_id="s", milvus_conn_id=tier.conn_id, collection_name=collection_name,
-                  embedding_conn_id=embedding_conn_id, queries=base, k=2)
+    MilvusAddDocumentsOperator(
+        task_id="seed",
+        milvus_conn_id=tier.conn_id,
+        collection_name=collection_name,
+        documents=documents,
+        embedding_conn_id=embedding_conn_id,
+    ).execute({})
+    common = dict(
+        task_id="s",
+        milvus_conn_id=tier.conn_id,
+        collection_name=collection_name,
+        embedding_conn_id=embedding_conn_id,
+        queries=base,
+        k=2,
+    )
     similar = MilvusSearchToXComOperator(**common).execute({})
     diverse = MilvusSearchToXComOperator(**common, search_type="mmr", fetch_k=5, lambda_mult=0.1).execute({})
     assert similar[0]["page_content"] == diverse[0]["page_content"] == base

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+
 from tests.airflow_cli import AirflowCLI
 from tests.conftest import milvus_connection_json
 
@@ -71,14 +72,20 @@ def json_output(stdout: str):
 def test_every_example_dag_imports_without_errors(airflow):
     assert json_output(airflow.run("dags", "list-import-errors", "--local", "-o", "json").stdout) == []
     dag_ids = {d["dag_id"] for d in json_output(airflow.run("dags", "list", "--local", "-o", "json").stdout)}
-    assert {"milvus_nightly_ingest", "milvus_search", "milvus_pipeline_upsert", "milvus_retention_cleanup",
-            "milvus_tenant_maintenance"} <= dag_ids
+    assert {
+        "milvus_nightly_ingest",
+        "milvus_search",
+        "milvus_pipeline_upsert",
+        "milvus_retention_cleanup",
+        "milvus_tenant_maintenance",
+    } <= dag_ids
 
 
 def test_every_example_dag_has_docs():
     for path in (REPO / "dags").glob("milvus_*.py"):
         text = path.read_text()
-        assert "doc_md=__doc__" in text and "**Connections:**" in text, path.name
+        assert "doc_md=__doc__" in text, path.name
+        assert "**Connections:**" in text, path.name
 
 
 def test_ingest_writes_the_corpus_and_a_rerun_writes_nothing_new(airflow, corpus, collection_name, milvus_client):
@@ -101,7 +108,8 @@ def test_ingest_passes_no_corpus_text_through_xcom(airflow, corpus, collection_n
         rows = db.execute("select task_id, length(value) from xcom where dag_id='milvus_nightly_ingest'").fetchall()
     corpus_bytes = sum(p.stat().st_size for p in corpus.glob("*.md"))
     assert {task for task, _ in rows} == {"write_chunks"}
-    assert all(size < 1024 for _, size in rows) and corpus_bytes > 3 * 1024
+    assert all(size < 1024 for _, size in rows)
+    assert corpus_bytes > 3 * 1024
 
 
 def test_ingest_replaces_a_changed_file_and_removes_a_deleted_one(airflow, corpus, collection_name, milvus_client):
@@ -119,8 +127,10 @@ def test_ingest_replaces_a_changed_file_and_removes_a_deleted_one(airflow, corpu
     untouched = set(before) - {"embeddings-primer.md", "vector-search-tuning.md"}
     assert all(after[s] == before[s] for s in untouched)
     summary = latest_xcom(airflow, "milvus_nightly_ingest", "write_chunks")
-    assert summary["vanished_deleted"] == len(before["vector-search-tuning.md"]) and summary["vanished_sources"] == 1
-    assert summary["written"] + summary["unchanged"] == summary["chunks"] and summary["unchanged"] > 0
+    assert summary["vanished_deleted"] == len(before["vector-search-tuning.md"])
+    assert summary["vanished_sources"] == 1
+    assert summary["written"] + summary["unchanged"] == summary["chunks"]
+    assert summary["unchanged"] > 0
 
 
 def test_search_dag_passes_json_hits_to_the_next_task(airflow, corpus, collection_name):
@@ -128,9 +138,12 @@ def test_search_dag_passes_json_hits_to_the_next_task(airflow, corpus, collectio
     airflow.run("dags", "test", "milvus_search", "-c", json.dumps({"collection": collection_name}))
     hits = latest_xcom(airflow, "milvus_search", "search")
     summary = latest_xcom(airflow, "milvus_search", "print_answers")
-    assert len(hits) == 3 and all(len(h) == 3 for h in hits)
+    assert len(hits) == 3
+    assert all(len(h) == 3 for h in hits)
     assert [s["top_source"] for s in summary] == [
-        "full-text-search.md", "airflow-deferrable-operators.md", "nightly-ingest-runbook.md"
+        "full-text-search.md",
+        "airflow-deferrable-operators.md",
+        "nightly-ingest-runbook.md",
     ]
 
 
@@ -140,8 +153,9 @@ def seed_dated_chunks(milvus_lite, collection: str, monkeypatch) -> None:
         {"page_content": f"chunk {i}", "metadata": {"source": f"s{i}.md", "ingested_on": day}}
         for i, day in enumerate([20260101] * 7 + [20260130] * 2 + [20260131] * 3 + [20260228] * 4)
     ]
-    MilvusAddDocumentsOperator(task_id="seed", milvus_conn_id="milvus_seed", collection_name=collection,
-                               documents=documents).execute(context={})
+    MilvusAddDocumentsOperator(
+        task_id="seed", milvus_conn_id="milvus_seed", collection_name=collection, documents=documents
+    ).execute(context={})
 
 
 def test_cleanup_removes_exactly_the_expired_chunks(airflow, milvus_lite, collection_name, milvus_client, monkeypatch):
@@ -149,13 +163,21 @@ def test_cleanup_removes_exactly_the_expired_chunks(airflow, milvus_lite, collec
     conf = json.dumps({"collection": collection_name, "retention_days": 30})
     airflow.run("dags", "test", "milvus_retention_cleanup", "2026-03-02", "-c", conf)  # cutoff 20260131
     assert latest_xcom(airflow, "milvus_retention_cleanup", "count_expired") | {"elapsed_s": 0} == {
-        "operation": "delete", "collection": collection_name, "matched": 9, "deleted": 0, "dry_run": True, "elapsed_s": 0}
+        "operation": "delete",
+        "collection": collection_name,
+        "matched": 9,
+        "deleted": 0,
+        "dry_run": True,
+        "elapsed_s": 0,
+    }
     assert latest_xcom(airflow, "milvus_retention_cleanup", "delete_expired")["deleted"] == 9
     remaining = milvus_client.query(collection_name, filter="ingested_on > 0", output_fields=["ingested_on"])
     assert sorted(r["ingested_on"] for r in remaining) == [20260131] * 3 + [20260228] * 4
 
 
-def test_cleanup_refuses_a_window_that_would_empty_the_collection(airflow, milvus_lite, collection_name, milvus_client, monkeypatch):
+def test_cleanup_refuses_a_window_that_would_empty_the_collection(
+    airflow, milvus_lite, collection_name, milvus_client, monkeypatch
+):
     seed_dated_chunks(milvus_lite, collection_name, monkeypatch)
     conf = json.dumps({"collection": collection_name, "retention_days": 1})
     result = airflow.run("dags", "test", "milvus_retention_cleanup", "2026-06-01", "-c", conf, check=False)
@@ -166,10 +188,16 @@ def test_cleanup_refuses_a_window_that_would_empty_the_collection(airflow, milvu
 def test_pipeline_upsert_replaces_records_by_their_own_ids(airflow, collection_name, milvus_client):
     airflow.run("dags", "test", "milvus_pipeline_upsert", "-c", json.dumps({"collection": collection_name}))
     changed = [{"record_id": "sku-1002", "title": "Rain jacket", "description": "Now in orange.", "price": 99.0}]
-    airflow.run("dags", "test", "milvus_pipeline_upsert", "-c", json.dumps({"collection": collection_name, "records": changed}))
-    rows = {r["pk"]: r for r in milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk", "text", "price"])}
+    airflow.run(
+        "dags", "test", "milvus_pipeline_upsert", "-c", json.dumps({"collection": collection_name, "records": changed})
+    )
+    rows = {
+        r["pk"]: r
+        for r in milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk", "text", "price"])
+    }
     assert set(rows) == {"sku-1001", "sku-1002", "sku-1003"}
-    assert rows["sku-1002"]["text"] == "Rain jacket. Now in orange." and rows["sku-1002"]["price"] == 99.0
+    assert rows["sku-1002"]["text"] == "Rain jacket. Now in orange."
+    assert rows["sku-1002"]["price"] == 99.0
 
 
 def test_airflow_providers_list_shows_the_provider(airflow):
@@ -189,10 +217,16 @@ def test_airflow_connections_test_fails_clearly_on_a_closed_port(airflow):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     started = time.monotonic()
-    result = airflow.run("connections", "test", "milvus_closed", check=False,
-                         AIRFLOW_CONN_MILVUS_CLOSED=milvus_connection_json(f"http://127.0.0.1:{port}", timeout=3))
+    result = airflow.run(
+        "connections",
+        "test",
+        "milvus_closed",
+        check=False,
+        AIRFLOW_CONN_MILVUS_CLOSED=milvus_connection_json(f"http://127.0.0.1:{port}", timeout=3),
+    )
     output = result.stdout + result.stderr
-    assert "Connection failed" in output and "Milvus did not answer" in output
+    assert "Connection failed" in output
+    assert "Milvus did not answer" in output
     assert time.monotonic() - started < 60
 
 
@@ -215,25 +249,59 @@ def test_tenant_maintenance_works_on_an_application_collection_without_field_map
     index.add_index("subject_vec", index_type="FLAT", metric_type="IP")
     milvus_client.create_collection(collection_name, schema=schema, index_params=index, num_partitions=4)
     subjects = ["Login page times out", "Refund not received", "Export to CSV broken", "Cannot log in with SSO"]
-    milvus_client.insert(collection_name, [
-        {"ticket_id": f"{customer}-{year}-{i}", "subject": subject, "customer": customer, "year": year,
-         "subject_vec": embed_text(subject, EMBEDDING_DIMENSIONS)}
-        for customer in ("acme", "zen") for year in (2022, 2023, 2025) for i, subject in enumerate(subjects)
-    ])
+    milvus_client.insert(
+        collection_name,
+        [
+            {
+                "ticket_id": f"{customer}-{year}-{i}",
+                "subject": subject,
+                "customer": customer,
+                "year": year,
+                "subject_vec": embed_text(subject, EMBEDDING_DIMENSIONS),
+            }
+            for customer in ("acme", "zen")
+            for year in (2022, 2023, 2025)
+            for i, subject in enumerate(subjects)
+        ],
+    )
     env = {
-        "AIRFLOW_CONN_EMBEDDINGS_TEST": json.dumps({"conn_type": "openai", "host": embeddings.base_url,
-                                                   "password": EMBEDDING_API_KEY, "extra": {"model": "test"}}),
-        "AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir, embedding_conn_id="embeddings_test"),
+        "AIRFLOW_CONN_EMBEDDINGS_TEST": json.dumps(
+            {
+                "conn_type": "openai",
+                "host": embeddings.base_url,
+                "password": EMBEDDING_API_KEY,
+                "extra": {"model": "test"},
+            }
+        ),
+        "AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(
+            milvus_lite.data_dir, embedding_conn_id="embeddings_test"
+        ),
     }
-    airflow.run("dags", "test", "milvus_tenant_maintenance", "-c",
-                json.dumps({"collection": collection_name, "tenant": "acme", "keep_from": 2024,
-                            "question": "Login fails after password reset"}), **env)
+    airflow.run(
+        "dags",
+        "test",
+        "milvus_tenant_maintenance",
+        "-c",
+        json.dumps(
+            {
+                "collection": collection_name,
+                "tenant": "acme",
+                "keep_from": 2024,
+                "question": "Login fails after password reset",
+            }
+        ),
+        **env,
+    )
 
-    rows = milvus_client.query(collection_name, filter='ticket_id != ""', output_fields=["ticket_id", "customer", "year"])
+    rows = milvus_client.query(
+        collection_name, filter='ticket_id != ""', output_fields=["ticket_id", "customer", "year"]
+    )
     acme = sorted(r["ticket_id"] for r in rows if r["customer"] == "acme")
     assert acme == ["acme-2025-0", "acme-2025-1", "acme-2025-2", "acme-2025-3", "acme-901", "acme-902"]
     assert sum(1 for r in rows if r["customer"] == "zen") == 12  # another tenant is never touched
     assert latest_xcom(airflow, "milvus_tenant_maintenance", "close_stale_tickets")["deleted"] == 8
     hits = latest_xcom(airflow, "milvus_tenant_maintenance", "search_tickets")
-    assert len(hits) == 3 and all(hit["id"].startswith("acme-") for hit in hits)
-    assert hits[0]["id"] == "acme-901" and hits[0]["metadata"] == {"customer": "acme", "year": 2026}
+    assert len(hits) == 3
+    assert all(hit["id"].startswith("acme-") for hit in hits)
+    assert hits[0]["id"] == "acme-901"
+    assert hits[0]["metadata"] == {"customer": "acme", "year": 2026}

@@ -6,8 +6,6 @@ the result back with pymilvus. What 2.3 lacks (BM25, several vector fields) is s
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,55 +17,13 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusSearchToXComOperator,
     MilvusUpsertOperator,
 )
-from tests.conftest import EMBEDDING_DIMENSIONS, milvus_connection_json
+
+from tests.conftest import EMBEDDING_DIMENSIONS, Tier
 from tests.servers.embeddings_server import embed_text
 from tests.test_operators import MODES, run
 
 DIM = EMBEDDING_DIMENSIONS
 CATEGORIES = ("sofa", "table", "lamp", "chair")
-
-
-@dataclass
-class Tier:
-    name: str
-    conn_id: str
-    client: Any
-
-    @property
-    def real_server(self) -> bool:
-        return self.name == "standalone"
-
-    def skip_unless_bm25(self) -> None:
-        if self.real_server:
-            pytest.skip("Milvus 2.3 has no BM25 function (Milvus 2.5+)")
-
-    def skip_unless_multi_vector(self) -> None:
-        if self.real_server:
-            pytest.skip("Milvus 2.3 allows one vector field per collection (2.4+)")
-
-    def count(self, collection: str, expr: str = "") -> int:
-        rows = self.client.query(collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong")
-        return int(rows[0]["count(*)"])
-
-    def rows(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
-        return list(self.client.query(collection, filter=expr, output_fields=fields, limit=16384,
-                                      consistency_level="Strong"))
-
-
-@pytest.fixture(params=["lite", "standalone"])
-def tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from pymilvus import MilvusClient
-
-    server = request.getfixturevalue("milvus_lite" if request.param == "lite" else "milvus_standalone")
-    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_EXISTING", milvus_connection_json(server.uri))
-    client = MilvusClient(uri=server.uri)
-    yield Tier(request.param, "milvus_existing", client)
-    client.close()
-
-
-@pytest.fixture
-def name() -> str:
-    return f"app_{uuid.uuid4().hex[:10]}"
 
 
 def products(tier: Tier, name: str, rows: int = 40) -> None:
@@ -83,8 +39,10 @@ def products(tier: Tier, name: str, rows: int = 40) -> None:
     index.add_index("embedding", index_type="HNSW", metric_type="L2", params={"M": 8, "efConstruction": 64})
     tier.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
     texts = [f"{CATEGORIES[i % 4]} number {i} in oak" for i in range(rows)]
-    tier.client.insert(name, [{"content": t, "category": CATEGORIES[i % 4], "embedding": embed_text(t, DIM)}
-                              for i, t in enumerate(texts)])
+    tier.client.insert(
+        name,
+        [{"content": t, "category": CATEGORIES[i % 4], "embedding": embed_text(t, DIM)} for i, t in enumerate(texts)],
+    )
 
 
 def tenants(tier: Tier, name: str) -> None:
@@ -98,10 +56,18 @@ def tenants(tier: Tier, name: str) -> None:
     schema.add_field("emb", DataType.FLOAT_VECTOR, dim=DIM)
     index = MilvusClient.prepare_index_params()
     index.add_index("emb", index_type="FLAT", metric_type="COSINE")
-    tier.client.create_collection(name, schema=schema, index_params=index, num_partitions=4,
-                                  consistency_level="Strong")
-    rows = [{"doc_id": f"{t}-{i}", "body": f"{t} report {i} about invoices", "tenant": t, "year": 2020 + i,
-             "emb": embed_text(f"{t} report {i} about invoices", DIM)} for t in ("acme", "zen") for i in range(6)]
+    tier.client.create_collection(name, schema=schema, index_params=index, num_partitions=4, consistency_level="Strong")
+    rows = [
+        {
+            "doc_id": f"{t}-{i}",
+            "body": f"{t} report {i} about invoices",
+            "tenant": t,
+            "year": 2020 + i,
+            "emb": embed_text(f"{t} report {i} about invoices", DIM),
+        }
+        for t in ("acme", "zen")
+        for i in range(6)
+    ]
     tier.client.insert(name, rows)
 
 
@@ -118,8 +84,13 @@ def two_vectors(tier: Tier, name: str) -> None:
     index.add_index("body_vec", index_type="FLAT", metric_type="COSINE")
     tier.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
     texts = [f"manual page {i} on {'pumps' if i % 2 else 'valves'}" for i in range(10)]
-    tier.client.insert(name, [{"pk": f"p{i}", "text": t, "title_vec": embed_text(f"title {i}", DIM),
-                               "body_vec": embed_text(t, DIM)} for i, t in enumerate(texts)])
+    tier.client.insert(
+        name,
+        [
+            {"pk": f"p{i}", "text": t, "title_vec": embed_text(f"title {i}", DIM), "body_vec": embed_text(t, DIM)}
+            for i, t in enumerate(texts)
+        ],
+    )
 
 
 def passages(tier: Tier, name: str) -> None:
@@ -131,18 +102,32 @@ def passages(tier: Tier, name: str) -> None:
     schema.add_field("passage", DataType.VARCHAR, max_length=2000, enable_analyzer=True)
     schema.add_field("lang", DataType.VARCHAR, max_length=8)
     schema.add_field("bm", DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
-                                 input_field_names=["passage"], output_field_names=["bm"]))
+    schema.add_function(
+        Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["passage"], output_field_names=["bm"])
+    )
     index = MilvusClient.prepare_index_params()
     index.add_index("bm", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={"drop_ratio_build": 0})
     tier.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
-    tier.client.insert(name, [{"uid": f"u{i}", "passage": f"{'rivers and lakes' if i % 2 else 'mountain trails'} {i}",
-                               "lang": "en" if i < 6 else "de"} for i in range(10)])
+    tier.client.insert(
+        name,
+        [
+            {
+                "uid": f"u{i}",
+                "passage": f"{'rivers and lakes' if i % 2 else 'mountain trails'} {i}",
+                "lang": "en" if i < 6 else "de",
+            }
+            for i in range(10)
+        ],
+    )
 
 
 def search(tier: Tier, name: str, queries: Any, mode: str = "inline", **kwargs: Any) -> Any:
-    return run(MilvusSearchToXComOperator(task_id="s", milvus_conn_id=tier.conn_id, collection_name=name,
-                                          queries=queries, **kwargs), mode)
+    return run(
+        MilvusSearchToXComOperator(
+            task_id="s", milvus_conn_id=tier.conn_id, collection_name=name, queries=queries, **kwargs
+        ),
+        mode,
+    )
 
 
 # --- INT64 auto-id, HNSW / L2, no dynamic field ---------------------------------------------------------
@@ -151,37 +136,63 @@ def search(tier: Tier, name: str, queries: Any, mode: str = "inline", **kwargs: 
 @pytest.mark.parametrize("mode", MODES)
 def test_search_needs_no_field_names_and_scores_l2_higher_is_better(tier, name, mode, embedding_conn_id):
     products(tier, name)
-    hits = search(tier, name, ["sofa number 4 in oak", "lamp number 2 in oak"], mode,
-                  embedding_conn_id=embedding_conn_id, k=3, search_params={"ef": 32})
+    hits = search(
+        tier,
+        name,
+        ["sofa number 4 in oak", "lamp number 2 in oak"],
+        mode,
+        embedding_conn_id=embedding_conn_id,
+        k=3,
+        search_params={"ef": 32},
+    )
     # Hashed bag-of-words embeddings tie some texts ("number 2" / "number 6"): check what is exact.
-    assert hits[0][0]["metadata"]["category"] == "sofa" and hits[1][0]["metadata"]["category"] == "lamp"
-    assert isinstance(hits[0][0]["id"], int) and hits[0][0]["metadata"] == {"category": "sofa"}
+    assert hits[0][0]["metadata"]["category"] == "sofa"
+    assert hits[1][0]["metadata"]["category"] == "lamp"
+    assert isinstance(hits[0][0]["id"], int)
+    assert hits[0][0]["metadata"] == {"category": "sofa"}
     scores = [h["score"] for h in hits[0]]
-    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1.0
+    assert scores == sorted(scores, reverse=True)
+    assert 0 < scores[-1] <= scores[0] <= 1.0
     assert scores[0] == pytest.approx(1.0, abs=1e-4)  # distance 0 -> 1 / (1 + 0)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_delete_by_expression_on_an_int64_collection(tier, name, mode):
     products(tier, name)
-    result = run(MilvusDeleteByExprOperator(task_id="d", milvus_conn_id=tier.conn_id, collection_name=name,
-                                            expr="category == {c}", expr_params={"c": "sofa"}, inline_max_items=0), mode)
+    result = run(
+        MilvusDeleteByExprOperator(
+            task_id="d",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            expr="category == {c}",
+            expr_params={"c": "sofa"},
+            inline_max_items=0,
+        ),
+        mode,
+    )
     assert result["matched"] == result["deleted"] == 10
-    assert tier.count(name, 'category == "sofa"') == 0 and tier.count(name) == 30
+    assert tier.count(name, 'category == "sofa"') == 0
+    assert tier.count(name) == 30
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_auto_id_writes_replace_each_source_whole_and_never_duplicate(tier, name, mode, embedding_conn_id, embeddings):
     products(tier, name, rows=0)
     docs = [{"page_content": f"{c} item {i}", "metadata": {"category": c}} for c in CATEGORIES for i in range(3)]
-    upsert = dict(task_id="w", milvus_conn_id=tier.conn_id, collection_name=name, embedding_conn_id=embedding_conn_id,
-                  replace_by="category")
+    upsert = dict(
+        task_id="w",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        replace_by="category",
+    )
     run(MilvusAddDocumentsOperator(documents=docs, **upsert), mode)
     embeddings.reset_stats()
     again = run(MilvusAddDocumentsOperator(documents=list(reversed(docs)), **upsert), mode)
     assert (again["unchanged"], again["written"], embeddings.stats.inputs) == (12, 0, 0)
     edited = [d for d in docs if d["metadata"]["category"] != "lamp"] + [
-        {"page_content": "lamp item new", "metadata": {"category": "lamp"}}]
+        {"page_content": "lamp item new", "metadata": {"category": "lamp"}}
+    ]
     result = run(MilvusAddDocumentsOperator(documents=edited, **upsert), mode)
     assert (result["written"], result["stale_deleted"]) == (1, 3)
     assert tier.count(name) == 10
@@ -191,9 +202,13 @@ def test_auto_id_writes_replace_each_source_whole_and_never_duplicate(tier, name
 def test_auto_id_without_replace_by_is_refused_before_writing(tier, name, embedding_conn_id):
     products(tier, name, rows=0)
     with pytest.raises(MilvusProviderError, match=r"auto_id.*Set replace_by"):
-        MilvusAddDocumentsOperator(task_id="w", milvus_conn_id=tier.conn_id, collection_name=name,
-                                   embedding_conn_id=embedding_conn_id,
-                                   documents=[{"page_content": "x", "metadata": {"category": "sofa"}}]).execute({})
+        MilvusAddDocumentsOperator(
+            task_id="w",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            embedding_conn_id=embedding_conn_id,
+            documents=[{"page_content": "x", "metadata": {"category": "sofa"}}],
+        ).execute({})
     assert tier.count(name) == 0
 
 
@@ -201,7 +216,10 @@ def test_metadata_without_a_field_is_refused_when_there_is_no_dynamic_field(tier
     products(tier, name, rows=0)
     with pytest.raises(MilvusProviderError, match=r"no dynamic field.*\['colour', 'price'\]"):
         MilvusAddDocumentsOperator(
-            task_id="w", milvus_conn_id=tier.conn_id, collection_name=name, embedding_conn_id=embedding_conn_id,
+            task_id="w",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            embedding_conn_id=embedding_conn_id,
             replace_by="category",
             documents=[{"page_content": "x", "metadata": {"category": "sofa", "price": 3, "colour": "red"}}],
         ).execute({})
@@ -210,23 +228,33 @@ def test_metadata_without_a_field_is_refused_when_there_is_no_dynamic_field(tier
 
 def test_precomputed_vectors_are_written_without_calling_the_embedding_api(tier, name, embedding_conn_id, embeddings):
     products(tier, name, rows=0)
-    docs = [{"text": f"pre {i}", "metadata": {"category": "sofa"}, "vector": embed_text(f"pre {i}", DIM)}
-            for i in range(5)]
-    result = MilvusAddDocumentsOperator(task_id="w", milvus_conn_id=tier.conn_id, collection_name=name,
-                                        embedding_conn_id=embedding_conn_id, replace_by="category",
-                                        documents=docs).execute({})
-    assert result["written"] == 5 and embeddings.stats.requests == 0
+    docs = [
+        {"text": f"pre {i}", "metadata": {"category": "sofa"}, "vector": embed_text(f"pre {i}", DIM)} for i in range(5)
+    ]
+    result = MilvusAddDocumentsOperator(
+        task_id="w",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        replace_by="category",
+        documents=docs,
+    ).execute({})
+    assert result["written"] == 5
+    assert embeddings.stats.requests == 0
     stored = tier.rows(name, "", ["content", "embedding"])
     assert {r["content"]: r["embedding"] for r in stored}["pre 3"] == pytest.approx(embed_text("pre 3", DIM), abs=1e-6)
 
 
 def test_a_precomputed_vector_of_the_wrong_size_fails_before_writing(tier, name):
     products(tier, name, rows=0)
-    docs = [{"text": "ok", "metadata": {"category": "sofa"}, "vector": [0.1] * DIM},
-            {"text": "bad", "metadata": {"category": "sofa"}, "vector": [0.1] * (DIM + 1)}]
+    docs = [
+        {"text": "ok", "metadata": {"category": "sofa"}, "vector": [0.1] * DIM},
+        {"text": "bad", "metadata": {"category": "sofa"}, "vector": [0.1] * (DIM + 1)},
+    ]
     with pytest.raises(MilvusProviderError, match=rf"Dimension mismatch.*stores {DIM}-dimensional.*has {DIM + 1}"):
-        MilvusAddDocumentsOperator(task_id="w", milvus_conn_id=tier.conn_id, collection_name=name,
-                                   replace_by="category", documents=docs).execute({})
+        MilvusAddDocumentsOperator(
+            task_id="w", milvus_conn_id=tier.conn_id, collection_name=name, replace_by="category", documents=docs
+        ).execute({})
     assert tier.count(name) == 0
 
 
@@ -237,39 +265,68 @@ def test_a_precomputed_vector_of_the_wrong_size_fails_before_writing(tier, name)
 def test_upsert_for_a_tenant_sets_the_partition_key_and_uses_own_field_names(tier, name, mode, embedding_conn_id):
     tenants(tier, name)
     records = [{"page_content": f"acme memo {i}", "metadata": {"doc_id": f"memo-{i}", "year": 2030}} for i in range(3)]
-    result = run(MilvusUpsertOperator(task_id="u", milvus_conn_id=tier.conn_id, collection_name=name,
-                                      embedding_conn_id=embedding_conn_id, documents=records, id_key="doc_id",
-                                      partition_key_value="acme"), mode)
+    result = run(
+        MilvusUpsertOperator(
+            task_id="u",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            embedding_conn_id=embedding_conn_id,
+            documents=records,
+            id_key="doc_id",
+            partition_key_value="acme",
+        ),
+        mode,
+    )
     assert result["written"] == 3
     rows = {r["doc_id"]: r for r in tier.rows(name, 'doc_id like "memo-%"', ["doc_id", "body", "tenant", "year"])}
     assert {k: (r["body"], r["tenant"], r["year"]) for k, r in rows.items()} == {
-        f"memo-{i}": (f"acme memo {i}", "acme", 2030) for i in range(3)}
+        f"memo-{i}": (f"acme memo {i}", "acme", 2030) for i in range(3)
+    }
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_search_for_one_tenant_never_returns_another(tier, name, mode, embedding_conn_id):
     tenants(tier, name)
-    hits = search(tier, name, ["zen report 1 about invoices"], mode, embedding_conn_id=embedding_conn_id, k=10,
-                  partition_key_value="acme")
-    assert len(hits[0]) == 6 and {h["metadata"]["tenant"] for h in hits[0]} == {"acme"}
+    hits = search(
+        tier,
+        name,
+        ["zen report 1 about invoices"],
+        mode,
+        embedding_conn_id=embedding_conn_id,
+        k=10,
+        partition_key_value="acme",
+    )
+    assert len(hits[0]) == 6
+    assert {h["metadata"]["tenant"] for h in hits[0]} == {"acme"}
     assert all(h["score"] <= 1.0 for h in hits[0])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_delete_for_one_tenant_never_touches_another(tier, name, mode):
     tenants(tier, name)
-    result = run(MilvusDeleteByExprOperator(task_id="d", milvus_conn_id=tier.conn_id, collection_name=name,
-                                            expr="year >= {y}", expr_params={"y": 2023}, partition_key_value="zen",
-                                            inline_max_items=0), mode)
+    result = run(
+        MilvusDeleteByExprOperator(
+            task_id="d",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            expr="year >= {y}",
+            expr_params={"y": 2023},
+            partition_key_value="zen",
+            inline_max_items=0,
+        ),
+        mode,
+    )
     assert (result["matched"], result["deleted"]) == (3, 3)
-    assert tier.count(name, 'tenant == "zen"') == 3 and tier.count(name, 'tenant == "acme"') == 6
+    assert tier.count(name, 'tenant == "zen"') == 3
+    assert tier.count(name, 'tenant == "acme"') == 6
 
 
 def test_the_match_everything_guard_counts_within_the_tenant(tier, name):
     tenants(tier, name)
     with pytest.raises(MilvusProviderError, match="matches all 6 entities.*for tenant 'zen'"):
-        MilvusDeleteByExprOperator(task_id="d", milvus_conn_id=tier.conn_id, collection_name=name,
-                                   expr="year > 0", partition_key_value="zen").execute({})
+        MilvusDeleteByExprOperator(
+            task_id="d", milvus_conn_id=tier.conn_id, collection_name=name, expr="year > 0", partition_key_value="zen"
+        ).execute({})
     assert tier.count(name) == 12
 
 
@@ -283,16 +340,22 @@ def test_a_tenant_on_a_collection_without_partition_key_is_refused(tier, name, e
 def test_metadata_that_collides_with_a_field_is_refused_before_writing(tier, name, key, embedding_conn_id):
     tenants(tier, name)
     with pytest.raises(MilvusProviderError, match=rf"Metadata keys \['{key}'\] collide"):
-        MilvusAddDocumentsOperator(task_id="w", milvus_conn_id=tier.conn_id, collection_name=name,
-                                   embedding_conn_id=embedding_conn_id, partition_key_value="acme",
-                                   documents=[{"page_content": "x", "metadata": {key: "y"}}]).execute({})
+        MilvusAddDocumentsOperator(
+            task_id="w",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            embedding_conn_id=embedding_conn_id,
+            partition_key_value="acme",
+            documents=[{"page_content": "x", "metadata": {key: "y"}}],
+        ).execute({})
     assert tier.count(name) == 12
 
 
 def test_output_fields_choose_what_hits_carry(tier, name, embedding_conn_id):
     tenants(tier, name)
     hits = search(tier, name, "acme report 2", embedding_conn_id=embedding_conn_id, k=1, output_fields=["tenant"])
-    assert hits[0]["metadata"] == {"tenant": "acme"} and hits[0]["page_content"] == "acme report 2 about invoices"
+    assert hits[0]["metadata"] == {"tenant": "acme"}
+    assert hits[0]["page_content"] == "acme report 2 about invoices"
 
 
 # --- two dense vector fields ------------------------------------------------------------------------------
@@ -301,7 +364,9 @@ def test_output_fields_choose_what_hits_carry(tier, name, embedding_conn_id):
 def test_two_vector_fields_need_vector_field_and_the_error_names_it(tier, name, embedding_conn_id):
     tier.skip_unless_multi_vector()
     two_vectors(tier, name)
-    with pytest.raises(MilvusProviderError, match=r"several dense vector fields \(title_vec, body_vec\)\. Set vector_field"):
+    with pytest.raises(
+        MilvusProviderError, match=r"several dense vector fields \(title_vec, body_vec\)\. Set vector_field"
+    ):
         search(tier, name, "pumps", embedding_conn_id=embedding_conn_id)
 
 
@@ -309,9 +374,11 @@ def test_two_vector_fields_need_vector_field_and_the_error_names_it(tier, name, 
 def test_vector_field_chooses_which_vectors_to_search(tier, name, mode, embedding_conn_id):
     tier.skip_unless_multi_vector()
     two_vectors(tier, name)
-    hits = search(tier, name, ["manual page 3 on pumps"], mode, embedding_conn_id=embedding_conn_id, k=1,
-                  vector_field="body_vec")
-    assert hits[0][0]["id"] == "p3" and hits[0][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    hits = search(
+        tier, name, ["manual page 3 on pumps"], mode, embedding_conn_id=embedding_conn_id, k=1, vector_field="body_vec"
+    )
+    assert hits[0][0]["id"] == "p3"
+    assert hits[0][0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_an_ambiguous_text_field_names_text_field_and_the_candidates(tier, name, embedding_conn_id):
@@ -337,13 +404,30 @@ def test_an_ambiguous_text_field_names_text_field_and_the_candidates(tier, name,
 def test_bm25_collection_with_own_names_writes_searches_and_deletes(tier, name, mode):
     tier.skip_unless_bm25()
     passages(tier, name)
-    written = run(MilvusUpsertOperator(task_id="u", milvus_conn_id=tier.conn_id, collection_name=name,
-                                       documents=[{"page_content": "glacier lakes and rivers", "metadata": {"lang": "en"}}],
-                                       ids=["u99"]), mode)
+    written = run(
+        MilvusUpsertOperator(
+            task_id="u",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            documents=[{"page_content": "glacier lakes and rivers", "metadata": {"lang": "en"}}],
+            ids=["u99"],
+        ),
+        mode,
+    )
     assert written["written"] == 1
     hits = search(tier, name, ["rivers lakes", "mountain trails"], mode, k=2)
-    assert {h["id"] for h in hits[0]} <= {"u1", "u3", "u5", "u7", "u9", "u99"} and hits[1][0]["id"] in {"u0", "u2", "u4"}
+    assert {h["id"] for h in hits[0]} <= {"u1", "u3", "u5", "u7", "u9", "u99"}
+    assert hits[1][0]["id"] in {
+        "u0",
+        "u2",
+        "u4",
+    }
     assert all(h["score"] > 0 for h in hits[0] + hits[1])  # Milvus Lite reports BM25 negated
-    deleted = run(MilvusDeleteByExprOperator(task_id="d", milvus_conn_id=tier.conn_id, collection_name=name,
-                                             expr='lang == "de"', inline_max_items=0), mode)
-    assert deleted["deleted"] == 4 and tier.count(name) == 7
+    deleted = run(
+        MilvusDeleteByExprOperator(
+            task_id="d", milvus_conn_id=tier.conn_id, collection_name=name, expr='lang == "de"', inline_max_items=0
+        ),
+        mode,
+    )
+    assert deleted["deleted"] == 4
+    assert tier.count(name) == 7

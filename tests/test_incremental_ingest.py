@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
-from tests.test_existing_collections import Tier, tier  # noqa: F401 - the two-server fixture
+
 from tests.test_operators import MODES, run
 
 
@@ -21,8 +21,10 @@ def corpus(files: int, paragraphs: int = 6, edited: dict[int, str] | None = None
     edited = edited or {}
     docs = []
     for f in range(files):
-        body = "\n\n".join(f"File {f} paragraph {p}: " + " ".join(f"w{(f * 7 + p * 3 + i) % 97}" for i in range(20))
-                           for p in range(paragraphs))
+        body = "\n\n".join(
+            f"File {f} paragraph {p}: " + " ".join(f"w{(f * 7 + p * 3 + i) % 97}" for i in range(20))
+            for p in range(paragraphs)
+        )
         if f in edited:
             body = edited[f] + "\n\n" + body
         docs.append({"page_content": body, "metadata": {"source": f"docs/file{f:04d}.md"}})
@@ -31,11 +33,21 @@ def corpus(files: int, paragraphs: int = 6, edited: dict[int, str] | None = None
 
 def ingest(tier, collection, documents, mode="inline", **kwargs):
     # Dense embeddings on both tiers: BM25 needs Milvus 2.5+, the standalone tier is 2.3.
-    options = dict(chunk_size=200, chunk_overlap=0, replace_by="source", batch_size=50, max_concurrency=4,
-                   embedding_conn_id=EMBEDDINGS)
+    options = dict(
+        chunk_size=200,
+        chunk_overlap=0,
+        replace_by="source",
+        batch_size=50,
+        max_concurrency=4,
+        embedding_conn_id=EMBEDDINGS,
+    )
     options.update(kwargs)
-    return run(MilvusAddDocumentsOperator(task_id="ingest", milvus_conn_id=tier.conn_id, collection_name=collection,
-                                          documents=documents, **options), mode)
+    return run(
+        MilvusAddDocumentsOperator(
+            task_id="ingest", milvus_conn_id=tier.conn_id, collection_name=collection, documents=documents, **options
+        ),
+        mode,
+    )
 
 
 def pks(tier, collection) -> list[str]:
@@ -56,8 +68,9 @@ def test_reordered_extended_and_repeated_input_never_duplicates(tier, collection
     strings = [f"string number {i} about vectors" for i in range(50)]
     ingest(tier, collection_name, strings, mode, replace_by=None, chunk_size=None)
     ingest(tier, collection_name, list(reversed(strings)), mode, replace_by=None, chunk_size=None)
-    summary = ingest(tier, collection_name, ["a brand new string", *strings, strings[3]], mode,
-                     replace_by=None, chunk_size=None)
+    summary = ingest(
+        tier, collection_name, ["a brand new string", *strings, strings[3]], mode, replace_by=None, chunk_size=None
+    )
     stored = pks(tier, collection_name)
     assert len(stored) == len(set(stored)) == 51
     assert (summary["written"], summary["unchanged"], summary["duplicates"]) == (1, 50, 1)
@@ -83,7 +96,8 @@ def test_an_edit_re_embeds_only_the_edited_chunks(tier, collection_name, mode, d
     before, after = corpus(10), corpus(10, edited={4: "A new opening paragraph for file four."})
     split = SplitOptions(chunk_size=200)
     new_texts = {c["text"] for c in prepare_chunks(after, split=split).chunks} - {
-        c["text"] for c in prepare_chunks(before, split=split).chunks}
+        c["text"] for c in prepare_chunks(before, split=split).chunks
+    }
     ingest(tier, collection_name, before, mode, **dense)
     embeddings.reset_stats()
     summary = ingest(tier, collection_name, after, mode, **dense)
@@ -92,8 +106,11 @@ def test_an_edit_re_embeds_only_the_edited_chunks(tier, collection_name, mode, d
     assert summary["written"] == summary["embedded"] + summary["reused_vectors"]
     texts = [r["text"] for r in tier.rows(collection_name, 'source == "docs/file0004.md"', ["text"])]
     assert any(t.startswith("A new opening paragraph for file four.") for t in texts)
-    assert len(texts) == len(set(texts)) == sum(1 for c in prepare_chunks(after, split=split).chunks
-                                                if c["metadata"]["source"] == "docs/file0004.md")
+    assert (
+        len(texts)
+        == len(set(texts))
+        == sum(1 for c in prepare_chunks(after, split=split).chunks if c["metadata"]["source"] == "docs/file0004.md")
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -105,7 +122,9 @@ def test_stale_chunks_and_vanished_sources_are_removed_exactly(tier, collection_
     kept = [d for i, d in enumerate(docs) if i not in (2, 7, 11)] + [shortened]
     summary = ingest(tier, collection_name, kept, mode, delete_missing=True)
     after = {r["pk"]: r["source"] for r in tier.rows(collection_name, 'pk != ""', ["pk", "source"])}
-    gone = {pk for pk, source in before.items() if source in ("docs/file0002.md", "docs/file0007.md", "docs/file0011.md")}
+    gone = {
+        pk for pk, source in before.items() if source in ("docs/file0002.md", "docs/file0007.md", "docs/file0011.md")
+    }
     assert set(before) - set(after) == gone
     assert summary["stale_deleted"] == sum(1 for s in before.values() if s == "docs/file0002.md")
     assert (summary["vanished_sources"], summary["vanished_deleted"]) == (2, len(gone) - summary["stale_deleted"])
@@ -118,7 +137,8 @@ def test_a_thousand_source_replace_takes_a_bounded_number_of_round_trips(tier, c
     assert first["round_trips"]["lookup"] == 1  # 2,000 rows per lookup batch of sources: one query
     edited = [{**d, "page_content": d["page_content"] + " (edited)"} for d in docs[:500]] + docs[500:]
     summary = ingest(tier, collection_name, edited, batch_size=500, max_concurrency=4, chunk_size=None)
-    assert summary["stale_deleted"] == 500 and summary["written"] == 500
+    assert summary["stale_deleted"] == 500
+    assert summary["written"] == 500
     assert summary["round_trips"] == {"lookup": 1, "write": 1, "delete": 1}
     assert len(pks(tier, collection_name)) == 1000
 
@@ -127,7 +147,8 @@ def test_force_rewrites_and_re_embeds_everything(tier, collection_name, dense, e
     ingest(tier, collection_name, corpus(3), **dense)
     embeddings.reset_stats()
     summary = ingest(tier, collection_name, corpus(3), force=True, **dense)
-    assert summary["written"] == summary["chunks"] == embeddings.stats.inputs and summary["unchanged"] == 0
+    assert summary["written"] == summary["chunks"] == embeddings.stats.inputs
+    assert summary["unchanged"] == 0
 
 
 def test_a_metadata_change_keeps_the_stored_vector(tier, collection_name, dense, embeddings):
@@ -154,13 +175,15 @@ def write_files(root: Path, count: int) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_files_are_read_by_reference_with_relative_sources(tier, collection_name, mode, tmp_path):
     write_files(tmp_path, 6)
-    summary = ingest(tier, collection_name, None, mode, source_url=str(tmp_path), source_glob="**/*.md",
-                     delete_missing=True)
+    summary = ingest(
+        tier, collection_name, None, mode, source_url=str(tmp_path), source_glob="**/*.md", delete_missing=True
+    )
     sources = {r["source"] for r in tier.rows(collection_name, 'pk != ""', ["source"])}
     assert sources == {"doc0.md", "nested/doc1.md", "doc2.md", "nested/doc3.md", "doc4.md", "nested/doc5.md"}
     (tmp_path / "doc4.md").unlink()
-    again = ingest(tier, collection_name, None, mode, source_url=f"file://{tmp_path}", source_glob="**/*.md",
-                   delete_missing=True)
+    again = ingest(
+        tier, collection_name, None, mode, source_url=f"file://{tmp_path}", source_glob="**/*.md", delete_missing=True
+    )
     assert (again["written"], again["vanished_sources"]) == (0, 1)
     assert summary["chunks"] - again["chunks"] == again["vanished_deleted"]
 

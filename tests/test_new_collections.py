@@ -4,6 +4,7 @@ on collections it did not create. On Milvus Lite and a real Milvus standalone; r
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,7 +12,11 @@ from airflow_provider_milvus.core.collection import NewCollection
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator, MilvusSearchToXComOperator
-from tests.test_existing_collections import Tier, name, tenants, tier  # noqa: F401 - fixtures and a pymilvus-made collection
+
+from tests.test_existing_collections import tenants
+
+if TYPE_CHECKING:
+    from tests.conftest import Tier
 
 TYPES = {5: "INT64", 21: "VARCHAR", 11: "DOUBLE", 1: "BOOL", 101: "FLOAT_VECTOR"}
 
@@ -21,21 +26,41 @@ def fields(tier: Tier, collection: str) -> dict[str, dict]:
 
 
 def add(tier: Tier, collection: str, documents, embedding_conn_id: str, **kwargs):
-    return MilvusAddDocumentsOperator(task_id="w", milvus_conn_id=tier.conn_id, collection_name=collection,
-                                      embedding_conn_id=embedding_conn_id, documents=documents, **kwargs).execute({})
+    return MilvusAddDocumentsOperator(
+        task_id="w",
+        milvus_conn_id=tier.conn_id,
+        collection_name=collection,
+        embedding_conn_id=embedding_conn_id,
+        documents=documents,
+        **kwargs,
+    ).execute({})
 
 
 def test_a_dag_chooses_metric_index_partition_key_and_typed_fields(tier, name, embedding_conn_id):
-    options = NewCollection(metric_type="L2", index_type="HNSW", index_params={"M": 8, "efConstruction": 32},
-                            partition_key_field="tenant", scalar_fields={"year": "INT64", "lang": "VARCHAR(8)",
-                                                                         "score": "DOUBLE"}, dynamic_field=False)
-    docs = [{"page_content": f"note {i}", "metadata": {"year": 2020 + i, "lang": "en", "score": i / 2}} for i in range(4)]
+    options = NewCollection(
+        metric_type="L2",
+        index_type="HNSW",
+        index_params={"M": 8, "efConstruction": 32},
+        partition_key_field="tenant",
+        scalar_fields={"year": "INT64", "lang": "VARCHAR(8)", "score": "DOUBLE"},
+        dynamic_field=False,
+    )
+    docs = [
+        {"page_content": f"note {i}", "metadata": {"year": 2020 + i, "lang": "en", "score": i / 2}} for i in range(4)
+    ]
     add(tier, name, docs, embedding_conn_id, new_collection=options, partition_key_value="acme")
     described = fields(tier, name)
     assert {k: TYPES.get(f["type"]) for k, f in described.items()} == {
-        "pk": "VARCHAR", "text": "VARCHAR", "tenant": "VARCHAR", "year": "INT64", "lang": "VARCHAR",
-        "score": "DOUBLE", "vector": "FLOAT_VECTOR"}
-    assert described["tenant"].get("is_partition_key") and described["lang"]["params"]["max_length"] == 8
+        "pk": "VARCHAR",
+        "text": "VARCHAR",
+        "tenant": "VARCHAR",
+        "year": "INT64",
+        "lang": "VARCHAR",
+        "score": "DOUBLE",
+        "vector": "FLOAT_VECTOR",
+    }
+    assert described["tenant"].get("is_partition_key")
+    assert described["lang"]["params"]["max_length"] == 8
     assert not tier.client.describe_collection(name)["enable_dynamic_field"]
     index = tier.client.describe_index(name, "vector")
     assert (index["index_type"], index["metric_type"]) == ("HNSW", "L2")
@@ -46,19 +71,36 @@ def test_a_dag_chooses_metric_index_partition_key_and_typed_fields(tier, name, e
 def test_new_collection_options_travel_through_deferral_as_plain_data(tier, name, embedding_conn_id):
     from tests.test_operators import run
 
-    operator = MilvusAddDocumentsOperator(task_id="w", milvus_conn_id=tier.conn_id, collection_name=name,
-                                          embedding_conn_id=embedding_conn_id, documents=["a", "b"],
-                                          new_collection={"metric_type": "IP", "index_type": "FLAT"})
+    operator = MilvusAddDocumentsOperator(
+        task_id="w",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        documents=["a", "b"],
+        new_collection={"metric_type": "IP", "index_type": "FLAT"},
+    )
     assert run(operator, "deferred")["written"] == 2
     assert tier.client.describe_index(name, "vector")["metric_type"] == "IP"
 
 
 def test_a_wrong_value_type_for_a_typed_field_fails_before_writing(tier, name, embedding_conn_id):
-    add(tier, name, [{"page_content": "seed", "metadata": {"year": 2019}}], embedding_conn_id,
-        new_collection={"scalar_fields": {"year": "INT64"}})
+    add(
+        tier,
+        name,
+        [{"page_content": "seed", "metadata": {"year": 2019}}],
+        embedding_conn_id,
+        new_collection={"scalar_fields": {"year": "INT64"}},
+    )
     with pytest.raises(MilvusProviderError, match=r"metadata 'year' = 'last year' does not fit field 'year' \(INT64\)"):
-        add(tier, name, [{"page_content": "ok", "metadata": {"year": 2020}},
-                         {"page_content": "bad", "metadata": {"year": "last year"}}], embedding_conn_id)
+        add(
+            tier,
+            name,
+            [
+                {"page_content": "ok", "metadata": {"year": 2020}},
+                {"page_content": "bad", "metadata": {"year": "last year"}},
+            ],
+            embedding_conn_id,
+        )
     assert tier.count(name) == 1
 
 
@@ -73,7 +115,7 @@ def test_two_tasks_creating_the_same_collection_at_once_both_succeed(tier, name,
     def write(prefix: str) -> None:
         try:
             results.append(add(tier, name, [f"{prefix} doc {i}" for i in range(20)], embedding_conn_id))
-        except Exception as error:  # noqa: BLE001 - collected and asserted below
+        except Exception as error:
             errors.append(error)
 
     threads = [threading.Thread(target=write, args=(p,)) for p in ("left", "right")]
@@ -81,7 +123,8 @@ def test_two_tasks_creating_the_same_collection_at_once_both_succeed(tier, name,
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not errors and [r["written"] for r in results] == [20, 20]
+    assert not errors
+    assert [r["written"] for r in results] == [20, 20]
     assert tier.count(name) == 40
 
 
@@ -100,13 +143,21 @@ def test_the_hook_maps_a_langchain_store_onto_an_existing_collection(tier, name,
     assert (schema.primary, schema.text, schema.dense.name, schema.partition_key) == ("doc_id", "body", "emb", "tenant")
     store = hook.get_vector_store(name, embedding_conn_id=embedding_conn_id)
     docs = store.similarity_search("zen report 3 about invoices", k=1, expr='tenant == "zen"')
-    assert docs[0].page_content == "zen report 3 about invoices" and docs[0].metadata["doc_id"] == "zen-3"
+    assert docs[0].page_content == "zen report 3 about invoices"
+    assert docs[0].metadata["doc_id"] == "zen-3"
 
 
 def test_search_of_a_new_l2_collection_scores_higher_is_better(tier, name, embedding_conn_id):
     texts = ["rivers flow into the sea", "mountains are tall and cold", "deserts hold dry sand"]
     add(tier, name, texts, embedding_conn_id, new_collection={"metric_type": "L2", "index_type": "FLAT"})
-    hits = MilvusSearchToXComOperator(task_id="s", milvus_conn_id=tier.conn_id, collection_name=name,
-                                      embedding_conn_id=embedding_conn_id, queries=texts[0], k=3).execute({})
-    assert hits[0]["page_content"] == texts[0] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    hits = MilvusSearchToXComOperator(
+        task_id="s",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        queries=texts[0],
+        k=3,
+    ).execute({})
+    assert hits[0]["page_content"] == texts[0]
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)

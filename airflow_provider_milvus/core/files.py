@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from pathlib import PurePosixPath
 from typing import Any
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -74,4 +75,5 @@ def _walk(root: Any, globs: list[str]) -> list[Any]:
 
 
 def _relative(path: Any, root: Any) -> str:
-    return str(path.relative_to(root))
+    # On the paths themselves: universal-pathlib 0.2 (Airflow 3.0) returns the whole URL from relative_to.
+    return PurePosixPath(path.path).relative_to(PurePosixPath(root.path)).as_posix()

@@ -149,20 +149,37 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
 
 
 async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]]) -> Plan:
+    """Read what is stored for this input, then decide (in a thread: CPU work off the triggerer's loop)."""
     schema = session.schema
     # A derived id hashes the text, so an existing id has this text: no need to read texts back.
     text_in_id = not schema.auto_id and all(c.get("derived") for c in chunks)
     fields = [f for f in schema.output_fields if not (text_in_id and f == schema.text)]
-    stored_by_source = await _stored_by_source(session, job, chunks, fields) if job.replace_by else {}
+    stored_by_source: dict[Any, list[dict[str, Any]]] = {}
+    stored: dict[Any, dict[str, Any]] = {}
+    if job.replace_by:
+        stored_by_source = await _stored_by_source(session, job, chunks, fields)
+    elif not schema.auto_id:
+        keys = await asyncio.to_thread(lambda: [builder.primary_key(c) for c in chunks])
+        stored = await _stored_by_pk(session, job, keys, fields)
+    return await asyncio.to_thread(_decide, job, builder, chunks, stored, stored_by_source, text_in_id)
+
+
+def _decide(
+    job: WriteJob,
+    builder: RowBuilder,
+    chunks: list[dict[str, Any]],
+    stored: dict[Any, dict[str, Any]],
+    stored_by_source: dict[Any, list[dict[str, Any]]],
+    text_in_id: bool,
+) -> Plan:
+    schema = builder.schema
     plan = Plan()
     if schema.auto_id:
         _plan_whole_sources(plan, job, builder, chunks, stored_by_source)
     else:
         if job.replace_by:
             stored = {row[schema.primary]: row for rows in stored_by_source.values() for row in rows}
-        else:
-            stored = await _stored_by_pk(session, job, [builder.primary_key(c) for c in chunks], fields)
-        _plan_chunks(plan, job, builder, chunks, stored, session.schema.has_dense, text_in_id)
+        _plan_chunks(plan, job, builder, chunks, stored, schema.has_dense, text_in_id)
         if job.replace_by:
             current = {builder.primary_key(c) for c in chunks}
             sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
@@ -310,7 +327,7 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
         vectors: dict[int, list[float] | None] = {i: c.get("vector") for i, c in enumerate(batch)}
         if dense is not None:
             await _fill_vectors(session, builder, plan, batch, vectors, counts)
-        rows = [builder.row(chunk, vectors[i]) for i, chunk in enumerate(batch)]
+        rows = await asyncio.to_thread(lambda: [builder.row(chunk, vectors[i]) for i, chunk in enumerate(batch)])
         counts.round_trips["write"] += 1
         await write(schema.name, rows, timeout=session.timeout)
         counts.written += len(rows)
