@@ -19,14 +19,17 @@ import shutil
 import socket
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import expect  # a [test] dependency: a missing install fails loudly, never skips
 
 from airflow_provider_milvus.get_provider_info import get_provider_info
-from airflow_provider_milvus.local_server import LocalServer
+
 from tests.browser.conftest import REPO_ROOT, ApiServer
+
+if TYPE_CHECKING:
+    from airflow_provider_milvus.local_server import LocalServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -163,8 +166,9 @@ def test_milvus_form_renders_saves_and_tests(
     assert list_id, "embedding_model should offer its examples as a datalist"
     suggestions = dialog.locator(f"datalist[id='{list_id}'] option")
     expect(suggestions).to_have_count(len(CONN_FIELDS["embedding_model"]["schema"]["examples"]))
-    assert suggestions.evaluate_all("options => options.map(o => o.value)") == (
-        CONN_FIELDS["embedding_model"]["schema"]["examples"]
+    assert (
+        suggestions.evaluate_all("options => options.map(o => o.value)")
+        == (CONN_FIELDS["embedding_model"]["schema"]["examples"])
     )
     _fill_extra_fields(dialog)
     _screenshot(page, artifacts_dir, "03-extra-fields-filled.png")

@@ -140,43 +140,51 @@ class AirflowStack:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs_folder),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__EXPOSE_CONFIG": "False",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            # The task supervisor notices its task process exiting only at its next heartbeat (default 5 s):
-            # 1 s makes every task ~4 s faster and narrows apache/airflow #72716 (see DEFAULT_ARGS in the DAGs).
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-            "AIRFLOW__MILVUS__STAGING_URL": str(self.staging_folder),
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
-            "PYTHONUNBUFFERED": "1",
-            "NO_COLOR": "1",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs_folder),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__EXPOSE_CONFIG": "False",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+                "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                # The task supervisor notices its task process exiting only at its next heartbeat (default 5 s):
+                # 1 s makes every task ~4 s faster and narrows apache/airflow #72716 (see DEFAULT_ARGS in the DAGs).
+                "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+                "AIRFLOW__MILVUS__STAGING_URL": str(self.staging_folder),
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+                "PYTHONUNBUFFERED": "1",
+                "NO_COLOR": "1",
+            }
+        )
         env.update(self.env_overrides)
         return env
 
     def cli(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [AIRFLOW, *args], check=False, env=self.env(), capture_output=True, text=True, timeout=timeout,
-            stdin=subprocess.DEVNULL, cwd=self.home,
+            [AIRFLOW, *args],
+            check=False,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=self.home,
         )
         if check and result.returncode != 0:
             raise AirflowStackError(
@@ -205,8 +213,13 @@ class AirflowStack:
         command = "triggerer" if name.startswith("triggerer") else name
         log_file = open(self.process_logs_folder / f"{name}.log", "ab")  # handed to the child
         self.processes[name] = subprocess.Popen(
-            [AIRFLOW, command], env=self.env() | self.component_env.get(name, {}), stdout=log_file,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=True,
+            [AIRFLOW, command],
+            env=self.env() | self.component_env.get(name, {}),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.home,
+            start_new_session=True,
         )
         log_file.close()
         return self.processes[name]
@@ -277,8 +290,11 @@ class AirflowStack:
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:
         run_id = run_id or f"it__{uuid.uuid4().hex[:10]}"
-        self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                 {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})})
+        self.api(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})},
+        )
         return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
@@ -365,7 +381,9 @@ class AirflowStack:
         """Scheduler log lines of apache/airflow #72716 (retried by the test DAGs' ``retries``)."""
         return [line for line in self.process_log("scheduler").splitlines() if DEFERRAL_RACE_MESSAGE in line]
 
-    def task_log_files(self, dag_id: str | None = None, run_id: str | None = None, task_id: str | None = None) -> list[Path]:
+    def task_log_files(
+        self, dag_id: str | None = None, run_id: str | None = None, task_id: str | None = None
+    ) -> list[Path]:
         """Task log files (``attempt=N.log``) and the triggerer's per-trigger files beside them."""
         folder = self.logs_folder
         if dag_id:
@@ -406,7 +424,10 @@ def airflow_stack(
         **(env or {}),
     }
     stack = AirflowStack(
-        home=Path(home), dags_folder=Path(dags_folder), port=_free_port(), env_overrides=overrides,
+        home=Path(home),
+        dags_folder=Path(dags_folder),
+        port=_free_port(),
+        env_overrides=overrides,
         component_env={name: dict(values) for name, values in (component_env or {}).items()},
         triggerers=triggerers,
     )
@@ -431,14 +452,23 @@ def connection_env(
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` for every Airflow process: ``milvus_default`` and ``embeddings`` (+ extra openai conns)."""
     env = {
-        "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps({
-            "conn_type": "milvus", "host": milvus_uri, "password": milvus_token, "extra": {"timeout": 10},
-        }),
+        "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps(
+            {
+                "conn_type": "milvus",
+                "host": milvus_uri,
+                "password": milvus_token,
+                "extra": {"timeout": 10},
+            }
+        ),
     }
     embedding_conns = {"embeddings": (embedding_base_url, embedding_api_key), **(extra_embedding_connections or {})}
     for conn_id, (base_url, api_key) in embedding_conns.items():
-        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({
-            "conn_type": "openai", "host": base_url, "password": api_key,
-            "extra": {"model": EMBEDDING_MODEL, "max_retries": 1, "timeout": 120},
-        })
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+            {
+                "conn_type": "openai",
+                "host": base_url,
+                "password": api_key,
+                "extra": {"model": EMBEDDING_MODEL, "max_retries": 1, "timeout": 120},
+            }
+        )
     return env

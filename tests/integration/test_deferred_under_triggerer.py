@@ -34,8 +34,13 @@ N_DOCS = 300
 BULK_DOCS = 5000
 KWARGS_LIMIT = 64 * 1024  # MySQL's TEXT: the trigger row must fit on every metadata DB
 DAG_IDS = [
-    "milvus_it_add", "milvus_it_bulk_add", "milvus_it_upsert", "milvus_it_delete",
-    "milvus_it_search", "milvus_it_timeout", "milvus_it_inline",
+    "milvus_it_add",
+    "milvus_it_bulk_add",
+    "milvus_it_upsert",
+    "milvus_it_delete",
+    "milvus_it_search",
+    "milvus_it_timeout",
+    "milvus_it_inline",
 ]
 
 
@@ -46,10 +51,14 @@ def embedding_api() -> Iterator[EmbeddingServer]:
 
 
 @pytest.fixture(scope="module")
-def stack(milvus_lite: Any, embedding_api: EmbeddingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+def stack(
+    milvus_lite: Any, embedding_api: EmbeddingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowStack]:
     env = connection_env(
-        milvus_uri=milvus_lite.uri, milvus_token=MILVUS_TOKEN,
-        embedding_base_url=embedding_api.base_url, embedding_api_key=EMBEDDING_KEY,
+        milvus_uri=milvus_lite.uri,
+        milvus_token=MILVUS_TOKEN,
+        embedding_base_url=embedding_api.base_url,
+        embedding_api_key=EMBEDDING_KEY,
     )
     component_env = {"triggerer": {"PYTHONASYNCIODEBUG": "1"}} if os.environ.get("IT_ASYNCIO_DEBUG") else {}
     with airflow_stack(
@@ -83,8 +92,11 @@ def count(reader: Any, collection: str) -> int:
 
 def entities(reader: Any, collection: str) -> dict[str, dict[str, Any]]:
     rows = reader.query(
-        collection, filter='pk != ""', output_fields=["pk", "text", "version", "group", "doc_id"],
-        limit=16384, consistency_level="Strong",
+        collection,
+        filter='pk != ""',
+        output_fields=["pk", "text", "version", "group", "doc_id"],
+        limit=16384,
+        consistency_level="Strong",
     )
     return {row["pk"]: row for row in rows}
 
@@ -138,7 +150,8 @@ def test_deferred_add_lands_exactly_n_entities(stack: AirflowStack, ingest: Inge
     assert count(reader, ingest.collection) == N_DOCS
     assert set(entities(reader, ingest.collection)) == {f"geo-{i}" for i in range(N_DOCS)}
     summary = stack.xcom("milvus_it_add", ingest.run_id, "add")
-    assert summary["written"] == N_DOCS and summary["chunks"] == N_DOCS
+    assert summary["written"] == N_DOCS
+    assert summary["chunks"] == N_DOCS
 
 
 def test_embedding_concurrency_stays_within_max_concurrency(ingest: Ingest) -> None:
@@ -159,7 +172,8 @@ def test_deferred_upsert_replaces_text_and_metadata(stack: AirflowStack, reader:
     collection = new_collection()
     run_ok(stack, "milvus_it_add", {"collection": collection, "n": 30, "prefix": "rec"})
     run_id = run_ok(
-        stack, "milvus_it_upsert",
+        stack,
+        "milvus_it_upsert",
         {"collection": collection, "n": 12, "prefix": "rec", "version": 2, "label": "updated"},
     )
     assert deferred_markers(stack, "milvus_it_upsert", run_id, "upsert")["operator_deferring_line"]
@@ -197,7 +211,8 @@ def test_deferred_search_results_reach_downstream_task_as_json(stack: AirflowSta
     assert deferred_markers(stack, "milvus_it_search", run_id, "search")["operator_deferring_line"]
 
     hits = stack.xcom("milvus_it_search", run_id, "search")
-    assert isinstance(hits, list) and len(hits) == 2
+    assert isinstance(hits, list)
+    assert len(hits) == 2
     for query, per_query in zip(queries, hits):
         assert len(per_query) == 3
         assert set(per_query[0]) == {"id", "page_content", "metadata", "score"}
@@ -224,14 +239,18 @@ def test_big_ingest_trigger_kwargs_hold_staging_references_not_documents(
     kwargs = rows[0].kwargs
     assert rows[0].classpath.endswith("MilvusOperationTrigger")
     assert len(kwargs.encode()) < KWARGS_LIMIT, len(kwargs)
-    assert "chunks_ref" in kwargs and str(stack.staging_folder) in kwargs
-    assert "bulk document" not in kwargs and "bulk-4999" not in kwargs
+    assert "chunks_ref" in kwargs
+    assert str(stack.staging_folder) in kwargs
+    assert "bulk document" not in kwargs
+    assert "bulk-4999" not in kwargs
     assert count(reader, collection) == BULK_DOCS
     # The operator removes its staged input once the task resumes.
     assert not list(stack.staging_folder.glob("add-chunks-*.json"))
 
 
-def test_deferral_timeout_fails_the_task_instead_of_hanging(stack: AirflowStack, embedding_api: EmbeddingServer) -> None:
+def test_deferral_timeout_fails_the_task_instead_of_hanging(
+    stack: AirflowStack, embedding_api: EmbeddingServer
+) -> None:
     embedding_api.latency = 30.0  # every embedding call (even the dimension probe) outlasts the 5 s timeout
     started = time.monotonic()
     try:
@@ -252,8 +271,11 @@ def test_small_job_runs_inline_and_big_job_defers(stack: AirflowStack, reader: A
     run_id = run_ok(stack, "milvus_it_inline", {"collection": collection, "n": 30, "prefix": "mix"})
     small = deferred_markers(stack, "milvus_it_inline", run_id, "add_small")
     big = deferred_markers(stack, "milvus_it_inline", run_id, "add_big")
-    assert not small["operator_deferring_line"] and not small["trigger_log_files"] and not small["trigger_rows"], small
-    assert big["operator_deferring_line"] and (big["trigger_log_files"] or big["trigger_rows"]), big
+    assert not small["operator_deferring_line"], small
+    assert not small["trigger_log_files"], small
+    assert not small["trigger_rows"], small
+    assert big["operator_deferring_line"], big
+    assert big["trigger_log_files"] or big["trigger_rows"], big
     assert stack.xcom("milvus_it_inline", run_id, "add_small")["written"] == 5
     assert count(reader, collection) == 30
 
@@ -285,8 +307,10 @@ def test_triggerer_event_loop_is_never_blocked(stack: AirflowStack) -> None:
     blocked = [line for line in triggerer_log.splitlines() if "async thread was blocked" in line]
     warm_up = [line for line in blocked if line[:26] <= first_completed[:26]]
     steady = [line for line in blocked if line[:26] > first_completed[:26]]
-    print(f"\n[triggerer watchdog] first trigger completed {first_completed}; blocked during warm-up: "
-          f"{[_blocked_seconds(l) for l in warm_up]}; after: {[_blocked_seconds(l) for l in steady]}")
+    print(
+        f"\n[triggerer watchdog] first trigger completed {first_completed}; blocked during warm-up: "
+        f"{[_blocked_seconds(line) for line in warm_up]}; after: {[_blocked_seconds(line) for line in steady]}"
+    )
     assert not steady, "\n".join(steady)
     # Importing on the loop (before the provider moved it to a thread) blocked it for 1.5 s and 2.2 s.
     assert all(_blocked_seconds(line) < 1.25 for line in warm_up), "\n".join(warm_up)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.faults.report import FIGURES
 from tests.integration.airflow_stack import (
     COMPONENTS,
     DAGS_FOLDER,
@@ -23,7 +24,6 @@ from tests.integration.airflow_stack import (
     airflow_stack,
     connection_env,
 )
-from tests.faults.report import FIGURES
 from tests.integration.retries import assert_no_unexplained_retries
 from tests.servers.embeddings_server import EmbeddingServer
 
@@ -45,9 +45,15 @@ class KeyEchoingServer(EmbeddingServer):
         class Handler(base):  # type: ignore[misc, valid-type]
             def _answer(self, body: dict) -> None:
                 presented = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                self._json(401, {"error": {
-                    "message": f"Incorrect API key provided: {presented}", "type": "invalid_request_error",
-                }})
+                self._json(
+                    401,
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {presented}",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                )
 
         return Handler
 
@@ -66,15 +72,19 @@ def rejecting_api() -> Iterator[EmbeddingServer]:
 
 def secret_env(milvus_uri: str, good: EmbeddingServer, rejecting: EmbeddingServer) -> dict[str, str]:
     return connection_env(
-        milvus_uri=milvus_uri, milvus_token=MILVUS_TOKEN,
-        embedding_base_url=good.base_url, embedding_api_key=OPENAI_KEY,
+        milvus_uri=milvus_uri,
+        milvus_token=MILVUS_TOKEN,
+        embedding_base_url=good.base_url,
+        embedding_api_key=OPENAI_KEY,
         extra_embedding_connections={"embeddings_badkey": (rejecting.base_url, OPENAI_KEY)},
     )
 
 
 @pytest.fixture(scope="module")
 def stack(
-    milvus_lite: Any, good_api: EmbeddingServer, rejecting_api: EmbeddingServer,
+    milvus_lite: Any,
+    good_api: EmbeddingServer,
+    rejecting_api: EmbeddingServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AirflowStack]:
     env = secret_env(milvus_lite.uri, good_api, rejecting_api)
@@ -87,8 +97,12 @@ def stack(
 def runs(stack: AirflowStack) -> dict[str, tuple[str, str]]:
     """dag_id -> (run_id, final state); the three DAGs run concurrently."""
     confs = {
-        "milvus_it_secrets_ok": {"collection": f"sec_{uuid.uuid4().hex[:10]}", "n": 150, "prefix": "s",
-                                 "note": CONTROL},
+        "milvus_it_secrets_ok": {
+            "collection": f"sec_{uuid.uuid4().hex[:10]}",
+            "n": 150,
+            "prefix": "s",
+            "note": CONTROL,
+        },
         "milvus_it_secrets_missing_collection": {"collection": f"missing_{uuid.uuid4().hex[:10]}"},
         "milvus_it_secrets_bad_key": {"collection": f"badkey_{uuid.uuid4().hex[:10]}", "n": 150, "prefix": "b"},
     }
@@ -106,7 +120,7 @@ def exception_messages(job_runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     for operation, job in job_runs:
         try:
             asyncio.run(run_job(operation, job))
-        except Exception as error:  # noqa: BLE001 - the message is what is checked
+        except Exception as error:
             messages.append(f"{type(error).__name__}: {error}")
         else:
             messages.append("(no exception)")
@@ -117,8 +131,9 @@ def count(text: str) -> dict[str, int]:
     return {secret: text.count(secret) for secret in SENTINELS}
 
 
-def test_runs_succeed_and_fail_as_expected(stack: AirflowStack, runs: dict[str, tuple[str, str]],
-                                           good_api: EmbeddingServer, rejecting_api: EmbeddingServer) -> None:
+def test_runs_succeed_and_fail_as_expected(
+    stack: AirflowStack, runs: dict[str, tuple[str, str]], good_api: EmbeddingServer, rejecting_api: EmbeddingServer
+) -> None:
     states = {dag_id: state for dag_id, (_, state) in runs.items()}
     assert states == {
         "milvus_it_secrets_ok": "success",
@@ -140,14 +155,19 @@ def test_runs_succeed_and_fail_as_expected(stack: AirflowStack, runs: dict[str, 
 
 
 def test_sentinel_secrets_appear_nowhere(
-    stack: AirflowStack, runs: dict[str, tuple[str, str]], milvus_lite: Any,
-    good_api: EmbeddingServer, rejecting_api: EmbeddingServer, monkeypatch: pytest.MonkeyPatch,
+    stack: AirflowStack,
+    runs: dict[str, tuple[str, str]],
+    milvus_lite: Any,
+    good_api: EmbeddingServer,
+    rejecting_api: EmbeddingServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     places: list[tuple[str, int, dict[str, int]]] = []  # (place, items searched, found per sentinel)
 
     task_logs = [p for p in stack.all_log_files() if ".log.trigger." not in p.name]
     trigger_logs = [p for p in stack.all_log_files() if ".log.trigger." in p.name]
-    assert task_logs and trigger_logs
+    assert task_logs
+    assert trigger_logs
     for label, files in (("task log files", task_logs), ("triggerer per-trigger log files", trigger_logs)):
         places.append((label, len(files), count("\n".join(p.read_text(errors="replace") for p in files))))
     for name in COMPONENTS:
@@ -155,13 +175,25 @@ def test_sentinel_secrets_appear_nowhere(
 
     recorded = stack.recorder.all() if stack.recorder else []
     assert recorded, "no trigger row was seen while deferred"
-    places.append(("trigger rows (kwargs, seen while alive)", len(recorded), count("\n".join(r.kwargs for r in recorded))))
-    for table in ("trigger", "xcom", "rendered_task_instance_fields", "task_instance", "task_instance_history",
-                  "dag_run", "log", "serialized_dag"):
+    places.append(
+        ("trigger rows (kwargs, seen while alive)", len(recorded), count("\n".join(r.kwargs for r in recorded)))
+    )
+    for table in (
+        "trigger",
+        "xcom",
+        "rendered_task_instance_fields",
+        "task_instance",
+        "task_instance_history",
+        "dag_run",
+        "log",
+        "serialized_dag",
+    ):
         rows = stack.query(f'SELECT COUNT(*) FROM "{table}"')[0][0]
         places.append((f"metadata DB: {table}", rows, count(stack.table_text(table))))
     all_tables = stack.table_names()
-    places.append(("metadata DB: all tables", len(all_tables), count("\n".join(stack.table_text(t) for t in all_tables))))
+    places.append(
+        ("metadata DB: all tables", len(all_tables), count("\n".join(stack.table_text(t) for t in all_tables)))
+    )
     assert CONTROL in stack.table_text("dag_run"), "the DB search must find what is stored"
 
     # The failures' own messages, raised in this process (no Airflow log masking applies here).
@@ -169,18 +201,28 @@ def test_sentinel_secrets_appear_nowhere(
         monkeypatch.setenv(key, value)
     store = {"milvus_conn_id": "milvus_default", "embedding_conn_id": "embeddings"}
     chunks = [{"id": "x", "text": "some text", "metadata": {}}]
-    messages = exception_messages([
-        ("search", {"store": store | {"collection_name": f"missing_{uuid.uuid4().hex[:8]}"}, "queries": ["q"]}),
-        ("write", {"store": store | {"collection_name": "c_bad_key", "embedding_conn_id": "embeddings_badkey"},
-                   "chunks": chunks}),
-    ])
-    assert "does not exist" in messages[0] and "Incorrect API key provided" in messages[1], messages
+    messages = exception_messages(
+        [
+            ("search", {"store": store | {"collection_name": f"missing_{uuid.uuid4().hex[:8]}"}, "queries": ["q"]}),
+            (
+                "write",
+                {
+                    "store": store | {"collection_name": "c_bad_key", "embedding_conn_id": "embeddings_badkey"},
+                    "chunks": chunks,
+                },
+            ),
+        ]
+    )
+    assert "does not exist" in messages[0], messages
+    assert "Incorrect API key provided" in messages[1], messages
     places.append(("exception messages (in-process, unmasked)", len(messages), count("\n".join(messages))))
 
     width = max(len(p[0]) for p in places)
     print(f"\n{'place searched':<{width}}  items  {MILVUS_TOKEN}  {OPENAI_KEY}")
     for place, items, found in places:
-        print(f"{place:<{width}}  {items:>5}  {found[MILVUS_TOKEN]:>{len(MILVUS_TOKEN)}}  {found[OPENAI_KEY]:>{len(OPENAI_KEY)}}")
+        print(
+            f"{place:<{width}}  {items:>5}  {found[MILVUS_TOKEN]:>{len(MILVUS_TOKEN)}}  {found[OPENAI_KEY]:>{len(OPENAI_KEY)}}"
+        )
     for place, _, found in places:  # into the published secrets figure (tests/faults/report.py)
         FIGURES.secret_scan(f"integration: {place}", sum(found.values()))
     leaks = {place: found for place, _, found in places if any(found.values())}

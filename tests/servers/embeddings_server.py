@@ -126,16 +126,16 @@ class EmbeddingServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
-            def do_GET(self) -> None:  # noqa: N802 - stdlib signature
+            def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": "test-embedding", "object": "model"}]})
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
-            def do_POST(self) -> None:  # noqa: N802 - stdlib signature
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
@@ -154,7 +154,9 @@ class EmbeddingServer:
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
-                    self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                    self._json(
+                        401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+                    )
                     return
                 inputs = body.get("input", [])
                 if isinstance(inputs, str):
@@ -183,12 +185,15 @@ class EmbeddingServer:
                     data.append({"object": "embedding", "index": index, "embedding": encoded})
                 with server._lock:
                     server.stats.inputs += len(inputs)
-                self._json(200, {
-                    "object": "list",
-                    "data": data,
-                    "model": body.get("model", "test-embedding"),
-                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
-                })
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": data,
+                        "model": body.get("model", "test-embedding"),
+                        "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+                    },
+                )
 
             def _json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
                 raw = json.dumps(payload).encode()

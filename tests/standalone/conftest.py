@@ -20,8 +20,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def milvus_standalone_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusStandaloneServer]:
     """A second server with authentication on: every call needs a token (root:Milvus, ``server.token``)."""
     executable = require_standalone_executable()
-    with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone-auth"), executable=executable,
-                                authorization=True) as server:
+    with MilvusStandaloneServer(
+        data_dir=tmp_path_factory.mktemp("milvus-standalone-auth"), executable=executable, authorization=True
+    ) as server:
         yield server
 
 

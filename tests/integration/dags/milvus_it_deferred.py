@@ -74,8 +74,13 @@ def milvus_it_search():
     use_hits(search.output)
 
 
-@dag(dag_id="milvus_it_timeout", schedule=None, catchup=False, default_args=DEFAULT_ARGS | {"retries": 0},
-     tags=["integration"])
+@dag(
+    dag_id="milvus_it_timeout",
+    schedule=None,
+    catchup=False,
+    default_args=DEFAULT_ARGS | {"retries": 0},
+    tags=["integration"],
+)
 def milvus_it_timeout():
     MilvusAddDocumentsOperator(
         task_id="add", documents=make_docs(), id_key="doc_id", **(DEFERRED | {"timeout": timedelta(seconds=5)})
@@ -86,7 +91,9 @@ def milvus_it_timeout():
 def milvus_it_inline():
     docs = make_docs()
     small = MilvusAddDocumentsOperator(
-        task_id="add_small", documents="{{ ti.xcom_pull('make_docs')[:5] }}", id_key="doc_id",
+        task_id="add_small",
+        documents="{{ ti.xcom_pull('make_docs')[:5] }}",
+        id_key="doc_id",
         **(DEFERRED | {"inline_max_items": 10}),
     )
     big = MilvusAddDocumentsOperator(

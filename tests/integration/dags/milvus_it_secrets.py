@@ -26,9 +26,7 @@ def make_docs() -> list[dict[str, Any]]:
 def milvus_it_secrets_ok():
     docs = make_docs()
     add_deferred = MilvusAddDocumentsOperator(task_id="add_deferred", documents=docs, id_key="doc_id", **DEFERRED)
-    add_inline = MilvusAddDocumentsOperator(
-        task_id="add_inline", documents=docs, id_key="doc_id", **INLINE
-    )
+    add_inline = MilvusAddDocumentsOperator(task_id="add_inline", documents=docs, id_key="doc_id", **INLINE)
     search_deferred = MilvusSearchToXComOperator(
         task_id="search_deferred", queries=["rivers", "glaciers"], k=2, **DEFERRED
     )
@@ -39,8 +37,13 @@ def milvus_it_secrets_ok():
     add_deferred >> add_inline >> [search_deferred, search_inline] >> delete_deferred
 
 
-@dag(dag_id="milvus_it_secrets_missing_collection", schedule=None, catchup=False, default_args=NO_RETRIES,
-     tags=["integration"])
+@dag(
+    dag_id="milvus_it_secrets_missing_collection",
+    schedule=None,
+    catchup=False,
+    default_args=NO_RETRIES,
+    tags=["integration"],
+)
 def milvus_it_secrets_missing_collection():
     MilvusSearchToXComOperator(task_id="search_deferred", queries=["rivers"], **DEFERRED)
     MilvusSearchToXComOperator(task_id="search_inline", queries=["rivers"], **INLINE)
