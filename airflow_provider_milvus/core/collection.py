@@ -208,9 +208,14 @@ def read_schema(client: MilvusClient, name: str, choice: FieldChoice) -> Collect
     return CollectionSchema.describe(client.describe_collection(name), describe_indexes(client, name), choice)
 
 
-async def aread_schema(client: AsyncMilvusClient, name: str, choice: FieldChoice) -> CollectionSchema:
+async def aread_schema(
+    client: AsyncMilvusClient, name: str, choice: FieldChoice, *, metrics: bool = True
+) -> CollectionSchema:
+    """Read the schema; ``metrics=False`` skips the index descriptions (writes and deletes need no metric)."""
     if not await client.has_collection(name):
         raise missing_collection_error(name)
+    if not metrics:
+        return CollectionSchema.describe(await client.describe_collection(name), {}, choice)
     description, indexes = await asyncio.gather(client.describe_collection(name), adescribe_indexes(client, name))
     return CollectionSchema.describe(description, indexes, choice)
 

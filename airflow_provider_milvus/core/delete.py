@@ -34,7 +34,7 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
             f"Refusing to delete from '{name}' with an empty filter expression (it would delete "
             "everything). Pass a filter, or allow_delete_all=True to empty the collection."
         )
-    async with open_session(job.store, create=False, embed=False) as session:
+    async with open_session(job.store, create=False, embed=False, metrics=False) as session:
         target = session.scoped(expr) or session.everything
         with session.errors(action=f"evaluate filter {expr!r} on '{name}'"):
             matched, total = await asyncio.gather(session.count(target), session.count(session.scope))

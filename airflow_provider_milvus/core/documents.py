@@ -9,6 +9,7 @@ extended or repeated therefore writes the same primary keys. Runs in the worker 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -145,10 +146,14 @@ def derive_id(source: str, occurrence: int, text: str) -> str:
 def _split(text: str, split: SplitOptions) -> list[str]:
     if not split.chunk_size:
         return [text]
+    return [chunk for chunk in _splitter(split.chunk_size, split.chunk_overlap).split_text(text) if chunk.strip()]
+
+
+@functools.cache
+def _splitter(chunk_size: int, chunk_overlap: int) -> Any:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    splitter = RecursiveCharacterTextSplitter(chunk_size=split.chunk_size, chunk_overlap=split.chunk_overlap)
-    return [chunk for chunk in splitter.split_text(text) if chunk.strip()]
+    return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
 
 def _choose_id(

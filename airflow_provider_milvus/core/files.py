@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -57,11 +57,20 @@ def load_documents(
 
 
 def _path(url: str, conn_id: str | None) -> Any:
+    """Return a local path as ``pathlib.Path`` (fast to walk), anything else as ``ObjectStoragePath``."""
+    if "://" not in url or url.startswith("file://"):
+        return _LocalPath(url.removeprefix("file://"))
     from airflow.sdk import ObjectStoragePath
 
-    if "://" not in url:
-        url = f"file://{url}"
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
+
+
+class _LocalPath(type(Path())):  # type: ignore[misc]
+    """``pathlib.Path`` with the ``.path`` attribute ``ObjectStoragePath`` has."""
+
+    @property
+    def path(self) -> str:
+        return str(self)
 
 
 def _walk(root: Any, globs: list[str]) -> list[Any]:

@@ -121,13 +121,15 @@ async def open_session(
     embed: bool = True,
     vector_dimension: int | None = None,
     before_create: Callable[[NewCollection], None] | None = None,
+    metrics: bool = True,
 ) -> AsyncIterator[Session]:
     """
     Connect, build the embeddings (unless ``embed=False``: deletes need no model) and read the schema.
 
     With ``create`` a missing collection is created first (``config.new_collection``); its vector size
     comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model;
-    ``before_create`` checks the input against the new collection's options first.
+    ``before_create`` checks the input against the new collection's options first. ``metrics=False``
+    skips reading the indexes' metrics, which only searches need (Milvus Lite describes indexes slowly).
     """
     # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
     await asyncio.to_thread(importlib.import_module, "pymilvus")
@@ -151,9 +153,8 @@ async def open_session(
                 if before_create is not None:
                     await asyncio.to_thread(before_create, options)
                 await _create(options, settings, embeddings, vector_dimension, name)
-            schema = await aread_schema(
-                client, name, FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
-            )
+            choice = FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
+            schema = await aread_schema(client, name, choice, metrics=metrics)
             _check_usable(schema, config, embeddings)
             await client.load_collection(name, timeout=settings.timeout)
         session = Session(settings, client, embeddings, schema, secrets, tenant=config.partition_key_value)

@@ -75,7 +75,7 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
 
     dimension = given[0] if given else None
     async with open_session(
-        job.store, create=True, vector_dimension=dimension, before_create=fits_new_collection
+        job.store, create=True, vector_dimension=dimension, before_create=fits_new_collection, metrics=False
     ) as session:
         with session.errors(action=f"write to collection '{name}'"):
             builder = RowBuilder(session.schema, session.tenant)
