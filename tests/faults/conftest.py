@@ -42,8 +42,13 @@ _FAULTS_DIR = Path(__file__).resolve().parent
 
 
 PUBLISHED_FIGURES_TEST = "test_published_figures.py"
-# Tests whose figures are published: the fault suite and the integration tier's secret scan.
+# Tests whose figures are published: the fault suite, the integration tier's secret scan, and the
+# multi-host tests (triggerer failover, object-storage staging, several writers).
 SECRET_SCAN_TEST = _FAULTS_DIR.parent / "integration" / "test_secrets_never_leak.py"
+MULTIHOST_TESTS = tuple(
+    _FAULTS_DIR.parent / "integration" / name
+    for name in ("test_triggerer_failover.py", "test_s3_staging.py", "test_several_writers.py")
+)
 OUTCOMES: dict[str, str] = {}  # nodeid -> passed / failed / skipped, for the figures check
 
 
@@ -52,7 +57,7 @@ def contributes_figures(item: pytest.Item) -> bool:
     path = Path(str(item.fspath))
     if path.name == PUBLISHED_FIGURES_TEST or "slow" in item.keywords:
         return False
-    return _FAULTS_DIR in path.parents or path == SECRET_SCAN_TEST
+    return _FAULTS_DIR in path.parents or path == SECRET_SCAN_TEST or path in MULTIHOST_TESTS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import _FAULTS_DIR as FAULTS_DIR, OUTCOMES, SECRET_SCAN_TEST, contributes_figures
+from tests.faults.conftest import (
+    _FAULTS_DIR as FAULTS_DIR,
+    MULTIHOST_TESTS,
+    OUTCOMES,
+    SECRET_SCAN_TEST,
+    contributes_figures,
+)
 from tests.faults.report import (
     DOCS_PATH,
     FIGURES,
@@ -30,10 +36,11 @@ from tests.faults.report import (
 )
 
 FULL_SELECTIONS = ("not slow", "")
-CONTRIBUTING_PATHS = (FAULTS_DIR, SECRET_SCAN_TEST)
+CONTRIBUTING_PATHS = (FAULTS_DIR, SECRET_SCAN_TEST, *MULTIHOST_TESTS)
 CHEAPEST_REFRESH = (
     'FAULTS_UPDATE_DOCS=1 .venv/bin/python -m pytest -m "not slow" tests/faults '
-    "tests/integration/test_secrets_never_leak.py"
+    "tests/integration/test_secrets_never_leak.py tests/integration/test_triggerer_failover.py "
+    "tests/integration/test_s3_staging.py tests/integration/test_several_writers.py"
 )
 
 
