@@ -8,6 +8,9 @@
    the primary key and ``source`` (what a stored content digest would need), via the same sync
    ``query_iterator`` the core uses.
 
+3. Client CPU per embedding input: langchain-openai (the OpenAI SDK already asks for base64 and decodes it
+   with numpy) vs a raw httpx POST + numpy decode.
+
 Writes bench/results/whatif[-standalone].txt.
 """
 
@@ -33,6 +36,42 @@ from bench.workloads import TUTORIAL_CORPUS, documents, queries  # noqa: E402
 
 def median_of(run, reps: int) -> float:
     return statistics.median(run() for _ in range(reps))
+
+
+def client_cpu(batches: int = 20, batch: int = 200) -> list[str]:
+    """Client-side CPU per embedding input: langchain-openai's ``aembed_documents`` vs a raw httpx POST with
+    numpy base64 decoding (what ``limits`` does), against a zero-latency server, 32 and 1,536 dimensions."""
+    import asyncio
+
+    import httpx
+    from langchain_openai import OpenAIEmbeddings
+
+    from bench.embedding_service import API_KEY, MODEL
+
+    texts = [f"text number {i} " * 20 for i in range(batch)]
+    out = []
+    for dims in (32, 1536):
+        with EmbeddingService(dimensions=dims, latency=0.0, latency_per_input=0.0) as svc:
+            async def langchain() -> None:
+                embeddings = OpenAIEmbeddings(model=MODEL, base_url=svc.base_url, api_key=API_KEY,
+                                              check_embedding_ctx_length=False)
+                for _ in range(batches):
+                    await embeddings.aembed_documents(texts)
+                await embeddings.async_client._client.close()
+
+            async def raw() -> None:
+                async with httpx.AsyncClient(base_url=svc.base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+                    for _ in range(batches):
+                        await limits._embed(http, texts)
+
+            cpu = {}
+            for name, fn in (("langchain-openai aembed_documents", langchain), ("raw httpx + numpy base64", raw)):
+                started = time.process_time()
+                asyncio.run(fn())
+                cpu[name] = 1000 * (time.process_time() - started) / (batches * batch)
+            out.append(f"client CPU per embedding input, {dims} dims, {batches} requests of {batch}: " +
+                       "; ".join(f"{k} {v:.3f} ms" for k, v in cpu.items()))
+    return out
 
 
 def main() -> None:
@@ -105,6 +144,7 @@ def main() -> None:
             client.close()
         lines.append(f"lookup of all {args.rows:,} stored chunks (query_iterator, 16,384 per page), median of 3: "
                      f"pk + text + $meta {full:.3f} s; pk + source only {keys:.3f} s")
+    lines += client_cpu()
     lines.append(f"load at end {load_average()}")
     path = RESULTS_DIR / f"whatif{'-standalone' if args.standalone else ''}.txt"
     path.write_text("\n".join(lines) + "\n")
