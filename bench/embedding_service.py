@@ -34,7 +34,7 @@ def _serve(port: int, dimensions: int, latency: float, latency_per_input: float)
             server = self
 
             class Handler(base):  # type: ignore[misc, valid-type]
-                def do_GET(self) -> None:  # noqa: N802
+                def do_GET(self) -> None:
                     if self.path.rstrip("/") == "/stats":
                         with server._lock:
                             stats = asdict(server.stats)
@@ -43,7 +43,7 @@ def _serve(port: int, dimensions: int, latency: float, latency_per_input: float)
                     else:
                         super().do_GET()
 
-                def do_POST(self) -> None:  # noqa: N802
+                def do_POST(self) -> None:
                     if self.path.rstrip("/") == "/reset":
                         self.rfile.read(int(self.headers.get("Content-Length", 0)))
                         server.reset_stats()
@@ -54,8 +54,11 @@ def _serve(port: int, dimensions: int, latency: float, latency_per_input: float)
             return Handler
 
     server = StatsServer(
-        dimensions=dimensions, latency=latency, latency_per_input=latency_per_input,
-        api_key=API_KEY, port=port,
+        dimensions=dimensions,
+        latency=latency,
+        latency_per_input=latency_per_input,
+        api_key=API_KEY,
+        port=port,
     ).start()
     print(server.base_url, flush=True)
     try:
@@ -77,9 +80,17 @@ class EmbeddingService:
 
     def __enter__(self) -> EmbeddingService:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.embedding_service", str(self.dimensions),
-             str(self.latency), str(self.latency_per_input)],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "bench.embedding_service",
+                str(self.dimensions),
+                str(self.latency),
+                str(self.latency_per_input),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.base_url = (self._proc.stdout.readline() if self._proc.stdout else "").strip()
         if not self.base_url.startswith("http"):

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import httpx
-from langchain_core.documents import Document
 
 from bench.embedding_service import API_KEY, MODEL
 from bench.measure import timed
 from bench.workloads import SEARCH_K
+
+if TYPE_CHECKING:
+    from langchain_core.documents import Document
 
 
 async def _pool(items: Sequence, work: Callable[[object], Awaitable[None]], concurrency: int) -> None:
@@ -38,6 +41,7 @@ def _batches(items: Sequence, size: int) -> list[Sequence]:
 
 
 # Embedding service -----------------------------------------------------------------------------------
+
 
 def hammer_embeddings(base_url: str, texts: list[str], *, batch: int, concurrency: int) -> float:
     """Seconds to embed ``texts`` in requests of ``batch`` inputs, ``concurrency`` at a time."""
@@ -62,6 +66,7 @@ def hammer_embeddings(base_url: str, texts: list[str], *, batch: int, concurrenc
 
 
 # Milvus ----------------------------------------------------------------------------------------------
+
 
 def create_collection(uri: str, collection: str, dimensions: int) -> None:
     """Same schema and index as the provider's defaults (``NewCollection``), created and loaded, untimed."""
@@ -100,8 +105,9 @@ def flush(uri: str, collection: str) -> None:
         client.close()
 
 
-def _milvus(uri: str, body: Callable[[object], Awaitable[None]], *, embedding_url: str | None = None,
-            concurrency: int = 1) -> float:
+def _milvus(
+    uri: str, body: Callable[[object], Awaitable[None]], *, embedding_url: str | None = None, concurrency: int = 1
+) -> float:
     """Time ``body(client)`` (or ``body(client, http)``) on a connected client, like a warm operator session."""
 
     async def run() -> float:
@@ -113,8 +119,9 @@ def _milvus(uri: str, body: Callable[[object], Awaitable[None]], *, embedding_ur
             await client.list_collections()  # connect before timing, like a warm client
             if embedding_url:
                 limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-                http = httpx.AsyncClient(base_url=embedding_url, limits=limits, timeout=120,
-                                         headers={"Authorization": f"Bearer {API_KEY}"})
+                http = httpx.AsyncClient(
+                    base_url=embedding_url, limits=limits, timeout=120, headers={"Authorization": f"Bearer {API_KEY}"}
+                )
             with timed() as timer:
                 await (body(client, http) if http else body(client))
             return timer.seconds
@@ -139,15 +146,25 @@ async def _embed(http: httpx.AsyncClient, texts: Sequence[str]) -> list[list[flo
 
 def milvus_insert(uri: str, collection: str, rows: list[dict], *, batch: int, concurrency: int) -> float:
     """Milvus stage alone: insert precomputed rows."""
+
     async def body(client) -> None:
         await _pool(_batches(rows, batch), lambda chunk: client.insert(collection, list(chunk)), concurrency)
 
     return _milvus(uri, body)
 
 
-def pipeline_insert(uri: str, embedding_url: str, collection: str, rows: list[dict], *, batch: int,
-                    concurrency: int, upsert: bool = False) -> float:
+def pipeline_insert(
+    uri: str,
+    embedding_url: str,
+    collection: str,
+    rows: list[dict],
+    *,
+    batch: int,
+    concurrency: int,
+    upsert: bool = False,
+) -> float:
     """The raw write pipeline: per batch, embed its texts then insert (or upsert) its rows with those vectors."""
+
     async def body(client, http) -> None:
         write = client.upsert if upsert else client.insert
 
@@ -165,6 +182,7 @@ SEARCH_OUTPUT = ["text", "id", "score", "category"]
 
 def milvus_search(uri: str, collection: str, vectors: list[list[float]], *, batch: int, concurrency: int) -> float:
     """Milvus stage alone: nq-batched searches of precomputed vectors."""
+
     async def body(client) -> None:
         async def one(chunk) -> None:
             result = await client.search(collection, list(chunk), limit=SEARCH_K, output_fields=SEARCH_OUTPUT)
@@ -175,14 +193,17 @@ def milvus_search(uri: str, collection: str, vectors: list[list[float]], *, batc
     return _milvus(uri, body)
 
 
-def pipeline_search(uri: str, embedding_url: str, collection: str, queries: list[str], *, batch: int,
-                    concurrency: int) -> float:
+def pipeline_search(
+    uri: str, embedding_url: str, collection: str, queries: list[str], *, batch: int, concurrency: int
+) -> float:
     """The raw search pipeline: per batch, one embedding request then one nq-batched search."""
+
     async def body(client, http) -> None:
         async def one(chunk: Sequence[str]) -> None:
             vectors = await _embed(http, chunk)
             result = await client.search(collection, vectors, limit=SEARCH_K, output_fields=SEARCH_OUTPUT)
-            assert len(result) == len(chunk) and all(result)
+            assert len(result) == len(chunk)
+            assert all(result)
 
         await _pool(_batches(queries, batch), one, concurrency)
 

@@ -85,6 +85,7 @@ OURS, PEER, BARE = "ours (operator)", "peer (LangChain index)", "bare upsert"
 
 # -- corpus ------------------------------------------------------------------------------------------
 
+
 def build_corpus(target: Path, files: int, *, suffix: str = "") -> int:
     """Copy ``files`` decodable text files from site-packages into ``target`` (names + ``suffix``); returns bytes."""
     site = Path(next(p for p in sys.path if p.endswith("site-packages")))
@@ -92,7 +93,7 @@ def build_corpus(target: Path, files: int, *, suffix: str = "") -> int:
     for path in site.rglob("*"):
         if path.suffix in SUFFIXES and path.is_file() and MIN_BYTES <= path.stat().st_size <= MAX_BYTES:
             rel = str(path.relative_to(site))
-            if "dist-info" in rel or "bench" in rel.split(os.sep)[0]:
+            if "dist-info" in rel or "bench" in Path(rel).parts[0]:
                 continue
             candidates.append((hashlib.sha256(rel.encode()).hexdigest(), rel, path))
     candidates.sort()
@@ -144,13 +145,22 @@ def chunk_documents(folder: Path) -> list[Any]:
 
 # -- the three methods -------------------------------------------------------------------------------
 
+
 def ours(folder: Path, collection: str, batch_size: int, max_concurrency: int) -> tuple[float, dict[str, Any]]:
     from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
     operator = MilvusAddDocumentsOperator(
-        task_id="nightly", milvus_conn_id=MILVUS_CONN_ID, embedding_conn_id=EMBEDDING_CONN_ID,
-        collection_name=collection, source_url=str(folder), chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP,
-        replace_by="source", delete_missing=True, batch_size=batch_size, max_concurrency=max_concurrency,
+        task_id="nightly",
+        milvus_conn_id=MILVUS_CONN_ID,
+        embedding_conn_id=EMBEDDING_CONN_ID,
+        collection_name=collection,
+        source_url=str(folder),
+        chunk_size=CHUNK_SIZE,
+        chunk_overlap=CHUNK_OVERLAP,
+        replace_by="source",
+        delete_missing=True,
+        batch_size=batch_size,
+        max_concurrency=max_concurrency,
         deferrable=False,
     )
     started = time.perf_counter()
@@ -172,10 +182,15 @@ class Peer:
         from langchain_milvus import Milvus
         from langchain_openai import OpenAIEmbeddings
 
-        embeddings = OpenAIEmbeddings(model=MODEL, base_url=self.embedding_url, api_key=API_KEY,
-                                      check_embedding_ctx_length=False, max_retries=6)
-        return Milvus(embedding_function=embeddings, collection_name=self.collection,
-                      connection_args={"uri": self.uri}, auto_id=False)
+        embeddings = OpenAIEmbeddings(
+            model=MODEL, base_url=self.embedding_url, api_key=API_KEY, check_embedding_ctx_length=False, max_retries=6
+        )
+        return Milvus(
+            embedding_function=embeddings,
+            collection_name=self.collection,
+            connection_args={"uri": self.uri},
+            auto_id=False,
+        )
 
     def run(self, folder: Path) -> tuple[float, dict[str, Any], Counter[str]]:
         from langchain_core.indexing import index
@@ -199,18 +214,21 @@ class Peer:
         return seconds, dict(result), calls
 
 
-def bare_upsert(folder: Path, uri: str, embedding_url: str, collection: str, dimensions: int, batch_size: int,
-                max_concurrency: int) -> tuple[float, int]:
+def bare_upsert(
+    folder: Path, uri: str, embedding_url: str, collection: str, dimensions: int, batch_size: int, max_concurrency: int
+) -> tuple[float, int]:
     started = time.perf_counter()
     limits.create_collection(uri, collection, dimensions)  # timed: ours and the peer create theirs too
     docs = chunk_documents(folder)
     rows = [{"pk": d.id, "text": d.page_content, **d.metadata} for d in docs]
-    limits.pipeline_insert(uri, embedding_url, collection, rows, batch=batch_size, concurrency=max_concurrency,
-                           upsert=True)
+    limits.pipeline_insert(
+        uri, embedding_url, collection, rows, batch=batch_size, concurrency=max_concurrency, upsert=True
+    )
     return time.perf_counter() - started, len(rows)
 
 
 # -- metadata DB growth ------------------------------------------------------------------------------
+
 
 def db_growth(files: int, embeddings: EmbeddingService, uri: str, home: Path) -> list[dict[str, Any]]:
     """Three ``airflow dags test milvus_nightly_ingest`` runs (first, unchanged, 1% edited/deleted), fresh sqlite DB.
@@ -226,11 +244,19 @@ def db_growth(files: int, embeddings: EmbeddingService, uri: str, home: Path) ->
     corpus = home / f"corpus-{files}"
     build_corpus(corpus, files, suffix=".txt")
     collection = f"bench_dagtest_{files}_{uuid.uuid4().hex[:6]}"
-    milvus_default = json.dumps({"conn_type": "milvus", "host": uri, "extra": {
-        "embedding_conn_id": EMBEDDING_CONN_ID, "embedding_model": MODEL}})
-    cli = AirflowCLI(home=home / f"airflow-{files}", dags_folder=DAGS, env_overrides={
-        k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_")
-    } | {"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_default})
+    milvus_default = json.dumps(
+        {
+            "conn_type": "milvus",
+            "host": uri,
+            "extra": {"embedding_conn_id": EMBEDDING_CONN_ID, "embedding_model": MODEL},
+        }
+    )
+    cli = AirflowCLI(
+        home=home / f"airflow-{files}",
+        dags_folder=DAGS,
+        env_overrides={k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_")}
+        | {"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_default},
+    )
     cli.migrate()
     db = cli.home / "airflow.db"
     rows = []
@@ -245,9 +271,19 @@ def db_growth(files: int, embeddings: EmbeddingService, uri: str, home: Path) ->
             cli.run("dags", "test", "milvus_nightly_ingest", day, "-c", conf)
             seconds = time.perf_counter() - started
             after = _db_bytes(db)
-            rows.append({"files": files, "chunks": _result_chunks(db), "run": run, "db_bytes_before": before,
-                         "db_bytes_after": after, "growth_bytes": after - before, "xcom_bytes": _xcom_bytes(db),
-                         "dags_test_s": round(seconds, 1), "embedding_inputs": embeddings.stats()["inputs"]})
+            rows.append(
+                {
+                    "files": files,
+                    "chunks": _result_chunks(db),
+                    "run": run,
+                    "db_bytes_before": before,
+                    "db_bytes_after": after,
+                    "growth_bytes": after - before,
+                    "xcom_bytes": _xcom_bytes(db),
+                    "dags_test_s": round(seconds, 1),
+                    "embedding_inputs": embeddings.stats()["inputs"],
+                }
+            )
             before = after
     finally:
         _drop(uri, [collection])
@@ -269,7 +305,9 @@ def _result_chunks(db: Path) -> int | None:
     import json
 
     with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT value FROM xcom WHERE key = 'return_value' ORDER BY timestamp DESC LIMIT 1").fetchone()
+        row = conn.execute(
+            "SELECT value FROM xcom WHERE key = 'return_value' ORDER BY timestamp DESC LIMIT 1"
+        ).fetchone()
     try:
         value = json.loads(row[0]) if row else None
         value = json.loads(value) if isinstance(value, str) else value
@@ -286,14 +324,25 @@ def _xcom_bytes(db: Path) -> int:
 
 # -- the workload ------------------------------------------------------------------------------------
 
-def run_nightly(uri: str, embeddings: EmbeddingService, *, files: int, batch_size: int, max_concurrency: int,
-                workdir: Path, db_sizes: tuple[int, ...] = ()) -> NightlyResult:
+
+def run_nightly(
+    uri: str,
+    embeddings: EmbeddingService,
+    *,
+    files: int,
+    batch_size: int,
+    max_concurrency: int,
+    workdir: Path,
+    db_sizes: tuple[int, ...] = (),
+) -> NightlyResult:
     result = NightlyResult(files=files)
     ours_dir, peer_dir = workdir / "ours", workdir / "peer"
     result.corpus_bytes = build_corpus(ours_dir, files)
     shutil.copytree(ours_dir, peer_dir)
     suffix = uuid.uuid4().hex[:6]
-    ours_collection, peer_collection, bare_collection = (f"bench_nightly_{w}_{suffix}" for w in ("ours", "peer", "bare"))
+    ours_collection, peer_collection, bare_collection = (
+        f"bench_nightly_{w}_{suffix}" for w in ("ours", "peer", "bare")
+    )
     peer = Peer(uri, embeddings.base_url, peer_collection)
     print(f"nightly corpus: {files} files, {result.corpus_bytes / 1e6:.1f} MB", flush=True)
     try:
@@ -309,12 +358,17 @@ def run_nightly(uri: str, embeddings: EmbeddingService, *, files: int, batch_siz
             stats = embeddings.stats()
             trips = summary.get("round_trips", {})
             row = NightlyRow(
-                OURS, run, seconds, chunks=summary["chunks"], embedding_requests=stats["requests"],
-                embedding_inputs=stats["inputs"], written=summary["written"],
+                OURS,
+                run,
+                seconds,
+                chunks=summary["chunks"],
+                embedding_requests=stats["requests"],
+                embedding_inputs=stats["inputs"],
+                written=summary["written"],
                 deleted=summary.get("stale_deleted", 0) + summary.get("vanished_deleted", 0),
                 stale_round_trips=f"{trips.get('lookup', 0)} lookup + {trips.get('delete', 0)} delete",
                 notes=f"unchanged {summary.get('unchanged', 0)}, embedded {summary.get('embedded', 0)}, "
-                      f"vanished sources {summary.get('vanished_sources', 0)}, write batches {trips.get('write', 0)}",
+                f"vanished sources {summary.get('vanished_sources', 0)}, write batches {trips.get('write', 0)}",
             )
             result.rows.append(row)
             _print(row)
@@ -322,9 +376,14 @@ def run_nightly(uri: str, embeddings: EmbeddingService, *, files: int, batch_siz
             seconds, outcome, calls = peer.run(peer_dir)
             stats = embeddings.stats()
             row = NightlyRow(
-                PEER, run, seconds, chunks=outcome["num_added"] + outcome["num_updated"] + outcome["num_skipped"],
-                embedding_requests=stats["requests"], embedding_inputs=stats["inputs"],
-                written=outcome["num_added"] + outcome["num_updated"], deleted=outcome["num_deleted"],
+                PEER,
+                run,
+                seconds,
+                chunks=outcome["num_added"] + outcome["num_updated"] + outcome["num_skipped"],
+                embedding_requests=stats["requests"],
+                embedding_inputs=stats["inputs"],
+                written=outcome["num_added"] + outcome["num_updated"],
+                deleted=outcome["num_deleted"],
                 stale_round_trips=f"{calls['delete']} delete",
                 notes=", ".join(f"{k} {v}" for k, v in outcome.items()),
             )
@@ -332,12 +391,26 @@ def run_nightly(uri: str, embeddings: EmbeddingService, *, files: int, batch_siz
             _print(row)
             if run == RUNS[0]:
                 embeddings.reset()
-                seconds, chunks = bare_upsert(ours_dir, uri, embeddings.base_url, bare_collection,
-                                              embeddings.dimensions, batch_size, max_concurrency)
+                seconds, chunks = bare_upsert(
+                    ours_dir,
+                    uri,
+                    embeddings.base_url,
+                    bare_collection,
+                    embeddings.dimensions,
+                    batch_size,
+                    max_concurrency,
+                )
                 stats = embeddings.stats()
-                row = NightlyRow(BARE, run, seconds, chunks=chunks, embedding_requests=stats["requests"],
-                                 embedding_inputs=stats["inputs"], written=chunks,
-                                 notes="create collection + read + split + raw embed -> upsert pipeline, no bookkeeping")
+                row = NightlyRow(
+                    BARE,
+                    run,
+                    seconds,
+                    chunks=chunks,
+                    embedding_requests=stats["requests"],
+                    embedding_inputs=stats["inputs"],
+                    written=chunks,
+                    notes="create collection + read + split + raw embed -> upsert pipeline, no bookkeeping",
+                )
                 result.rows.append(row)
                 _print(row)
     finally:
@@ -351,9 +424,12 @@ def run_nightly(uri: str, embeddings: EmbeddingService, *, files: int, batch_siz
 
 
 def _print(row: NightlyRow) -> None:
-    print(f"  {row.method:<24} {row.run:<24} {row.seconds:8.2f} s  chunks {row.chunks:,}  emb req "
-          f"{row.embedding_requests:,} inputs {row.embedding_inputs:,}  written {row.written:,} deleted "
-          f"{row.deleted:,}  stale trips {row.stale_round_trips}  {row.notes}", flush=True)
+    print(
+        f"  {row.method:<24} {row.run:<24} {row.seconds:8.2f} s  chunks {row.chunks:,}  emb req "
+        f"{row.embedding_requests:,} inputs {row.embedding_inputs:,}  written {row.written:,} deleted "
+        f"{row.deleted:,}  stale trips {row.stale_round_trips}  {row.notes}",
+        flush=True,
+    )
 
 
 def _drop(uri: str, names: list[str]) -> None:

@@ -12,13 +12,14 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
-
-from langchain_core.documents import Document
+from typing import TYPE_CHECKING, Any
 
 from bench.embedding_service import API_KEY, MODEL
 from bench.measure import timed
 from bench.workloads import SEARCH_K, seed_document
+
+if TYPE_CHECKING:
+    from langchain_core.documents import Document
 
 MILVUS_CONN_ID = "bench_milvus"
 EMBEDDING_CONN_ID = "bench_embeddings"
@@ -47,9 +48,14 @@ class Tuning:
 def configure_connections(milvus_uri: str, embedding_url: str) -> None:
     """The Airflow connections a deployment would define, as environment variables."""
     os.environ[f"AIRFLOW_CONN_{MILVUS_CONN_ID.upper()}"] = json.dumps({"conn_type": "milvus", "host": milvus_uri})
-    os.environ[f"AIRFLOW_CONN_{EMBEDDING_CONN_ID.upper()}"] = json.dumps({
-        "conn_type": "openai", "host": embedding_url, "password": API_KEY, "extra": {"model": MODEL},
-    })
+    os.environ[f"AIRFLOW_CONN_{EMBEDDING_CONN_ID.upper()}"] = json.dumps(
+        {
+            "conn_type": "openai",
+            "host": embedding_url,
+            "password": API_KEY,
+            "extra": {"model": MODEL},
+        }
+    )
 
 
 def _store(collection: str) -> Any:
@@ -70,8 +76,11 @@ def _write_job(collection: str, docs: list[Document], tuning: Tuning) -> Any:
 
     prepared = prepare_chunks(docs, id_key="id", split=SplitOptions(), text_max_bytes=65535)
     return WriteJob(
-        store=_store(collection), batch_size=tuning.write_batch_size,
-        max_concurrency=tuning.write_max_concurrency, chunks=prepared.chunks, duplicates=prepared.duplicates,
+        store=_store(collection),
+        batch_size=tuning.write_batch_size,
+        max_concurrency=tuning.write_max_concurrency,
+        chunks=prepared.chunks,
+        duplicates=prepared.duplicates,
         label="add",
     )
 
@@ -94,12 +103,16 @@ def search(collection: str, queries: list[str], tuning: Tuning) -> float:
 
     with timed() as timer:
         job = SearchJob(
-            store=_store(collection), batch_size=tuning.search_batch_size,
+            store=_store(collection),
+            batch_size=tuning.search_batch_size,
             max_concurrency=tuning.search_max_concurrency,
-            queries=list(queries), k=SEARCH_K, search_type="similarity",
+            queries=list(queries),
+            k=SEARCH_K,
+            search_type="similarity",
         )
         hits = _run(job)
-    assert len(hits) == len(queries) and all(hits), "empty search results"
+    assert len(hits) == len(queries), "missing search results"
+    assert all(hits), "empty search results"
     return timer.seconds
 
 
@@ -109,8 +122,11 @@ def delete(collection: str, ids: list[str], tuning: Tuning) -> float:
 
     with timed() as timer:
         job = DeleteJob(
-            store=_store(collection), batch_size=tuning.delete_batch_size,
-            max_concurrency=tuning.delete_max_concurrency, expr="id in {ids}", expr_params={"ids": list(ids)},
+            store=_store(collection),
+            batch_size=tuning.delete_batch_size,
+            max_concurrency=tuning.delete_max_concurrency,
+            expr="id in {ids}",
+            expr_params={"ids": list(ids)},
         )
         result = _run(job)
     assert result["deleted"] == len(ids), result

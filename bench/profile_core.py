@@ -13,16 +13,16 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+from pathlib import Path
 
-from pyinstrument import Profiler  # noqa: E402
+from pyinstrument import Profiler
 
-from bench import operators  # noqa: E402
-from bench.embedding_service import EmbeddingService  # noqa: E402
-from bench.milvus_backend import milvus_backend  # noqa: E402
-from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs  # noqa: E402
-from bench.workloads import TUTORIAL_CORPUS, delete_ids, documents, queries  # noqa: E402
+from bench import operators
+from bench.embedding_service import EmbeddingService
+from bench.milvus_backend import milvus_backend
+from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs
+from bench.workloads import TUTORIAL_CORPUS, delete_ids, documents, queries
 
 
 def profiled(path: Path, run) -> float:

@@ -38,7 +38,9 @@ def readme_block(results: Path = RESULTS) -> str:
         if " + " in meta.get("commit", ""):
             meta["commit"] = meta["commit"].split(" + ")[0] + " plus uncommitted changes listed in the results file"
         details = "; ".join(f"{k}: {meta[k]}" for k in META_KEYS if k in meta)
-        parts.append(f"**{title}** (`bench/results/latest{_suffix(tag)}.md`; {details})\n\n{summary.read_text().strip()}")
+        parts.append(
+            f"**{title}** (`bench/results/latest{_suffix(tag)}.md`; {details})\n\n{summary.read_text().strip()}"
+        )
     return "\n\n".join(parts)
 
 

@@ -67,8 +67,10 @@ def kind_label(kind: str) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    header = ("| workload | N | method | wall s | items/s | × (a) sync | × (b) gather | % of limit "
-              "| peak RSS MB | peak in-flight emb. req. | notes |")
+    header = (
+        "| workload | N | method | wall s | items/s | × (a) sync | × (b) gather | % of limit "
+        "| peak RSS MB | peak in-flight emb. req. | notes |"
+    )
     lines = [header, "|" + "---|" * 11]
     order = {"add": 0, "search": 1, "delete": 3, "ingest": 4}
     for row in sorted(rows, key=lambda r: (order.get(r.workload, 2), r.n, METHODS.index(r.method))):
@@ -89,23 +91,39 @@ def targets(rows: list[Row], ingest_n: int = 10_000) -> list[Target]:
     """Issue 5's and issue 11's targets, each a ratio of two rows of this run."""
     add, search, delete = (_find(rows, kind, 100, OPERATOR) for kind in ("add", "search", "delete"))
     out = [
-        Target(f"add 100: (c) speedup over (a) sync loop >= tutorial's {TUTORIAL_SPEEDUPS['add']:.1f}x",
-               _ratio(_find(rows, "add", 100, SYNC), add), TUTORIAL_SPEEDUPS["add"]),
-        Target("search 100: (c) speedup over (a) sync loop (issue 11: >= 40x)",
-               _ratio(_find(rows, "search", 100, SYNC), search), 40.0),
+        Target(
+            f"add 100: (c) speedup over (a) sync loop >= tutorial's {TUTORIAL_SPEEDUPS['add']:.1f}x",
+            _ratio(_find(rows, "add", 100, SYNC), add),
+            TUTORIAL_SPEEDUPS["add"],
+        ),
+        Target(
+            "search 100: (c) speedup over (a) sync loop (issue 11: >= 40x)",
+            _ratio(_find(rows, "search", 100, SYNC), search),
+            40.0,
+        ),
         Target("search 100: (c) fraction of the limit", _ratio(_find(rows, "search", 100, LIMIT), search), 0.7),
         Target("delete 100: (c) fraction of the limit", _ratio(_find(rows, "delete", 100, LIMIT), delete), 0.7),
     ]
     op = _find(rows, "ingest", ingest_n, OPERATOR)
     out += [
-        Target(f"ingest {ingest_n:,}: (c) speedup over (a) sync loop (extrapolated)",
-               _ratio(_find(rows, "ingest", ingest_n, SYNC), op), 50.0),
-        Target(f"ingest {ingest_n:,}: (c) speedup over (b) unbounded gather",
-               _ratio(_find(rows, "ingest", ingest_n, GATHER), op), 5.0),
-        Target(f"ingest {ingest_n:,}: (c) fraction of the limit", _ratio(_find(rows, "ingest", ingest_n, LIMIT), op), 0.7),
+        Target(
+            f"ingest {ingest_n:,}: (c) speedup over (a) sync loop (extrapolated)",
+            _ratio(_find(rows, "ingest", ingest_n, SYNC), op),
+            50.0,
+        ),
+        Target(
+            f"ingest {ingest_n:,}: (c) speedup over (b) unbounded gather",
+            _ratio(_find(rows, "ingest", ingest_n, GATHER), op),
+            5.0,
+        ),
+        Target(
+            f"ingest {ingest_n:,}: (c) fraction of the limit", _ratio(_find(rows, "ingest", ingest_n, LIMIT), op), 0.7
+        ),
     ]
     small, large = _find(rows, "ingest", 1_000, OPERATOR), _find(rows, "ingest", 100_000, OPERATOR)
-    growth = large.peak_rss_mb / small.peak_rss_mb if small and large and small.peak_rss_mb and large.peak_rss_mb else None
+    growth = (
+        large.peak_rss_mb / small.peak_rss_mb if small and large and small.peak_rss_mb and large.peak_rss_mb else None
+    )
     out.append(Target("(c) peak RSS at 100k / at 1k chunks", growth, 2.0, higher_is_better=False))
     return out
 
@@ -122,8 +140,13 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
         points = sorted((r for r in rows if r.method == method and r.workload in ("add", "ingest")), key=lambda r: r.n)
         if not points:
             continue
-        ax.plot([r.n for r in points], [r.items_per_s for r in points], color=color, label=method,
-                linestyle="--" if method == LIMIT else "-")
+        ax.plot(
+            [r.n for r in points],
+            [r.items_per_s for r in points],
+            color=color,
+            label=method,
+            linestyle="--" if method == LIMIT else "-",
+        )
         for r in points:
             ax.plot(r.n, r.items_per_s, "o", color=color, markerfacecolor="white" if r.extrapolated_from else color)
     ax.set_xscale("log")
@@ -138,14 +161,23 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-SUMMARY_WORKLOADS = (("add", 100), ("search", 100), ("search@100k", 1000), ("delete", 100), ("ingest", 1000),
-                     ("ingest", 10_000), ("ingest", 100_000))
+SUMMARY_WORKLOADS = (
+    ("add", 100),
+    ("search", 100),
+    ("search@100k", 1000),
+    ("delete", 100),
+    ("ingest", 1000),
+    ("ingest", 10_000),
+    ("ingest", 100_000),
+)
 
 
 def summary_table(rows: list[Row]) -> str:
     """The README's short table: one line per workload."""
-    lines = ["| workload | (a) sync s | (b) gather s | (c) operator s | (c) vs (a) | (c) vs (b) | (c) % of limit |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| workload | (a) sync s | (b) gather s | (c) operator s | (c) vs (a) | (c) vs (b) | (c) % of limit |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for kind, n in SUMMARY_WORKLOADS:
         op = _find(rows, kind, n, OPERATOR)
         if op is None:
@@ -157,21 +189,28 @@ def summary_table(rows: list[Row]) -> str:
         d = derived(rows, op)
         base, _, corpus = kind.partition("@")
         label = f"{base} {n:,} over {corpus or '1k'}" if base == "search" else f"{kind} {n:,}"
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {op.seconds:.2f} | {_fmt(d['vs_sync'], '{:.1f}x')} "
-                     f"| {_fmt(d['vs_gather'], '{:.1f}x')} | {_fmt(d['of_limit'], '{:.0%}')} |")
+        lines.append(
+            f"| {label} | {cells[0]} | {cells[1]} | {op.seconds:.2f} | {_fmt(d['vs_sync'], '{:.1f}x')} "
+            f"| {_fmt(d['vs_gather'], '{:.1f}x')} | {_fmt(d['of_limit'], '{:.0%}')} |"
+        )
     return "\n".join(lines)
 
 
 def nightly_table(result: Any) -> str:
     from bench.nightly import RUNS
 
-    lines = ["| run | method | wall s | chunks | emb. requests | emb. inputs | written | deleted "
-             "| stale-removal round trips | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | method | wall s | chunks | emb. requests | emb. inputs | written | deleted "
+        "| stale-removal round trips | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in RUNS:
         for row in (r for r in result.rows if r.run == run):
-            lines.append(f"| {run} | {row.method} | {row.seconds:.2f} | {row.chunks:,} | {row.embedding_requests:,} "
-                         f"| {row.embedding_inputs:,} | {row.written:,} | {row.deleted:,} | {row.stale_round_trips or '–'} "
-                         f"| {row.notes} |")
+            lines.append(
+                f"| {run} | {row.method} | {row.seconds:.2f} | {row.chunks:,} | {row.embedding_requests:,} "
+                f"| {row.embedding_inputs:,} | {row.written:,} | {row.deleted:,} | {row.stale_round_trips or '–'} "
+                f"| {row.notes} |"
+            )
     return "\n".join(lines)
 
 
@@ -179,25 +218,34 @@ def nightly_summary(result: Any) -> str:
     """The README's nightly table: ours vs the peer per run."""
     from bench.nightly import OURS, PEER, RUNS
 
-    lines = ["| nightly corpus run | ours s | peer s | ours emb. inputs | peer emb. inputs | ours chunks written + deleted "
-             "| peer chunks written + deleted |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| nightly corpus run | ours s | peer s | ours emb. inputs | peer emb. inputs | ours chunks written + deleted "
+        "| peer chunks written + deleted |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for run in RUNS:
         ours, peer = result.find(OURS, run), result.find(PEER, run)
         if ours is None or peer is None:
             continue
-        lines.append(f"| {run} | {ours.seconds:.2f} | {peer.seconds:.2f} | {ours.embedding_inputs:,} "
-                     f"| {peer.embedding_inputs:,} | {ours.churn:,} | {peer.churn:,} |")
+        lines.append(
+            f"| {run} | {ours.seconds:.2f} | {peer.seconds:.2f} | {ours.embedding_inputs:,} "
+            f"| {peer.embedding_inputs:,} | {ours.churn:,} | {peer.churn:,} |"
+        )
     return "\n".join(lines)
 
 
 def db_growth_table(result: Any) -> str:
-    lines = ["| corpus files | chunks | run | metadata DB growth (payload bytes) | XCom bytes in DB after run "
-             "| `airflow dags test` s | emb. inputs |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| corpus files | chunks | run | metadata DB growth (payload bytes) | XCom bytes in DB after run "
+        "| `airflow dags test` s | emb. inputs |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for entry in result.db_growth:
         chunks = "–" if entry.get("chunks") is None else f"{entry['chunks']:,}"
-        lines.append(f"| {entry['files']:,} | {chunks} | {entry['run']} | {entry['growth_bytes']:,} | {entry['xcom_bytes']:,} "
-                     f"| {entry['dags_test_s']} | {entry['embedding_inputs']:,} |")
+        lines.append(
+            f"| {entry['files']:,} | {chunks} | {entry['run']} | {entry['growth_bytes']:,} | {entry['xcom_bytes']:,} "
+            f"| {entry['dags_test_s']} | {entry['embedding_inputs']:,} |"
+        )
     return "\n".join(lines)
 
 
@@ -209,30 +257,56 @@ def nightly_targets(result: Any) -> list[Target]:
     bare = result.find(BARE, RUNS[0])
     out = [
         Target("nightly: first run / peer's first run", _ratio(first, peer_first), 1.0, False, True),
-        Target("nightly: unchanged re-run / peer's unchanged re-run", _ratio(unchanged, peer_unchanged), 1.0,
-               higher_is_better=False),
-        Target("nightly: chunks rewritten or deleted on the unchanged re-run (churn)",
-               None if unchanged is None else unchanged.churn, 0, False, True),
+        Target(
+            "nightly: unchanged re-run / peer's unchanged re-run",
+            _ratio(unchanged, peer_unchanged),
+            1.0,
+            higher_is_better=False,
+        ),
+        Target(
+            "nightly: chunks rewritten or deleted on the unchanged re-run (churn)",
+            None if unchanged is None else unchanged.churn,
+            0,
+            False,
+            True,
+        ),
         Target("nightly: unchanged re-run / first run", _ratio(unchanged, first), 0.1, False, True),
-        Target("nightly: embedding inputs on the unchanged re-run", None if unchanged is None else unchanged.embedding_inputs,
-               0, False, True),
-        Target(f"nightly: embedding inputs on the edited re-run / chunks of the {result.edited_files} edited files "
-               f"({result.edited_chunks})", None if edited is None or not result.edited_chunks
-               else edited.embedding_inputs / result.edited_chunks, 1.0, False, True),
+        Target(
+            "nightly: embedding inputs on the unchanged re-run",
+            None if unchanged is None else unchanged.embedding_inputs,
+            0,
+            False,
+            True,
+        ),
+        Target(
+            f"nightly: embedding inputs on the edited re-run / chunks of the {result.edited_files} edited files "
+            f"({result.edited_chunks})",
+            None if edited is None or not result.edited_chunks else edited.embedding_inputs / result.edited_chunks,
+            1.0,
+            False,
+            True,
+        ),
         Target("nightly: first run / bare upsert of the same chunks", _ratio(first, bare), 2.0, False, True),
     ]
     sizes = sorted({e["files"] for e in result.db_growth})
     if len(sizes) >= 2:
         small = max(e["growth_bytes"] for e in result.db_growth if e["files"] == sizes[0])
         large = max(e["growth_bytes"] for e in result.db_growth if e["files"] == sizes[-1])
-        out.append(Target(f"nightly: metadata DB growth per run at {sizes[-1]:,} files / at {sizes[0]:,} files "
-                          f"({sizes[-1] / sizes[0]:.0f}x the corpus)", large / small if small else None, 2.0,
-                          higher_is_better=False))
+        out.append(
+            Target(
+                f"nightly: metadata DB growth per run at {sizes[-1]:,} files / at {sizes[0]:,} files "
+                f"({sizes[-1] / sizes[0]:.0f}x the corpus)",
+                large / small if small else None,
+                2.0,
+                higher_is_better=False,
+            )
+        )
     return out
 
 
-def write_results(rows: list[Row], found: list[Target], meta: dict[str, Any], results_dir: Path, *,
-                  tag: str = "", nightly: Any = None) -> str:
+def write_results(
+    rows: list[Row], found: list[Target], meta: dict[str, Any], results_dir: Path, *, tag: str = "", nightly: Any = None
+) -> str:
     """Write latest[-tag].md (committed), latest[-tag].json (gitignored), summary[-tag].md and the plot."""
     results_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"-{tag}" if tag else ""
@@ -244,9 +318,11 @@ def write_results(rows: list[Row], found: list[Target], meta: dict[str, Any], re
     )
     summary = f"{summary_table(rows)}\n"
     if nightly is not None:
-        text += (f"\n## Nightly corpus\n\n{nightly.files:,} files, {nightly.corpus_bytes / 1e6:.1f} MB; "
-                 f"{nightly.edited_files} edited, {nightly.deleted_files} deleted before the third run.\n\n"
-                 f"{nightly_table(nightly)}\n")
+        text += (
+            f"\n## Nightly corpus\n\n{nightly.files:,} files, {nightly.corpus_bytes / 1e6:.1f} MB; "
+            f"{nightly.edited_files} edited, {nightly.deleted_files} deleted before the third run.\n\n"
+            f"{nightly_table(nightly)}\n"
+        )
         if nightly.db_growth:
             text += f"\nMetadata DB growth (`airflow dags test`, sqlite):\n\n{db_growth_table(nightly)}\n"
         text += "\n### Nightly targets\n\n" + "\n".join(t.line() for t in nightly_targets(nightly)) + "\n"

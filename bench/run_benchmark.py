@@ -15,19 +15,19 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import logging
+import time
+from pathlib import Path
 
-from bench.embedding_service import EmbeddingService  # noqa: E402
-from bench.machine import describe_commit, describe_machine, load_average  # noqa: E402
-from bench.milvus_backend import milvus_backend  # noqa: E402
-from bench.nightly import run_nightly  # noqa: E402
-from bench.operators import Tuning, configure_connections  # noqa: E402
-from bench.report import targets, write_results  # noqa: E402
-from bench.suite import GATHER, LIMIT, OPERATOR, SYNC, Suite  # noqa: E402
-from bench.workloads import TUTORIAL_ADDS, TUTORIAL_DELETES, TUTORIAL_SEARCHES, Workload  # noqa: E402
+from bench.embedding_service import EmbeddingService
+from bench.machine import describe_commit, describe_machine, load_average
+from bench.milvus_backend import milvus_backend
+from bench.nightly import run_nightly
+from bench.operators import Tuning, configure_connections
+from bench.report import targets, write_results
+from bench.suite import GATHER, LIMIT, OPERATOR, SYNC, Suite
+from bench.workloads import TUTORIAL_ADDS, TUTORIAL_DELETES, TUTORIAL_SEARCHES, Workload
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BIG_SEARCH_BATCH = 64  # tuned as a user would for 1,000 queries: fewer, larger nq requests
@@ -49,18 +49,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--standalone", action="store_true", help="start a Milvus 2.3.5 standalone server")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions below 100k items (median)")
     parser.add_argument("--batch-size", type=int, default=TUNED.write_batch_size, help="write batch_size")
-    parser.add_argument("--max-concurrency", type=int, default=TUNED.write_max_concurrency,
-                        help="write max_concurrency")
-    parser.add_argument("--search-concurrency", type=int, default=TUNED.search_max_concurrency,
-                        help="search max_concurrency")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=TUNED.write_max_concurrency, help="write max_concurrency"
+    )
+    parser.add_argument(
+        "--search-concurrency", type=int, default=TUNED.search_max_concurrency, help="search max_concurrency"
+    )
     parser.add_argument("--search-batch-size", type=int, default=TUNED.search_batch_size, help="search batch_size")
-    parser.add_argument("--big-search", default="1000,100000",
-                        help="QUERIES,ENTITIES of the large search workload ('' to skip)")
-    parser.add_argument("--big-search-batch-size", type=int, default=BIG_SEARCH_BATCH,
-                        help="search batch_size for the large search workload")
+    parser.add_argument(
+        "--big-search", default="1000,100000", help="QUERIES,ENTITIES of the large search workload ('' to skip)"
+    )
+    parser.add_argument(
+        "--big-search-batch-size",
+        type=int,
+        default=BIG_SEARCH_BATCH,
+        help="search batch_size for the large search workload",
+    )
     parser.add_argument("--nightly-files", type=int, default=1000, help="files of the nightly corpus (0 to skip)")
-    parser.add_argument("--db-sizes", default="100,1000",
-                        help="corpus sizes (files) for the metadata-DB growth runs via airflow dags test ('' to skip)")
+    parser.add_argument(
+        "--db-sizes",
+        default="100,1000",
+        help="corpus sizes (files) for the metadata-DB growth runs via airflow dags test ('' to skip)",
+    )
     parser.add_argument("--only-nightly", action="store_true", help="run only the nightly corpus workload")
     parser.add_argument("--tag", help="results file suffix (default: 'standalone' with --standalone, else none)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -86,20 +96,28 @@ def quiet_logs() -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_logs()
-    tuning = Tuning(write_batch_size=args.batch_size, write_max_concurrency=args.max_concurrency,
-                    search_batch_size=args.search_batch_size, search_max_concurrency=args.search_concurrency)
+    tuning = Tuning(
+        write_batch_size=args.batch_size,
+        write_max_concurrency=args.max_concurrency,
+        search_batch_size=args.search_batch_size,
+        search_max_concurrency=args.search_concurrency,
+    )
     sizes = [int(s) for s in args.sizes.split(",") if s]
     started = time.monotonic()
     commit, load_at_start = describe_commit(), load_average()
     with (
-        EmbeddingService(dimensions=args.dimensions, latency=args.latency,
-                         latency_per_input=args.latency_per_input) as embeddings,
+        EmbeddingService(
+            dimensions=args.dimensions, latency=args.latency, latency_per_input=args.latency_per_input
+        ) as embeddings,
         milvus_backend(uri=args.milvus_uri, standalone=args.standalone) as backend,
     ):
         configure_connections(backend.uri, embeddings.base_url)
         suite = Suite(backend.uri, embeddings, tuning, repeat=args.repeat)
-        print(f"Milvus: {backend.description}; embeddings: {embeddings.base_url} "
-              f"(latency {args.latency}s + {args.latency_per_input}s/input)\nTuning: {tuning.describe()}", flush=True)
+        print(
+            f"Milvus: {backend.description}; embeddings: {embeddings.base_url} "
+            f"(latency {args.latency}s + {args.latency_per_input}s/input)\nTuning: {tuning.describe()}",
+            flush=True,
+        )
         if args.only_nightly:
             sizes = []
         else:
@@ -110,15 +128,23 @@ def run(args: argparse.Namespace) -> int:
                 n_queries, n_entities = (int(x) for x in args.big_search.split(","))
                 # (a) and (b) on the first 100 queries, extrapolated; one repetition (Milvus Lite takes ~0.7 s
                 # per search request over 100k entities whatever nq is, see docs/benchmark.md).
-                suite.run_search(Workload(f"search@{n_entities // 1000}k", n_queries), n_entities,
-                                 measure_sync_up_to=100, measure_gather_up_to=100,
-                                 batch_size=args.big_search_batch_size, repeat=1)
+                suite.run_search(
+                    Workload(f"search@{n_entities // 1000}k", n_queries),
+                    n_entities,
+                    measure_sync_up_to=100,
+                    measure_gather_up_to=100,
+                    batch_size=args.big_search_batch_size,
+                    repeat=1,
+                )
             for n in TUTORIAL_DELETES:
                 suite.run_delete(Workload("delete", n))
         for n in sizes:
             workload = Workload("ingest", n)
-            measured = tuple(m for m, up_to in ((SYNC, MEASURE_SYNC_UP_TO), (GATHER, MEASURE_GATHER_UP_TO))
-                             if n <= up_to and not (args.quick and m == SYNC))
+            measured = tuple(
+                m
+                for m, up_to in ((SYNC, MEASURE_SYNC_UP_TO), (GATHER, MEASURE_GATHER_UP_TO))
+                if n <= up_to and not (args.quick and m == SYNC)
+            )
             suite.run_write(workload, measured)
             for method in (SYNC, GATHER):
                 if method not in measured:
@@ -128,8 +154,12 @@ def run(args: argparse.Namespace) -> int:
         if args.nightly_files:
             with tempfile.TemporaryDirectory(prefix="bench-nightly-") as workdir:
                 nightly = run_nightly(
-                    backend.uri, embeddings, files=args.nightly_files, batch_size=tuning.write_batch_size,
-                    max_concurrency=tuning.write_max_concurrency, workdir=Path(workdir),
+                    backend.uri,
+                    embeddings,
+                    files=args.nightly_files,
+                    batch_size=tuning.write_batch_size,
+                    max_concurrency=tuning.write_max_concurrency,
+                    workdir=Path(workdir),
                     db_sizes=tuple(int(x) for x in args.db_sizes.split(",") if x),
                 )
         meta = describe_machine(args, backend, embeddings, tuning, commit=commit, load_at_start=load_at_start)

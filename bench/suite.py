@@ -6,12 +6,15 @@ import statistics
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bench import limits, operators, tutorial
-from bench.embedding_service import EmbeddingService
 from bench.measure import MB, Row, RssSampler
-from bench.operators import Tuning
 from bench.workloads import TUTORIAL_CORPUS, Workload, delete_ids, documents, queries
+
+if TYPE_CHECKING:
+    from bench.embedding_service import EmbeddingService
+    from bench.operators import Tuning
 
 SYNC, GATHER, OPERATOR, LIMIT = "(a) sync loop", "(b) unbounded gather", "(c) operator core", "(d) limit"
 METHODS = (SYNC, GATHER, OPERATOR, LIMIT)
@@ -69,16 +72,35 @@ class Suite:
                 peak_in_flight = max(peak_in_flight, self.embeddings.stats()["peak_in_flight"])
         finally:
             self._drop_collections()
-        row = Row(workload.kind, workload.n, method, statistics.median(seconds), len(seconds), seconds,
-                  peak_rss_mb=peak_rss / MB, peak_in_flight=peak_in_flight, notes=self._notes.get(method, ""))
+        row = Row(
+            workload.kind,
+            workload.n,
+            method,
+            statistics.median(seconds),
+            len(seconds),
+            seconds,
+            peak_rss_mb=peak_rss / MB,
+            peak_in_flight=peak_in_flight,
+            notes=self._notes.get(method, ""),
+        )
         self.rows.append(row)
-        print(f"  {workload.label:<24} {method:<22} {row.seconds:9.3f} s  {row.items_per_s:10.1f}/s"
-              f"  rss {row.peak_rss_mb:6.0f} MB  in-flight {peak_in_flight}", flush=True)
+        print(
+            f"  {workload.label:<24} {method:<22} {row.seconds:9.3f} s  {row.items_per_s:10.1f}/s"
+            f"  rss {row.peak_rss_mb:6.0f} MB  in-flight {peak_in_flight}",
+            flush=True,
+        )
         return row
 
     def extrapolate(self, workload: Workload, method: str, base: Row) -> Row:
-        row = Row(workload.kind, workload.n, method, base.seconds * workload.n / base.n, 0,
-                  extrapolated_from=base.n, notes=f"linear from {base.workload} {base.n:,}")
+        row = Row(
+            workload.kind,
+            workload.n,
+            method,
+            base.seconds * workload.n / base.n,
+            0,
+            extrapolated_from=base.n,
+            notes=f"linear from {base.workload} {base.n:,}",
+        )
         self.rows.append(row)
         print(f"  {workload.label:<24} {method:<22} ~{row.seconds:8.1f} s  (extrapolated from {base.n:,})")
         return row
@@ -106,8 +128,12 @@ class Suite:
         return trial
 
     def _limit_trial(
-        self, workload: Workload, corpus: list, pipeline: Callable[[str], float],
-        stages: dict[str, Callable[[str], float]], ceiling: float | None = None,
+        self,
+        workload: Workload,
+        corpus: list,
+        pipeline: Callable[[str], float],
+        stages: dict[str, Callable[[str], float]],
+        ceiling: float | None = None,
     ) -> Callable[[], Trial]:
         """The raw pipeline is the limit; each stage alone (and the computed embedding ceiling) goes in the notes."""
 
@@ -139,26 +165,46 @@ class Suite:
         if SYNC in methods:
             self.measure(workload, SYNC, self._tutorial_trial(SYNC, workload, [], lambda s: tutorial.sync_add(s, docs)))
         if GATHER in methods:
-            self.measure(workload, GATHER,
-                         self._tutorial_trial(GATHER, workload, [], lambda s: tutorial.gather_add(s, docs)))
-        self.measure(workload, OPERATOR, self._operator_trial(workload, [], lambda n: operators.add(n, docs, self.tuning)))
+            self.measure(
+                workload, GATHER, self._tutorial_trial(GATHER, workload, [], lambda s: tutorial.gather_add(s, docs))
+            )
+        self.measure(
+            workload, OPERATOR, self._operator_trial(workload, [], lambda n: operators.add(n, docs, self.tuning))
+        )
         rows = limits.rows_for(docs, self.embeddings.dimensions)
         texts = [d.page_content for d in docs]
         url = self.embeddings.base_url
-        self.measure(workload, LIMIT, self._limit_trial(
-            workload, [],
-            lambda name: limits.pipeline_insert(self.milvus_uri, url, name, rows, batch=batch, concurrency=conc),
-            {
-                "embeddings": lambda _: limits.hammer_embeddings(url, texts, batch=batch, concurrency=conc),
-                "milvus": lambda name: limits.milvus_insert(
-                    self.milvus_uri, name, [r | {"pk": f"again-{r['pk']}"} for r in rows], batch=batch,
-                    concurrency=conc),
-            },
-            self.embeddings.ceiling(batch, conc),
-        ))
+        self.measure(
+            workload,
+            LIMIT,
+            self._limit_trial(
+                workload,
+                [],
+                lambda name: limits.pipeline_insert(self.milvus_uri, url, name, rows, batch=batch, concurrency=conc),
+                {
+                    "embeddings": lambda _: limits.hammer_embeddings(url, texts, batch=batch, concurrency=conc),
+                    "milvus": lambda name: limits.milvus_insert(
+                        self.milvus_uri,
+                        name,
+                        [r | {"pk": f"again-{r['pk']}"} for r in rows],
+                        batch=batch,
+                        concurrency=conc,
+                    ),
+                },
+                self.embeddings.ceiling(batch, conc),
+            ),
+        )
 
-    def run_search(self, workload: Workload, corpus_n: int = TUTORIAL_CORPUS, *, measure_sync_up_to: int = 100,
-                   measure_gather_up_to: int = 1000, batch_size: int | None = None, repeat: int | None = None) -> None:
+    def run_search(
+        self,
+        workload: Workload,
+        corpus_n: int = TUTORIAL_CORPUS,
+        *,
+        measure_sync_up_to: int = 100,
+        measure_gather_up_to: int = 1000,
+        batch_size: int | None = None,
+        repeat: int | None = None,
+    ) -> None:
         """
         Searches (k=3) over a ``corpus_n``-document collection: the tutorial's 100 over 1,000, and larger.
 
@@ -180,10 +226,12 @@ class Suite:
             name = f"b_search_{corpus_n}_{uuid.uuid4().hex[:6]}"
             limits.create_collection(self.milvus_uri, name, self.embeddings.dimensions)
             for start in range(0, corpus_n, 10_000):
-                rows = limits.rows_for(documents(min(10_000, corpus_n - start), start=start), self.embeddings.dimensions)
+                rows = limits.rows_for(
+                    documents(min(10_000, corpus_n - start), start=start), self.embeddings.dimensions
+                )
                 limits.milvus_insert(self.milvus_uri, name, rows, batch=2000, concurrency=2)
             limits.flush(self.milvus_uri, name)
-            setup = lambda method: (lambda: name)  # noqa: E731
+            setup = lambda method: lambda: name
             corpus = []
         else:
             corpus = documents(corpus_n)
@@ -191,36 +239,51 @@ class Suite:
         try:
             sync_qs = qs[:measure_sync_up_to]
             sync_load = Workload(workload.kind, len(sync_qs)) if len(sync_qs) < len(qs) else workload
-            sync_row = self.measure(sync_load, SYNC, self._search_trial(
-                SYNC, sync_load, corpus, setup, lambda s: tutorial.sync_search(s, sync_qs)))
+            sync_row = self.measure(
+                sync_load,
+                SYNC,
+                self._search_trial(SYNC, sync_load, corpus, setup, lambda s: tutorial.sync_search(s, sync_qs)),
+            )
             if sync_load is not workload:
                 self.extrapolate(workload, SYNC, sync_row)
             gather_qs = qs[:measure_gather_up_to]
             gather_load = Workload(workload.kind, len(gather_qs)) if len(gather_qs) < len(qs) else workload
-            gather_row = self.measure(gather_load, GATHER, self._search_trial(
-                GATHER, gather_load, corpus, setup, lambda s: tutorial.gather_search(s, gather_qs)))
+            gather_row = self.measure(
+                gather_load,
+                GATHER,
+                self._search_trial(GATHER, gather_load, corpus, setup, lambda s: tutorial.gather_search(s, gather_qs)),
+            )
             if gather_load is not workload:
                 self.extrapolate(workload, GATHER, gather_row)
-            op_trial = (lambda: (lambda: operators.search(name, qs, tuning))) if shared else \
-                self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, tuning))
+            op_trial = (
+                (lambda: lambda: operators.search(name, qs, tuning))
+                if shared
+                else self._operator_trial(workload, corpus, lambda n: operators.search(n, qs, tuning))
+            )
             self.measure(workload, OPERATOR, op_trial)
-            pipeline = lambda n: limits.pipeline_search(self.milvus_uri, url, n, qs, batch=batch, concurrency=conc)  # noqa: E731
+            pipeline = lambda n: limits.pipeline_search(self.milvus_uri, url, n, qs, batch=batch, concurrency=conc)
             stages = {
                 "milvus": lambda n: limits.milvus_search(self.milvus_uri, n, vectors, batch=batch, concurrency=conc),
                 "embeddings": lambda _: limits.hammer_embeddings(url, qs, batch=batch, concurrency=conc),
             }
             if shared:
+
                 def limit_trial() -> Trial:
                     def timed_part() -> float:
                         seconds = pipeline(name)
                         notes = [f"{stage} alone {run(name):.3f}s" for stage, run in stages.items()]
                         self._notes[LIMIT] = f"raw pipeline, batch {batch}; " + ", ".join(notes)
                         return seconds
+
                     return timed_part
+
                 self.measure(workload, LIMIT, limit_trial)
             else:
-                self.measure(workload, LIMIT, self._limit_trial(
-                    workload, corpus, pipeline, stages, self.embeddings.ceiling(batch, conc)))
+                self.measure(
+                    workload,
+                    LIMIT,
+                    self._limit_trial(workload, corpus, pipeline, stages, self.embeddings.ceiling(batch, conc)),
+                )
         finally:
             self.repeat = saved_repeat
             if shared:
@@ -240,10 +303,17 @@ class Suite:
     def run_delete(self, workload: Workload) -> None:
         """Deletes by metadata expression from a 1,000-document collection (fresh for every trial)."""
         corpus, ids = documents(TUTORIAL_CORPUS), delete_ids(workload.n, start=0)
-        self.measure(workload, SYNC, self._tutorial_trial(SYNC, workload, corpus, lambda s: tutorial.sync_delete(s, ids)))
-        self.measure(workload, GATHER,
-                     self._tutorial_trial(GATHER, workload, corpus, lambda s: tutorial.gather_delete(s, ids)))
-        self.measure(workload, OPERATOR,
-                     self._operator_trial(workload, corpus, lambda n: operators.delete(n, ids, self.tuning)))
-        self.measure(workload, LIMIT, self._limit_trial(
-            workload, corpus, lambda name: limits.milvus_delete(self.milvus_uri, name, ids), {}))
+        self.measure(
+            workload, SYNC, self._tutorial_trial(SYNC, workload, corpus, lambda s: tutorial.sync_delete(s, ids))
+        )
+        self.measure(
+            workload, GATHER, self._tutorial_trial(GATHER, workload, corpus, lambda s: tutorial.gather_delete(s, ids))
+        )
+        self.measure(
+            workload, OPERATOR, self._operator_trial(workload, corpus, lambda n: operators.delete(n, ids, self.tuning))
+        )
+        self.measure(
+            workload,
+            LIMIT,
+            self._limit_trial(workload, corpus, lambda name: limits.milvus_delete(self.milvus_uri, name, ids), {}),
+        )

@@ -14,18 +14,18 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import functools  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
 
-from bench import operators  # noqa: E402
-from bench.embedding_service import EmbeddingService  # noqa: E402
-from bench.milvus_backend import milvus_backend  # noqa: E402
-from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs  # noqa: E402
-from bench.workloads import TUTORIAL_CORPUS, delete_ids, documents, queries  # noqa: E402
+from bench import operators
+from bench.embedding_service import EmbeddingService
+from bench.milvus_backend import milvus_backend
+from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs
+from bench.workloads import TUTORIAL_CORPUS, delete_ids, documents, queries
 
 EVENTS: list[tuple[float, float, str]] = []
 T0 = [0.0]
@@ -62,16 +62,33 @@ def instrument() -> None:
     from airflow_provider_milvus import settings
     from airflow_provider_milvus.core import session
 
-    for name in ("has_collection", "describe_collection", "list_indexes", "describe_index", "load_collection",
-                 "query", "search", "hybrid_search", "delete", "upsert", "insert", "close"):
+    for name in (
+        "has_collection",
+        "describe_collection",
+        "list_indexes",
+        "describe_index",
+        "load_collection",
+        "query",
+        "search",
+        "hybrid_search",
+        "delete",
+        "upsert",
+        "insert",
+        "close",
+    ):
         setattr(AsyncMilvusClient, name, _async_timer(f"milvus.{name}", getattr(AsyncMilvusClient, name)))
     for name in ("aembed_documents", "aembed_query"):
         setattr(OpenAIEmbeddings, name, _async_timer(f"embeddings.{name}", getattr(OpenAIEmbeddings, name)))
     from airflow_provider_milvus.core import write
     from airflow_provider_milvus.operators import milvus as operator_module
 
-    for module, name in ((operator_module, "load_documents"), (operator_module, "prepare_chunks"),
-                         (write, "_plan"), (write, "_write"), (write, "_delete_ids")):
+    for module, name in (
+        (operator_module, "load_documents"),
+        (operator_module, "prepare_chunks"),
+        (write, "_plan"),
+        (write, "_write"),
+        (write, "_delete_ids"),
+    ):
         fn = getattr(module, name)
         label = f"{'operator' if module is operator_module else module.__name__.rsplit('.', 1)[-1]}.{name}"
         timer = _async_timer(label, fn) if asyncio.iscoroutinefunction(fn) else _sync_timer(label, fn)
@@ -92,8 +109,10 @@ def timeline(run: Callable[[], float]) -> str:
     EVENTS.clear()
     T0[0] = time.perf_counter()
     seconds = run()
-    lines = [f"total {seconds:.3f} s (timer inside the bench call); calls by start time:",
-             f"{'start s':>8} {'took s':>8}  call"]
+    lines = [
+        f"total {seconds:.3f} s (timer inside the bench call); calls by start time:",
+        f"{'start s':>8} {'took s':>8}  call",
+    ]
     for start, took, name in sorted(EVENTS):
         lines.append(f"{start:8.3f} {took:8.3f}  {name}")
     totals: dict[str, tuple[int, float]] = {}
@@ -142,10 +161,12 @@ def main() -> None:
                     mutate(folder)
                 return ours(folder, "trace_nightly", TUNED.write_batch_size, TUNED.write_max_concurrency)[0]
 
-            runs |= {f"nightly-{args.nightly_files}-first": lambda: nightly(False),
-                     f"nightly-{args.nightly_files}-unchanged": lambda: nightly(False),
-                     f"nightly-{args.nightly_files}-edited": lambda: nightly(True)}
-            atexit_cleanup = lambda: shutil.rmtree(folder, ignore_errors=True)  # noqa: E731
+            runs |= {
+                f"nightly-{args.nightly_files}-first": lambda: nightly(False),
+                f"nightly-{args.nightly_files}-unchanged": lambda: nightly(False),
+                f"nightly-{args.nightly_files}-edited": lambda: nightly(True),
+            }
+            atexit_cleanup = lambda: shutil.rmtree(folder, ignore_errors=True)
         else:
             atexit_cleanup = None
         for name, run in runs.items():

@@ -9,14 +9,17 @@ Store construction (sync RPCs) is not timed, as in the tutorial.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from langchain_core.documents import Document
 from langchain_milvus import Milvus
 from langchain_openai import OpenAIEmbeddings
 
 from bench.embedding_service import API_KEY, MODEL
 from bench.measure import timed
 from bench.workloads import SEARCH_K, seed_document
+
+if TYPE_CHECKING:
+    from langchain_core.documents import Document
 
 
 def make_store(uri: str, embedding_url: str, collection: str, *, drop_old: bool = False) -> Milvus:
@@ -46,6 +49,7 @@ def _ids(docs: list[Document]) -> list[str]:
 
 # (a) the sync loop: one call per item ------------------------------------------------------------
 
+
 def sync_add(store: Milvus, docs: list[Document]) -> float:
     with timed() as timer:
         for doc, doc_id in zip(docs, _ids(docs)):
@@ -68,6 +72,7 @@ def sync_delete(store: Milvus, ids: list[str]) -> float:
 
 
 # (b) the unbounded gather: one task per item, all at once ----------------------------------------
+
 
 async def _gather_add(store: Milvus, docs: list[Document]) -> None:
     await asyncio.gather(*(store.aadd_documents([doc], ids=[i]) for doc, i in zip(docs, _ids(docs))))

@@ -22,16 +22,16 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-from bench import limits, operators  # noqa: E402
-from bench.embedding_service import EmbeddingService  # noqa: E402
-from bench.machine import describe_commit, load_average  # noqa: E402
-from bench.milvus_backend import milvus_backend  # noqa: E402
-from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs  # noqa: E402
-from bench.workloads import TUTORIAL_CORPUS, documents, queries  # noqa: E402
+from bench import limits, operators
+from bench.embedding_service import EmbeddingService
+from bench.machine import describe_commit, load_average
+from bench.milvus_backend import milvus_backend
+from bench.run_benchmark import RESULTS_DIR, TUNED, quiet_logs
+from bench.workloads import TUTORIAL_CORPUS, documents, queries
 
 
 def median_of(run, reps: int) -> float:
@@ -52,15 +52,19 @@ def client_cpu(batches: int = 20, batch: int = 200) -> list[str]:
     out = []
     for dims in (32, 1536):
         with EmbeddingService(dimensions=dims, latency=0.0, latency_per_input=0.0) as svc:
+
             async def langchain() -> None:
-                embeddings = OpenAIEmbeddings(model=MODEL, base_url=svc.base_url, api_key=API_KEY,
-                                              check_embedding_ctx_length=False)
+                embeddings = OpenAIEmbeddings(
+                    model=MODEL, base_url=svc.base_url, api_key=API_KEY, check_embedding_ctx_length=False
+                )
                 for _ in range(batches):
                     await embeddings.aembed_documents(texts)
                 await embeddings.async_client._client.close()
 
             async def raw() -> None:
-                async with httpx.AsyncClient(base_url=svc.base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+                async with httpx.AsyncClient(
+                    base_url=svc.base_url, headers={"Authorization": f"Bearer {API_KEY}"}
+                ) as http:
                     for _ in range(batches):
                         await limits._embed(http, texts)
 
@@ -69,8 +73,10 @@ def client_cpu(batches: int = 20, batch: int = 200) -> list[str]:
                 started = time.process_time()
                 asyncio.run(fn())
                 cpu[name] = 1000 * (time.process_time() - started) / (batches * batch)
-            out.append(f"client CPU per embedding input, {dims} dims, {batches} requests of {batch}: " +
-                       "; ".join(f"{k} {v:.3f} ms" for k, v in cpu.items()))
+            out.append(
+                f"client CPU per embedding input, {dims} dims, {batches} requests of {batch}: "
+                + "; ".join(f"{k} {v:.3f} ms" for k, v in cpu.items())
+            )
     return out
 
 
@@ -110,9 +116,11 @@ def main() -> None:
             with_cache = median_of(lambda: operators.search("whatif_small", qs, TUNED), args.reps)
         finally:
             langchain_openai.OpenAIEmbeddings = original
-        lines.append(f"search 100 over 1k, median of {args.reps}: as is {as_is:.3f} s; OpenAIEmbeddings given http "
-                     f"clients on one process-wide SSL context {with_cache:.3f} s (saves {as_is - with_cache:.3f} s "
-                     "per run)")
+        lines.append(
+            f"search 100 over 1k, median of {args.reps}: as is {as_is:.3f} s; OpenAIEmbeddings given http "
+            f"clients on one process-wide SSL context {with_cache:.3f} s (saves {as_is - with_cache:.3f} s "
+            "per run)"
+        )
 
         name = "whatif_lookup"
         limits.create_collection(backend.uri, name, 32)
@@ -127,6 +135,7 @@ def main() -> None:
 
         client = MilvusClient(uri=backend.uri)
         try:
+
             def iterate(fields: list[str]) -> float:
                 started = time.perf_counter()
                 iterator = client.query_iterator(name, batch_size=16384, filter='pk != ""', output_fields=fields)
@@ -142,8 +151,10 @@ def main() -> None:
         finally:
             client.drop_collection(name)
             client.close()
-        lines.append(f"lookup of all {args.rows:,} stored chunks (query_iterator, 16,384 per page), median of 3: "
-                     f"pk + text + $meta {full:.3f} s; pk + source only {keys:.3f} s")
+        lines.append(
+            f"lookup of all {args.rows:,} stored chunks (query_iterator, 16,384 per page), median of 3: "
+            f"pk + text + $meta {full:.3f} s; pk + source only {keys:.3f} s"
+        )
     lines += client_cpu()
     lines.append(f"load at end {load_average()}")
     path = RESULTS_DIR / f"whatif{'-standalone' if args.standalone else ''}.txt"
