@@ -197,6 +197,12 @@ def _check_vector(vector: Any, position: int) -> list[float]:
 
 
 def _check_metadata(metadata: dict[str, Any], position: int) -> None:
+    try:  # one call for the whole dict; key by key only to name what is wrong
+        json.dumps(metadata, allow_nan=False)
+        if all(isinstance(key, str) for key in metadata):
+            return
+    except (TypeError, ValueError):
+        pass
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise MilvusProviderError(f"Document {position}: metadata key {key!r} is not a string.")

@@ -32,6 +32,7 @@ class Session:
     schema: CollectionSchema
     secrets: list[str]
     tenant: str | None = None
+    created: bool = False  # this run created the collection: it holds nothing to look up
     round_trips: int = 0
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
@@ -148,16 +149,20 @@ async def open_session(
     try:
         # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
         with describe_milvus_error(settings, action=f"open collection '{name}'", secrets=secrets):
+            created = False
             if create and not await client.has_collection(name):
                 options = NewCollection.from_value(config.new_collection)
                 if before_create is not None:
                     await asyncio.to_thread(before_create, options)
                 await _create(options, settings, embeddings, vector_dimension, name)
+                created = True
             choice = FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
             schema = await aread_schema(client, name, choice, metrics=metrics)
             _check_usable(schema, config, embeddings)
             await client.load_collection(name, timeout=settings.timeout)
-        session = Session(settings, client, embeddings, schema, secrets, tenant=config.partition_key_value)
+        session = Session(
+            settings, client, embeddings, schema, secrets, tenant=config.partition_key_value, created=created
+        )
         yield session
     finally:
         if session is not None:

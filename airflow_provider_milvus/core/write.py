@@ -156,7 +156,9 @@ async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: li
     fields = [f for f in schema.output_fields if not (text_in_id and f == schema.text)]
     stored_by_source: dict[Any, list[dict[str, Any]]] = {}
     stored: dict[Any, dict[str, Any]] = {}
-    if job.replace_by:
+    if session.created:
+        pass  # a collection this run created holds nothing: no lookups
+    elif job.replace_by:
         stored_by_source = await _stored_by_source(session, job, chunks, fields)
     elif not schema.auto_id:
         keys = await asyncio.to_thread(lambda: [builder.primary_key(c) for c in chunks])
