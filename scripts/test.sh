@@ -29,7 +29,7 @@ set -e
 if [ "$status" -eq 5 ]; then echo "pytest collected no tests"; status=0; fi
 
 if [ "$markers" = "not slow" ] && [ "$#" -eq 0 ] && [ -z "${SKIP_MIN_AIRFLOW:-}" ]; then
-  # The oldest supported Airflow (pyproject's floor) runs the same unit, hook, operator and example-DAG tests
+  # The oldest supported Airflow (pyproject's floor) runs the same unit, hook and operator tests and the main example DAGs
   # (the whole CI suite only; skipped when pytest arguments pick tests, or with SKIP_MIN_AIRFLOW=1).
   min_airflow="$(sed -n 's/^apache-airflow==//p' scripts/constraints-min-airflow.txt)"
   echo "==> minimum supported Airflow $min_airflow (.venv-min)"
@@ -38,8 +38,13 @@ if [ "$markers" = "not slow" ] && [ "$#" -eq 0 ] && [ -z "${SKIP_MIN_AIRFLOW:-}"
   .venv/bin/uv pip install --quiet --python .venv-min/bin/python -c scripts/constraints-min-airflow.txt \
     "apache-airflow==$min_airflow" -e ".[test-core]"
   set +e
+  # Example DAGs there: imports, the nightly ingest (first run, re-run, edit + delete) and search, the main job.
   .venv-min/bin/python -m pytest -m "$markers" -p no:cacheprovider -ra \
-    tests/unit tests/test_hook.py tests/test_operators.py tests/test_example_dags.py
+    tests/unit tests/test_hook.py tests/test_operators.py \
+    "tests/test_example_dags.py::test_every_example_dag_imports_without_errors" \
+    "tests/test_example_dags.py::test_ingest_writes_the_corpus_and_a_rerun_writes_nothing_new" \
+    "tests/test_example_dags.py::test_ingest_replaces_a_changed_file_and_removes_a_deleted_one" \
+    "tests/test_example_dags.py::test_search_dag_passes_json_hits_to_the_next_task"
   min_status=$?
   set -e
   [ "$min_status" -eq 0 ] || [ "$min_status" -eq 5 ] || status="$min_status"
