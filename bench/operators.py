@@ -74,7 +74,7 @@ def _write_job(collection: str, docs: list[Document], tuning: Tuning) -> Any:
     from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
     from airflow_provider_milvus.core.operations import WriteJob
 
-    prepared = prepare_chunks(docs, id_key="id", split=SplitOptions(), text_max_bytes=65535)
+    prepared = prepare_chunks(docs, id_key="id", split=SplitOptions())
     return WriteJob(
         store=_store(collection),
         batch_size=tuning.write_batch_size,

@@ -45,7 +45,6 @@ def prepare_chunks(
     ids: Sequence[str | int] | None = None,
     id_key: str | None = None,
     split: SplitOptions = SplitOptions(),
-    text_max_bytes: int | None = None,
 ) -> PreparedChunks:
     """
     Normalise, split and id documents.
@@ -91,7 +90,6 @@ def prepare_chunks(
                 )
             first_at[chunk_id] = len(prepared.chunks)
             prepared.chunks.append(chunk)
-    _check_chunks(prepared.chunks, text_max_bytes)
     return prepared
 
 
@@ -215,17 +213,13 @@ def _check_metadata(metadata: dict[str, Any], position: int) -> None:
             ) from None
 
 
-def check_text_sizes(chunks: list[dict[str, Any]], max_bytes: int) -> None:
+def check_text_sizes(chunks: list[dict[str, Any]], max_bytes: int, field: str = "text") -> None:
     """Reject (never truncate) chunks longer than the collection's VARCHAR text field, in UTF-8 bytes."""
     for chunk in chunks:
         size = len(chunk["text"].encode())
         if size > max_bytes:
             raise MilvusProviderError(
-                f"Chunk {chunk['id']} has {size} bytes of text; the collection's text field holds at most "
-                f"{max_bytes}. Set chunk_size to split documents; nothing was truncated and nothing was written."
+                f"Chunk {chunk['id']!r:.80} has {size} bytes of text; the collection's text field '{field}' holds "
+                f"at most {max_bytes}. Set chunk_size to split documents; nothing was truncated and nothing was "
+                "written."
             )
-
-
-def _check_chunks(chunks: list[dict[str, Any]], text_max_bytes: int | None) -> None:
-    if text_max_bytes is not None:
-        check_text_sizes(chunks, text_max_bytes)

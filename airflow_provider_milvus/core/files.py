@@ -59,18 +59,10 @@ def load_documents(
 def _path(url: str, conn_id: str | None) -> Any:
     """Return a local path as ``pathlib.Path`` (fast to walk), anything else as ``ObjectStoragePath``."""
     if "://" not in url or url.startswith("file://"):
-        return _LocalPath(url.removeprefix("file://"))
+        return Path(url.removeprefix("file://"))
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
-
-
-class _LocalPath(type(Path())):  # type: ignore[misc]
-    """``pathlib.Path`` with the ``.path`` attribute ``ObjectStoragePath`` has."""
-
-    @property
-    def path(self) -> str:
-        return str(self)
 
 
 def _walk(root: Any, globs: list[str]) -> list[Any]:
@@ -84,5 +76,9 @@ def _walk(root: Any, globs: list[str]) -> list[Any]:
 
 
 def _relative(path: Any, root: Any) -> str:
-    # On the paths themselves: universal-pathlib 0.2 (Airflow 3.0) returns the whole URL from relative_to.
-    return PurePosixPath(path.path).relative_to(PurePosixPath(root.path)).as_posix()
+    # On the bare paths: universal-pathlib 0.2 (Airflow 3.0) returns the whole URL from relative_to.
+    return PurePosixPath(_bare(path)).relative_to(PurePosixPath(_bare(root))).as_posix()
+
+
+def _bare(path: Any) -> str:
+    return path.path if hasattr(path, "path") else str(path)  # ObjectStoragePath or pathlib.Path

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_milvus.core.collection import check_dimension
+from airflow_provider_milvus.core.documents import check_text_sizes
 from airflow_provider_milvus.core.schema import (
     BOOL,
     DOUBLE,
@@ -62,6 +63,7 @@ class RowBuilder:
                 f"Collection '{schema.name}' has no dynamic field, so metadata keys {unknown} have nowhere to go "
                 f"(its fields: {', '.join(schema.scalars) or 'none'}). Drop or rename them; nothing was written."
             )
+        check_text_sizes(chunks, schema.text_max_length, schema.text)
         for chunk in chunks:
             self._check_chunk(chunk)
 
@@ -69,13 +71,6 @@ class RowBuilder:
         schema = self.schema
         metadata = chunk["metadata"]
         where = f"Chunk {chunk['id']!r:.80}"
-        size = len(chunk["text"].encode())
-        if size > schema.text_max_length:
-            raise MilvusProviderError(
-                f"{where} has {size} bytes of text; field '{schema.text}' of '{schema.name}' holds at most "
-                f"{schema.text_max_length}. Set chunk_size to split documents; nothing was truncated and "
-                "nothing was written."
-            )
         if schema.int_ids and not schema.auto_id:
             self.primary_key(chunk)
         elif not schema.auto_id:

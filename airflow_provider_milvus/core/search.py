@@ -107,7 +107,6 @@ class _Searcher:
             check_dimension(session.schema, len(vectors[0]), "the query embedding")
         if job.search_type == "mmr":
             return await self._mmr(list(queries), vectors or [])
-        session.round_trips += 1
         if dense is not None and vectors is not None and self.bm25 is not None:
             from pymilvus import AnnSearchRequest, RRFRanker
 
@@ -160,7 +159,6 @@ class _Searcher:
         session, job, dense = self.session, self.job, self.dense
         if dense is None:
             raise MilvusProviderError("search_type='mmr' needs dense embeddings.")
-        session.round_trips += 1
         result = await session.client.search(
             session.name,
             data=vectors,

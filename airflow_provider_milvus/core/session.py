@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ class Session:
     secrets: list[str]
     tenant: str | None = None
     created: bool = False  # this run created the collection: it holds nothing to look up
-    round_trips: int = 0
+    round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
     @property
@@ -67,14 +68,14 @@ class Session:
         return describe_milvus_error(self.settings, action=action, secrets=self.secrets)
 
     async def count(self, expr: str) -> int:
-        self.round_trips += 1
+        self.round_trips["lookup"] += 1
         rows = await self.client.query(
             self.name, filter=expr, output_fields=["count(*)"], consistency_level="Strong", timeout=self.timeout
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def query(self, expr: str, output_fields: list[str], limit: int) -> list[dict[str, Any]]:
-        self.round_trips += 1
+        self.round_trips["lookup"] += 1
         rows = await self.client.query(
             self.name,
             filter=expr,
@@ -98,7 +99,7 @@ class Session:
             rows: list[dict[str, Any]] = []
             try:
                 while batch := iterator.next():
-                    self.round_trips += 1
+                    self.round_trips["lookup"] += 1
                     rows.extend(batch)
             finally:
                 iterator.close()

@@ -54,11 +54,10 @@ class Plan:
 
 @dataclass
 class Counts:
-    """What a run did: embedding inputs sent, rows written, requests per phase."""
+    """What a run did: embedding inputs sent, rows written."""
 
     embedded: int = 0
     written: int = 0
-    round_trips: Counter[str] = field(default_factory=Counter)
 
 
 async def run_write(job: WriteJob) -> dict[str, Any]:
@@ -94,8 +93,8 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
                 plan.vanished_sources,
             )
             batches = await _write(session, job, builder, plan, counts)
-            stale = await _delete_ids(session, job, plan.stale, counts, "stale")
-            vanished = await _delete_ids(session, job, plan.vanished, counts, "vanished")
+            stale = await _delete_ids(session, job, plan.stale, "stale")
+            vanished = await _delete_ids(session, job, plan.vanished, "vanished")
     return _summary(
         job,
         started,
@@ -108,7 +107,7 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
         vanished_deleted=vanished,
         vanished_sources=plan.vanished_sources,
         batches=batches,
-        round_trips=dict(counts.round_trips) | {"lookup": session.round_trips},
+        round_trips={"lookup": session.round_trips["lookup"], **session.round_trips},
     )
 
 
@@ -330,7 +329,7 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
         if dense is not None:
             await _fill_vectors(session, builder, plan, batch, vectors, counts)
         rows = await asyncio.to_thread(lambda: [builder.row(chunk, vectors[i]) for i, chunk in enumerate(batch)])
-        counts.round_trips["write"] += 1
+        session.round_trips["write"] += 1
         await write(schema.name, rows, timeout=session.timeout)
         counts.written += len(rows)
 
@@ -369,12 +368,12 @@ async def _fill_vectors(
         vectors[i] = list(vector)
 
 
-async def _delete_ids(session: Session, job: WriteJob, pks: list[Any], counts: Counts, what: str) -> int:
+async def _delete_ids(session: Session, job: WriteJob, pks: list[Any], what: str) -> int:
     if not pks:
         return 0
 
     async def delete(batch: Sequence[Any]) -> None:
-        counts.round_trips["delete"] += 1
+        session.round_trips["delete"] += 1
         await session.client.delete(session.name, ids=list(batch), timeout=session.timeout)
 
     await bounded_gather(batched(pks, DELETE_IDS), delete, max_concurrency=job.max_concurrency)

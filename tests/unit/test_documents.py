@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
+from airflow_provider_milvus.core.documents import SplitOptions, check_text_sizes, prepare_chunks
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 
@@ -119,7 +119,7 @@ def test_metadata_that_is_not_json_is_rejected():
 
 def test_text_longer_than_the_field_is_rejected_not_truncated():
     with pytest.raises(MilvusProviderError, match="nothing was truncated"):
-        prepare_chunks(["é" * 40], text_max_bytes=64)
+        check_text_sizes(prepare_chunks(["é" * 40]).chunks, 64)
 
 
 def test_two_different_documents_with_one_id_are_rejected():
