@@ -200,3 +200,10 @@ def test_writing_without_embeddings_to_a_dense_collection_names_the_fix(
     with pytest.raises(MilvusProviderError, match="no embedding connection is configured.*own 'vector'"):
         add(collection_name, milvus_conn_id, ["new text"]).execute({})
     assert len(stored(milvus_client, collection_name)) == 3
+
+
+def test_a_replace_by_value_that_is_not_a_string_or_number_is_refused(milvus_conn_id, collection_name, milvus_client):
+    documents = [{"page_content": "x", "metadata": {"source": ["a", "b"]}}]
+    with pytest.raises(MilvusProviderError, match=r"'source' \(replace_by\) must be a string or a number, got list"):
+        add(collection_name, milvus_conn_id, documents, replace_by="source").execute({})
+    assert not milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk"])

@@ -128,8 +128,14 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
         if not schema.dynamic and key not in schema.scalars:
             raise MilvusProviderError(f"replace_by={key!r} is no field of collection '{schema.name}'.")
         for chunk in chunks:
-            if chunk["metadata"].get(key) is None:
+            value = chunk["metadata"].get(key)
+            if value is None:
                 raise MilvusProviderError(f"Chunk {chunk['id']!r:.60} has no metadata '{key}' (replace_by).")
+            if isinstance(value, (dict, list)):
+                raise MilvusProviderError(
+                    f"Chunk {chunk['id']!r:.60}: metadata '{key}' (replace_by) must be a string or a number, "
+                    f"got {type(value).__name__}."
+                )
     needs_vector = schema.has_dense and any(c.get("vector") is None for c in chunks)
     if needs_vector and session.embeddings is None:
         raise MilvusProviderError(
@@ -183,7 +189,7 @@ def _decide(
         _plan_chunks(plan, job, builder, chunks, stored, schema.has_dense, text_in_id)
         if job.replace_by:
             current = {builder.primary_key(c) for c in chunks}
-            sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
+            sources = {c["metadata"][job.replace_by] for c in chunks}
             plan.stale = [
                 row[schema.primary]
                 for source in sources
@@ -191,7 +197,7 @@ def _decide(
                 if row[schema.primary] not in current
             ]
     if job.delete_missing:  # stored_by_source then holds the whole (tenant) scope
-        sources = {_hashable(c["metadata"][job.replace_by]) for c in chunks}
+        sources = {c["metadata"][job.replace_by] for c in chunks}
         vanished = {s: rows for s, rows in stored_by_source.items() if s not in sources}
         plan.vanished = [row[schema.primary] for rows in vanished.values() for row in rows]
         plan.vanished_sources = len(vanished)
@@ -234,7 +240,7 @@ def _plan_whole_sources(
     key = job.replace_by or ""
     by_source: dict[Any, list[dict[str, Any]]] = {}
     for chunk in chunks:
-        by_source.setdefault(_hashable(chunk["metadata"][key]), []).append(chunk)
+        by_source.setdefault(chunk["metadata"][key], []).append(chunk)
     for source, source_chunks in by_source.items():
         rows = stored_by_source.get(source, [])
         wanted = sorted(_canonical(builder.content(c)) for c in source_chunks)
@@ -283,7 +289,7 @@ async def _stored_by_source(
     if job.delete_missing:
         rows = await session.query_all(session.everything, fields)
         return _group(rows, key)
-    sizes = Counter(c["metadata"][key] for c in chunks if not isinstance(c["metadata"][key], (dict, list)))
+    sizes = Counter(c["metadata"][key] for c in chunks)
     groups: list[list[Any]] = [[]]
     expected = 0
     for source, size in sizes.items():
@@ -307,12 +313,10 @@ def _group(rows: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any
     for row in rows:
         value = row.get(key)
         if value is not None:
-            grouped.setdefault(_hashable(value), []).append(row)
+            grouped.setdefault(
+                json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value, []
+            ).append(row)
     return grouped
-
-
-def _hashable(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
 
 
 async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Plan, counts: Counts) -> int:
