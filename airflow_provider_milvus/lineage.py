@@ -39,11 +39,10 @@ class MilvusDatasetName:
 def dataset_name(conn: Any, collection_name: str) -> MilvusDatasetName:
     """OpenLineage namespace and name of ``collection_name`` on the Milvus behind connection ``conn``."""
     from airflow_provider_milvus.local_server import is_local_path
+    from airflow_provider_milvus.settings import configured_uri_and_db
 
-    extra = dict(conn.extra_dejson)
-    uri = (conn.host or "").strip() or str(extra.get("uri", "")).strip()
-    db_name = extra.get("db_name") or conn.schema or DEFAULT_DB
-    name = f"{db_name}.{collection_name}"
+    uri, db_name = configured_uri_and_db(conn)
+    name = f"{db_name or DEFAULT_DB}.{collection_name}"
     if is_local_path(uri):
         data_dir = Path(uri).expanduser().resolve()
         return MilvusDatasetName(namespace=f"milvus-lite://{data_dir.as_posix()}", name=name)

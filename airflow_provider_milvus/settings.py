@@ -57,10 +57,17 @@ class MilvusConnectionSettings:
         return kwargs
 
 
+def configured_uri_and_db(conn: Any) -> tuple[str, str]:
+    """Return the URI and database as the connection states them (host or ``extra.uri``; db_name or schema)."""
+    extra = dict(conn.extra_dejson)
+    uri = (conn.host or "").strip() or str(extra.get("uri") or "").strip()
+    return uri, extra.get("db_name") or conn.schema or ""
+
+
 def settings_from_connection(conn: Any) -> MilvusConnectionSettings:
     """Map an Airflow connection to Milvus's own words: host -> uri, password -> token."""
     extra = dict(conn.extra_dejson)
-    uri = (conn.host or "").strip() or extra.get("uri", "")
+    uri, db_name = configured_uri_and_db(conn)
     if not uri:
         raise MilvusProviderError(
             f"Connection '{conn.conn_id}' has no URI: set its host to e.g. http://localhost:19530, "
@@ -76,7 +83,7 @@ def settings_from_connection(conn: Any) -> MilvusConnectionSettings:
     dimensions = extra.get("embedding_dimensions")
     return MilvusConnectionSettings(
         uri=uri,
-        db_name=extra.get("db_name") or conn.schema or "",
+        db_name=db_name,
         token="" if login else password,
         user=login,
         password=password if login else "",

@@ -216,7 +216,7 @@ async def _aclose_embeddings(embeddings: Embeddings | None) -> None:
 
 
 async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) -> tuple[Embeddings | None, list[str]]:
-    from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
+    from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings, embedding_secrets
     from airflow_provider_milvus.version_compat import BaseHook
 
     chosen = EmbeddingSettings.choose(
@@ -230,4 +230,4 @@ async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) 
     conn = await BaseHook.aget_connection(chosen.conn_id)
     # Sync: imports langchain_openai on first use and builds two SSL contexts (~0.1 s each).
     embeddings = await asyncio.to_thread(build_embeddings, chosen, conn)
-    return embeddings, [conn.password] if conn.password else []
+    return embeddings, embedding_secrets(conn)
