@@ -121,6 +121,14 @@ def passages(tier: Tier, name: str) -> None:
     )
 
 
+def delete(tier: Tier, name: str, mode: str, **kwargs: Any) -> Any:
+    """Always deferred in deferred mode: a delete's size is unknown until Milvus counts it."""
+    operator = MilvusDeleteByExprOperator(
+        task_id="d", milvus_conn_id=tier.conn_id, collection_name=name, inline_max_items=0, **kwargs
+    )
+    return run(operator, mode)
+
+
 def search(tier: Tier, name: str, queries: Any, mode: str = "inline", **kwargs: Any) -> Any:
     return run(
         MilvusSearchToXComOperator(
@@ -159,17 +167,7 @@ def test_search_needs_no_field_names_and_scores_l2_higher_is_better(tier, name, 
 @pytest.mark.parametrize("mode", MODES)
 def test_delete_by_expression_on_an_int64_collection(tier, name, mode):
     products(tier, name)
-    result = run(
-        MilvusDeleteByExprOperator(
-            task_id="d",
-            milvus_conn_id=tier.conn_id,
-            collection_name=name,
-            expr="category == {c}",
-            expr_params={"c": "sofa"},
-            inline_max_items=0,
-        ),
-        mode,
-    )
+    result = delete(tier, name, mode, expr="category == {c}", expr_params={"c": "sofa"})
     assert result["matched"] == result["deleted"] == 10
     assert tier.count(name, 'category == "sofa"') == 0
     assert tier.count(name) == 30
@@ -304,18 +302,7 @@ def test_search_for_one_tenant_never_returns_another(tier, name, mode, embedding
 @pytest.mark.parametrize("mode", MODES)
 def test_delete_for_one_tenant_never_touches_another(tier, name, mode):
     tenants(tier, name)
-    result = run(
-        MilvusDeleteByExprOperator(
-            task_id="d",
-            milvus_conn_id=tier.conn_id,
-            collection_name=name,
-            expr="year >= {y}",
-            expr_params={"y": 2023},
-            partition_key_value="zen",
-            inline_max_items=0,
-        ),
-        mode,
-    )
+    result = delete(tier, name, mode, expr="year >= {y}", expr_params={"y": 2023}, partition_key_value="zen")
     assert (result["matched"], result["deleted"]) == (3, 3)
     assert tier.count(name, 'tenant == "zen"') == 3
     assert tier.count(name, 'tenant == "acme"') == 6
@@ -324,9 +311,7 @@ def test_delete_for_one_tenant_never_touches_another(tier, name, mode):
 def test_the_match_everything_guard_counts_within_the_tenant(tier, name):
     tenants(tier, name)
     with pytest.raises(MilvusProviderError, match="matches all 6 entities.*for tenant 'zen'"):
-        MilvusDeleteByExprOperator(
-            task_id="d", milvus_conn_id=tier.conn_id, collection_name=name, expr="year > 0", partition_key_value="zen"
-        ).execute({})
+        delete(tier, name, "inline", expr="year > 0", partition_key_value="zen")
     assert tier.count(name) == 12
 
 
@@ -423,11 +408,6 @@ def test_bm25_collection_with_own_names_writes_searches_and_deletes(tier, name, 
         "u4",
     }
     assert all(h["score"] > 0 for h in hits[0] + hits[1])  # Milvus Lite reports BM25 negated
-    deleted = run(
-        MilvusDeleteByExprOperator(
-            task_id="d", milvus_conn_id=tier.conn_id, collection_name=name, expr='lang == "de"', inline_max_items=0
-        ),
-        mode,
-    )
+    deleted = delete(tier, name, mode, expr='lang == "de"')
     assert deleted["deleted"] == 4
     assert tier.count(name) == 7
