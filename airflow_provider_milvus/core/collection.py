@@ -209,10 +209,14 @@ def read_schema(client: MilvusClient, name: str, choice: FieldChoice) -> Collect
 
 
 async def aread_schema(
-    client: AsyncMilvusClient, name: str, choice: FieldChoice, *, metrics: bool = True
+    client: AsyncMilvusClient, name: str, choice: FieldChoice, *, metrics: bool = True, exists: bool = False
 ) -> CollectionSchema:
-    """Read the schema; ``metrics=False`` skips the index descriptions (writes and deletes need no metric)."""
-    if not await client.has_collection(name):
+    """
+    Read the schema; ``metrics=False`` skips the index descriptions (writes and deletes need no metric).
+
+    ``exists=True`` when the caller has just checked or created the collection (saves a round trip).
+    """
+    if not exists and not await client.has_collection(name):
         raise missing_collection_error(name)
     if not metrics:
         return CollectionSchema.describe(await client.describe_collection(name), {}, choice)

@@ -151,14 +151,15 @@ async def open_session(
         # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
         with describe_milvus_error(settings, action=f"open collection '{name}'", secrets=secrets):
             created = False
-            if create and not await client.has_collection(name):
+            exists = create and await client.has_collection(name)
+            if create and not exists:
                 options = NewCollection.from_value(config.new_collection)
                 if before_create is not None:
                     await asyncio.to_thread(before_create, options)
                 await _create(options, settings, embeddings, vector_dimension, name)
                 created = True
             choice = FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
-            schema = await aread_schema(client, name, choice, metrics=metrics)
+            schema = await aread_schema(client, name, choice, metrics=metrics, exists=create)
             _check_usable(schema, config, embeddings)
             await client.load_collection(name, timeout=settings.timeout)
         session = Session(
