@@ -1,10 +1,15 @@
 """
-The delete core: one delete-by-filter request, guarded, with exact counts.
+The delete core: one delete request, guarded, with exact counts.
 
-Round trips: the match count and the scope's total are read concurrently (the total only feeds the
-match-everything guard), then one ``delete(filter=...)``, then one count of what still matches. The
-deleted count is ``matched - remaining``: Milvus Lite answers a delete with the pks it was given and a
-real server's ``delete_count`` counts given pks, not deleted rows (milvus#51566), so neither is used.
+Round trips: the filter's matches and the scope's total (which only feeds the match-everything guard)
+are read concurrently, then one delete. Up to ``DELETE_BY_PKS`` matches are read as primary keys (with
+Strong consistency) and deleted by those keys: the filter is evaluated once, the deleted count is the
+number of keys, and a delete by keys is cheap (Milvus evaluates a filter delete by querying its keys
+first). More matches are counted and deleted by the filter. That delete's reply confirms the count
+without a further request when it reports exactly that many rows. It can over-report, never
+under-report: for a primary-key expression Milvus Lite answers with the pks it was given and a real
+server's ``delete_count`` counts the given pks, not deleted rows (milvus#51566). Only when the reply
+disagrees is what still matches counted, and anything left is an error.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_milvus.core.filters import render_filter
-from airflow_provider_milvus.core.session import open_session
+from airflow_provider_milvus.core.filters import render_filter, to_literal
+from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
     from airflow_provider_milvus.core.jobs import DeleteJob
 
 log = logging.getLogger(__name__)
+
+DELETE_BY_PKS = 1000  # matches up to this many are deleted by primary key, like the writes' deletes
 
 
 async def run_delete(job: DeleteJob) -> dict[str, Any]:
@@ -37,7 +44,8 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
     async with open_session(job.store, create=False, embed=False, metrics=False) as session:
         target = session.scoped(expr) or session.everything
         with session.errors(action=f"evaluate filter {expr!r} on '{name}'"):
-            matched, total = await asyncio.gather(session.count(target), session.count(session.scope))
+            pks, total = await asyncio.gather(_matching_pks(session, target), session.count(session.scope))
+            matched = len(pks) if pks is not None else await session.count(target)
         if matched == total and total > 0 and not job.allow_delete_all:
             raise MilvusProviderError(
                 f"Filter {expr!r} matches all {total} entities of '{name}'{_tenant(session.tenant)}. Refusing to "
@@ -55,13 +63,42 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
         if job.dry_run or not matched:
             return _summary(name, started, matched=matched, deleted=0, dry_run=job.dry_run)
         with session.errors(action=f"delete from '{name}'"):
-            await session.client.delete(name, filter=target, timeout=session.timeout)
-            remaining = await session.count(target)
+            if pks is not None:
+                by_pks = f"{session.schema.primary} in {to_literal(pks)}"
+                await session.client.delete(name, filter=by_pks, timeout=session.timeout)
+                remaining = 0
+            else:
+                reply = await session.client.delete(name, filter=target, timeout=session.timeout)
+                remaining = 0 if reported_deletes(reply) == matched else await session.count(target)
     if remaining:
         raise MilvusProviderError(
             f"Deleted {matched - remaining} entities from '{name}' but {remaining} still match {expr!r}; re-run the task."
         )
     return _summary(name, started, matched=matched, deleted=matched, dry_run=False)
+
+
+async def _matching_pks(session: Session, target: str) -> list[Any] | None:
+    """
+    Read the primary keys ``target`` matches; ``None`` when there are more than ``DELETE_BY_PKS``.
+
+    Distinct keys: Milvus Lite returns a row once per repeat in ``pk in ["a", "a"]``; ``count(*)`` does not.
+    """
+    primary = session.schema.primary
+    rows = await session.query(target, [primary], DELETE_BY_PKS + 1)
+    return list(dict.fromkeys(row[primary] for row in rows)) if len(rows) <= DELETE_BY_PKS else None
+
+
+def reported_deletes(reply: Any) -> int | None:
+    """
+    How many rows a delete reply says it removed: Milvus Lite lists pks, a server sends ``delete_count``.
+
+    A list counts distinct pks (``pk in ["a", "a"]`` lists "a" twice); an unknown reply is ``None``.
+    """
+    if isinstance(reply, list):
+        return len(set(reply))
+    if isinstance(reply, dict):
+        return int(reply.get("delete_count", 0))  # pymilvus omits a zero count
+    return None
 
 
 def _tenant(tenant: str | None) -> str:
