@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--latency-per-input", type=float, default=0.0005)
     parser.add_argument("--standalone", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the text files go")
     args = parser.parse_args()
     quiet_logs()
     docs = documents(args.n)
@@ -56,7 +57,7 @@ def main() -> None:
             "delete-100": lambda: operators.delete("profile_small", delete_ids(100, start=0), TUNED),
         }
         for name, run in runs.items():
-            path = RESULTS_DIR / f"profile-{name}{'-standalone' if args.standalone else ''}.txt"
+            path = args.results_dir / f"profile-{name}{'-standalone' if args.standalone else ''}.txt"
             seconds = profiled(path, run)
             print(f"{name}: {seconds:.3f} s -> {path}")
 

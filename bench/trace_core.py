@@ -19,6 +19,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench import operators
@@ -89,7 +90,9 @@ def instrument() -> None:
         (write, "_write"),
         (write, "_delete_ids"),
     ):
-        fn = getattr(module, name)
+        fn = getattr(module, name, None)
+        if fn is None:  # moved or renamed since: trace the rest
+            continue
         label = f"{'operator' if module is operator_module else module.__name__.rsplit('.', 1)[-1]}.{name}"
         timer = _async_timer(label, fn) if asyncio.iscoroutinefunction(fn) else _sync_timer(label, fn)
         setattr(module, name, timer)
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--standalone", action="store_true")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--nightly-files", type=int, default=0, help="also trace the nightly corpus runs (ours)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the text files go")
     args = parser.parse_args()
     quiet_logs()
     suffix = "-standalone" if args.standalone else ""
@@ -149,7 +153,6 @@ def main() -> None:
         }
         if args.nightly_files:
             import shutil
-            from pathlib import Path
 
             from bench.nightly import build_corpus, mutate, ours
 
@@ -170,7 +173,7 @@ def main() -> None:
         else:
             atexit_cleanup = None
         for name, run in runs.items():
-            path = RESULTS_DIR / f"trace-{name}{suffix}.txt"
+            path = args.results_dir / f"trace-{name}{suffix}.txt"
             path.write_text(timeline(run))
             print(f"{name} -> {path}")
         if atexit_cleanup:
