@@ -7,6 +7,7 @@ hybrid on Milvus Lite (Milvus 2.3 has neither).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from typing import TYPE_CHECKING
@@ -163,3 +164,83 @@ def test_mmr_picks_diverse_hits_among_the_fetched_candidates(tier, collection_na
     assert similar[1]["page_content"].startswith(base)  # the near-duplicate is the next most similar
     assert not diverse[1]["page_content"].startswith(base)  # MMR trades it for a different document
     assert all(hit["score"] is None for hit in diverse)
+
+
+def test_later_batches_are_embedded_while_earlier_ones_are_searched(tier, collection, monkeypatch):
+    """One embedding request and one search in flight (max_concurrency=1), overlapping, not taking turns."""
+    from langchain_openai import OpenAIEmbeddings
+    from pymilvus import AsyncMilvusClient
+
+    name, options, _ = collection
+    events: list[str] = []
+    original_embed, original_search = OpenAIEmbeddings.aembed_documents, AsyncMilvusClient.search
+
+    async def embed(self, texts, *args, **kwargs):
+        events.append(f"embed {texts[0]} start")
+        try:
+            return await original_embed(self, texts, *args, **kwargs)
+        finally:
+            events.append(f"embed {texts[0]} end")
+
+    async def search(self, *args, **kwargs):
+        events.append("search start")
+        await asyncio.sleep(0.1)  # a slow server: the next batch's embedding should not wait for it
+        try:
+            return await original_search(self, *args, **kwargs)
+        finally:
+            events.append("search end")
+
+    monkeypatch.setattr(OpenAIEmbeddings, "aembed_documents", embed)
+    monkeypatch.setattr(AsyncMilvusClient, "search", search)
+    queries = [f"term{i} term{i + 1}" for i in range(4)]
+    hits = MilvusSearchToXComOperator(
+        task_id="s",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        queries=queries,
+        k=K,
+        batch_size=1,
+        max_concurrency=1,
+        **options,
+    ).execute({})
+    assert len(hits) == 4
+    assert events.index(f"embed {queries[1]} start") < events.index("search end")
+    assert events.count("search start") == 4
+    in_flight = peak = 0  # still one search at a time
+    for event in events:
+        if event.startswith("search"):
+            in_flight += 1 if event.endswith("start") else -1
+            peak = max(peak, in_flight)
+    assert peak == 1
+
+
+def test_searches_without_scores_read_no_index_and_use_the_index_metric(tier, name, embedding_conn_id, monkeypatch):
+    """The index's metric (here L2) only converts scores; unscored searches leave it to Milvus."""
+    from pymilvus import AsyncMilvusClient
+
+    from tests.test_existing_collections import products
+
+    products(tier, name)
+    described: list[str] = []
+    original = AsyncMilvusClient.describe_index
+
+    async def describe_index(self, collection_name, index_name, *args, **kwargs):
+        described.append(index_name)
+        return await original(self, collection_name, index_name, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncMilvusClient, "describe_index", describe_index)
+    common = dict(
+        task_id="s",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        queries=["sofa number 4 in oak", "lamp number 2 in oak"],
+        k=3,
+    )
+    plain = MilvusSearchToXComOperator(**common, search_type="similarity").execute({})
+    assert described == []
+    assert [hits[0]["metadata"]["category"] for hits in plain] == ["sofa", "lamp"]
+    assert all(hit["score"] is None for hits in plain for hit in hits)
+    scored = MilvusSearchToXComOperator(**common, search_type="similarity_score").execute({})
+    assert described  # L2 distances become 1 / (1 + distance): the metric is read
+    assert scored[0][0]["score"] == pytest.approx(1.0, abs=1e-4)

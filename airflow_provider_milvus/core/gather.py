@@ -1,4 +1,4 @@
-"""Bounded gather: run one coroutine per item with at most ``max_concurrency`` in flight."""
+"""Bounded gather: run one coroutine per item with at most ``max_concurrency`` in flight (per stage)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
+M = TypeVar("M")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,36 @@ async def bounded_gather(
     except BaseExceptionGroup as group_error:
         raise _first_cause(group_error) from None
     return results  # type: ignore[return-value]
+
+
+async def pipelined_gather(
+    items: Sequence[T],
+    first: Callable[[T], Awaitable[M]],
+    second: Callable[[T, M], Awaitable[R]],
+    *,
+    max_concurrency: int,
+    progress: Progress | None = None,
+    size: Callable[[T], int] = lambda _: 1,
+) -> list[R]:
+    """
+    ``second(item, await first(item))`` for every item, each stage never more than ``max_concurrency`` at once.
+
+    The stages overlap: while one item's second stage runs (a search), later items' first stages (their
+    embeddings) are already in flight, so neither service waits for the other between batches. At most
+    ``2 * max_concurrency`` items are in flight; failures and order are as in ``bounded_gather``.
+    """
+    if max_concurrency < 1:
+        raise ValueError("max_concurrency must be at least 1")
+    first_slots = asyncio.Semaphore(max_concurrency)
+    second_slots = asyncio.Semaphore(max_concurrency)
+
+    async def both(item: T) -> R:
+        async with first_slots:
+            middle = await first(item)
+        async with second_slots:
+            return await second(item, middle)
+
+    return await bounded_gather(items, both, max_concurrency=2 * max_concurrency, progress=progress, size=size)
 
 
 def _first_cause(group_error: BaseExceptionGroup) -> BaseException:
