@@ -71,16 +71,15 @@ def _run(job: Any) -> Any:
 
 
 def _write_job(collection: str, docs: list[Document], tuning: Tuning) -> Any:
-    from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
+    from airflow_provider_milvus.core.documents import normalize_documents
     from airflow_provider_milvus.core.operations import WriteJob
 
-    prepared = prepare_chunks(docs, id_key="id", split=SplitOptions())
     return WriteJob(
         store=_store(collection),
         batch_size=tuning.write_batch_size,
         max_concurrency=tuning.write_max_concurrency,
-        chunks=prepared.chunks,
-        duplicates=prepared.duplicates,
+        documents=normalize_documents(docs),
+        id_key="id",
         label="add",
     )
 

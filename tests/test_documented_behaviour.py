@@ -55,7 +55,7 @@ def test_a_5000_chunk_ingest_has_a_trigger_row_under_4_kib(milvus_conn_id, colle
     deferred = defer(add(collection_name, milvus_conn_id, docs(5000), staging_url=str(tmp_path)))
     _, kwargs = deferred.trigger.serialize()
     assert len(json.dumps(kwargs)) < 4096
-    assert kwargs["job"]["chunks_ref"]
+    assert kwargs["job"]["documents_ref"]
 
 
 def test_a_long_query_list_is_staged_not_put_in_the_trigger_row(milvus_conn_id, collection_name, tmp_path):
@@ -148,11 +148,11 @@ def test_a_batch_above_the_milvus_nq_cap_is_refused(milvus_conn_id, collection_n
         ).execute({})
 
 
-def test_a_replace_by_key_missing_from_metadata_names_the_chunk(milvus_conn_id, collection_name, milvus_client):
+def test_a_replace_by_key_missing_from_metadata_names_the_document(milvus_conn_id, collection_name, milvus_client):
     documents = [{"page_content": "has it", "metadata": {"source": "a"}}, {"page_content": "lacks it", "metadata": {}}]
-    with pytest.raises(MilvusProviderError, match=r"has no metadata 'source' \(replace_by\)"):
+    with pytest.raises(MilvusProviderError, match=r"Document 1 has no metadata 'source' \(replace_by\)"):
         add(collection_name, milvus_conn_id, documents, replace_by="source").execute({})
-    assert not milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk"])
+    assert not milvus_client.has_collection(collection_name), "nothing may be created for input that fails its checks"
 
 
 def test_a_dense_only_collection_searched_without_embeddings_names_the_fix(
@@ -206,4 +206,4 @@ def test_a_replace_by_value_that_is_not_a_string_or_number_is_refused(milvus_con
     documents = [{"page_content": "x", "metadata": {"source": ["a", "b"]}}]
     with pytest.raises(MilvusProviderError, match=r"'source' \(replace_by\) must be a string or a number, got list"):
         add(collection_name, milvus_conn_id, documents, replace_by="source").execute({})
-    assert not milvus_client.query(collection_name, filter='pk != ""', output_fields=["pk"])
+    assert not milvus_client.has_collection(collection_name), "nothing may be created for input that fails its checks"

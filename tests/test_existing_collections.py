@@ -282,6 +282,32 @@ def test_upsert_for_a_tenant_sets_the_partition_key_and_uses_own_field_names(tie
     }
 
 
+def test_a_tenants_rewritten_records_stay_findable_by_its_partition_key(tier, name, embedding_conn_id):
+    """Milvus 2.3.5 misroutes upserts in partition-key collections: the rows exist but tenant filters miss them."""
+    tenants(tier, name)
+
+    def upsert(text: str) -> dict:
+        records = [{"page_content": f"{text} {i}", "metadata": {"doc_id": f"memo-{i}"}} for i in range(3)]
+        operator = MilvusUpsertOperator(
+            task_id="u",
+            milvus_conn_id=tier.conn_id,
+            collection_name=name,
+            embedding_conn_id=embedding_conn_id,
+            documents=records,
+            id_key="doc_id",
+            partition_key_value="acme",
+        )
+        return run(operator, "inline")
+
+    upsert("first memo")
+    assert upsert("second memo")["written"] == 3
+    found = tier.rows(name, 'tenant == "acme" and doc_id like "memo-%"', ["body"])
+    assert sorted(r["body"] for r in found) == [f"second memo {i}" for i in range(3)]
+    assert tier.count(name) == 12 + 3, "a rewrite must replace, never duplicate"
+    hits = search(tier, name, ["second memo 1"], embedding_conn_id=embedding_conn_id, k=1, partition_key_value="acme")
+    assert hits[0][0]["page_content"] == "second memo 1"
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_search_for_one_tenant_never_returns_another(tier, name, mode, embedding_conn_id):
     tenants(tier, name)

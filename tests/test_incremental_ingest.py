@@ -134,12 +134,14 @@ def test_stale_chunks_and_vanished_sources_are_removed_exactly(tier, collection_
 def test_a_thousand_source_replace_takes_a_bounded_number_of_round_trips(tier, collection_name):
     docs = corpus(1000, paragraphs=2)
     first = ingest(tier, collection_name, docs, batch_size=500, max_concurrency=4, chunk_size=None)
-    assert first["round_trips"] == {"write": 2, "lookup": 0}  # a collection this run created: no lookups
+    # A collection this run created holds nothing: no lookups; one ledger upsert records the 1,000 sources.
+    assert first["round_trips"] == {"write": 2, "lookup": 0, "ledger": 1}
     edited = [{**d, "page_content": d["page_content"] + " (edited)"} for d in docs[:500]] + docs[500:]
     summary = ingest(tier, collection_name, edited, batch_size=500, max_concurrency=4, chunk_size=None)
     assert summary["stale_deleted"] == 500
     assert summary["written"] == 500
-    assert summary["round_trips"] == {"lookup": 1, "write": 1, "delete": 1}
+    # ledger: read, count, forget the 500 edited sources, record them again
+    assert summary["round_trips"] == {"lookup": 1, "write": 1, "delete": 1, "ledger": 4}
     assert len(pks(tier, collection_name)) == 1000
 
 
@@ -204,3 +206,12 @@ def test_an_undecodable_file_is_named_and_nothing_is_written(tier, collection_na
 def test_documents_and_source_url_together_are_refused(tier, collection_name, tmp_path):
     with pytest.raises(MilvusProviderError, match="not both"):
         ingest(tier, collection_name, ["x"], source_url=str(tmp_path))
+
+
+def test_two_tenants_writing_the_same_documents_keep_their_own_rows(tier, collection_name):
+    tenants = dict(new_collection={"partition_key_field": "tenant"})
+    acme = ingest(tier, collection_name, corpus(4), partition_key_value="acme", **tenants)
+    globex = ingest(tier, collection_name, corpus(4), partition_key_value="globex", **tenants)
+    assert globex["written"] == acme["written"] == acme["chunks"]
+    assert tier.count(collection_name, 'tenant == "acme"') == acme["chunks"]
+    assert tier.count(collection_name, 'tenant == "globex"') == globex["chunks"]

@@ -287,8 +287,8 @@ def test_big_ingest_is_staged_not_put_in_the_trigger_row(milvus_conn_id, collect
         operator.execute(context={})
     _, kwargs = deferred.value.trigger.serialize()
     assert len(json.dumps(kwargs)) < 4096
-    assert kwargs["job"]["chunks"] is None
-    assert kwargs["job"]["chunks_ref"].startswith(str(tmp_path))
+    assert kwargs["job"]["documents"] is None
+    assert kwargs["job"]["documents_ref"].startswith(str(tmp_path))
     event = asyncio.run(deferred.value.trigger.run().__anext__())
     assert len(json.dumps(event.payload)) < 64 * 1024
     operator.execute_complete(context={}, event=event.payload, **deferred.value.kwargs)

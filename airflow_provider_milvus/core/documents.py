@@ -45,19 +45,16 @@ def prepare_chunks(
     ids: Sequence[str | int] | None = None,
     id_key: str | None = None,
     split: SplitOptions = SplitOptions(),
+    tenant: str | None = None,
 ) -> PreparedChunks:
     """
-    Normalise, split and id documents.
+    Normalise, split and id documents; a ``tenant`` goes into derived ids (primary keys are unique per collection).
 
     Identical documents (same id, text and metadata) are written once and counted as duplicates;
     two different chunks with the same id are an error.
     """
     docs = normalize_documents(documents)
-    if ids is not None:
-        if split.chunk_size:
-            raise MilvusProviderError("'ids' name whole documents; they cannot be combined with splitting.")
-        if len(ids) != len(docs):
-            raise MilvusProviderError(f"Got {len(ids)} ids for {len(docs)} documents; pass one id per document.")
+    check_ids(docs, ids, split)
     prepared = PreparedChunks(documents=len(docs))
     first_at: dict[str | int, int] = {}
     for position, doc in enumerate(docs):
@@ -73,7 +70,9 @@ def prepare_chunks(
                 metadata.setdefault("chunk_index", chunk_index)
             occurrence = occurrences.get(text, 0)
             occurrences[text] = occurrence + 1
-            chunk_id = _choose_id(doc, position, chunk_index, occurrence, text, ids=ids, id_key=id_key, split=split)
+            chunk_id = _choose_id(
+                doc, position, chunk_index, occurrence, text, ids=ids, id_key=id_key, split=split, tenant=tenant
+            )
             chunk = {"id": chunk_id, "text": text, "metadata": metadata}
             if ids is None and not id_key:
                 chunk["derived"] = True  # a content hash: INT64 collections get it as a 63-bit number
@@ -91,6 +90,24 @@ def prepare_chunks(
             first_at[chunk_id] = len(prepared.chunks)
             prepared.chunks.append(chunk)
     return prepared
+
+
+def check_ids(documents: Sequence[Any], ids: Sequence[str | int] | None, split: SplitOptions) -> None:
+    """``ids`` name whole documents: one each, and no splitting."""
+    if ids is None:
+        return
+    if split.chunk_size:
+        raise MilvusProviderError("'ids' name whole documents; they cannot be combined with splitting.")
+    if len(ids) != len(documents):
+        raise MilvusProviderError(f"Got {len(ids)} ids for {len(documents)} documents; pass one id per document.")
+
+
+def estimate_chunks(documents: Sequence[dict[str, Any]], split: SplitOptions) -> int:
+    """Roughly how many chunks splitting will make (a job's size, before the core splits it)."""
+    if not split.chunk_size:
+        return len(documents)
+    step = max(split.chunk_size - split.chunk_overlap, 1)
+    return sum(max(1, -(-len(d["page_content"]) // step)) for d in documents)
 
 
 def normalize_documents(documents: Any) -> list[dict[str, Any]]:
@@ -135,10 +152,12 @@ def normalize_documents(documents: Any) -> list[dict[str, Any]]:
     return normalized
 
 
-def derive_id(source: str, occurrence: int, text: str) -> str:
+def derive_id(source: str, occurrence: int, text: str, tenant: str | None = None) -> str:
     """32 hex digits of SHA-256 over what identifies a chunk; no list position goes in."""
-    digest = hashlib.sha256(f"{source}\x1f{occurrence}\x1f{text}".encode()).hexdigest()
-    return digest[:32]
+    identity = f"{source}\x1f{occurrence}\x1f{text}"
+    if tenant is not None:  # two tenants' identical documents are two records
+        identity = f"{tenant}\x1e{identity}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
 def _split(text: str, split: SplitOptions) -> list[str]:
@@ -164,6 +183,7 @@ def _choose_id(
     ids: Sequence[str | int] | None,
     id_key: str | None,
     split: SplitOptions,
+    tenant: str | None,
 ) -> str | int:
     if ids is not None:
         return _caller_id(ids[position], f"ids[{position}]")
@@ -175,7 +195,7 @@ def _choose_id(
     # The occurrence (not the chunk's position) tells apart repeated texts of one document, so an
     # edit re-ids only the chunks whose text changed.
     source = next((str(doc["metadata"][k]) for k in SOURCE_KEYS if k in doc["metadata"]), "")
-    return derive_id(source, occurrence, text)
+    return derive_id(source, occurrence, text, tenant)
 
 
 def _caller_id(value: Any, where: str) -> str | int:

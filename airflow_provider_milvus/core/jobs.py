@@ -51,21 +51,26 @@ class Job:
 @dataclass(frozen=True)
 class WriteJob(Job):
     """
-    Write chunks ``[{"id", "text", "metadata"[, "vector"]}]`` given inline or as a staged reference.
+    Split, id and write documents ``[{"page_content", "metadata"[, "vector"]}]`` given inline or staged.
 
-    Chunks already stored with the same content are skipped unless ``force``; ``replace_by`` removes
-    a source's chunks that were not written now; ``delete_missing`` also removes sources absent
-    from this input (a full sync of a corpus).
+    Splitting runs in the core, after the source ledger has named the sources it can skip, so an
+    unchanged source is never split. Chunks already stored with the same content are skipped unless
+    ``force``; ``replace_by`` removes a source's chunks that were not written now; ``delete_missing``
+    also removes sources absent from this input (a full sync of a corpus); ``track_sources`` keeps the
+    per-source ledger that lets unchanged sources be skipped whole.
     """
 
     operation: ClassVar[str] = "write"
-    chunks: list[dict[str, Any]] | None = None
-    chunks_ref: str | None = None
+    documents: list[dict[str, Any]] | None = None
+    documents_ref: str | None = None
+    ids: list[str | int] | None = None
+    id_key: str | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int = 0
     replace_by: str | None = None
     delete_missing: bool = False
     force: bool = False
-    documents: int = 0
-    duplicates: int = 0
+    track_sources: bool = True
     label: str = "write"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ class Session:
     secrets: list[str]
     tenant: str | None = None
     created: bool = False  # this run created the collection: it holds nothing to look up
+    # Milvus before 2.4 (2.3.5 included) routes upserted rows by the wrong field in a partition-key
+    # collection, so filters on the partition key never find them (milvus-io/milvus#30607, fixed by
+    # #30772/#30773): writes there delete and insert instead.
+    upsert_misroutes_partition_key: bool = False
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
@@ -67,17 +72,20 @@ class Session:
     def errors(self, *, action: str) -> contextlib.AbstractContextManager[None]:
         return describe_milvus_error(self.settings, action=action, secrets=self.secrets)
 
-    async def count(self, expr: str) -> int:
-        self.round_trips["lookup"] += 1
+    async def count(self, expr: str, *, phase: str = "lookup") -> int:
+        self.round_trips[phase] += 1
         rows = await self.client.query(
             self.name, filter=expr, output_fields=["count(*)"], consistency_level="Strong", timeout=self.timeout
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
-    async def query(self, expr: str, output_fields: list[str], limit: int) -> list[dict[str, Any]]:
-        self.round_trips["lookup"] += 1
+    async def query(
+        self, expr: str, output_fields: list[str], limit: int, *, collection: str | None = None, phase: str = "lookup"
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of this collection (or of ``collection``, e.g. the source ledger)."""
+        self.round_trips[phase] += 1
         rows = await self.client.query(
-            self.name,
+            collection or self.name,
             filter=expr,
             output_fields=output_fields,
             limit=limit,
@@ -86,7 +94,15 @@ class Session:
         )
         return list(rows)
 
-    async def query_all(self, expr: str, output_fields: list[str], *, page: int = 16384) -> list[dict[str, Any]]:
+    async def query_all(
+        self,
+        expr: str,
+        output_fields: list[str],
+        *,
+        page: int = 16384,
+        collection: str | None = None,
+        phase: str = "lookup",
+    ) -> list[dict[str, Any]]:
         """Every row ``expr`` matches, past Milvus's 16,384-row cap of one query (sync iterator in a thread)."""
         from pymilvus import MilvusClient
 
@@ -94,12 +110,12 @@ class Session:
             if self._sync_client is None:
                 self._sync_client = MilvusClient(**self.settings.client_kwargs())
             iterator = self._sync_client.query_iterator(
-                self.name, batch_size=page, filter=expr, output_fields=output_fields, timeout=self.timeout
+                collection or self.name, batch_size=page, filter=expr, output_fields=output_fields, timeout=self.timeout
             )
             rows: list[dict[str, Any]] = []
             try:
                 while batch := iterator.next():
-                    self.round_trips["lookup"] += 1
+                    self.round_trips[phase] += 1
                     rows.extend(batch)
             finally:
                 iterator.close()
@@ -162,8 +178,16 @@ async def open_session(
             schema = await aread_schema(client, name, choice, metrics=metrics, exists=create)
             _check_usable(schema, config, embeddings)
             await client.load_collection(name, timeout=settings.timeout)
+            misroutes = bool(schema.partition_key) and _before_2_4(await client.get_server_version())
         session = Session(
-            settings, client, embeddings, schema, secrets, tenant=config.partition_key_value, created=created
+            settings,
+            client,
+            embeddings,
+            schema,
+            secrets,
+            tenant=config.partition_key_value,
+            created=created,
+            upsert_misroutes_partition_key=misroutes,
         )
         yield session
     finally:
@@ -196,6 +220,12 @@ def _create_sync(options: NewCollection, settings: MilvusConnectionSettings, nam
         options.create(client, name, dimension)
     finally:
         client.close()
+
+
+def _before_2_4(version: str) -> bool:
+    """``v2.3.5`` -> True; Milvus Lite (``milvus_lite-3.2.2``) and unparsable versions -> False."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)\.\d+.*", version.strip())
+    return match is not None and (int(match.group(1)), int(match.group(2))) < (2, 4)
 
 
 def _check_usable(schema: CollectionSchema, config: StoreConfig, embeddings: Embeddings | None) -> None:

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection, check_dimension
-from airflow_provider_milvus.core.documents import check_text_sizes
+from airflow_provider_milvus.core.documents import PreparedChunks, SplitOptions, check_text_sizes, prepare_chunks
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
 from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
+from airflow_provider_milvus.core.ledger import Check, Entry, Ledger, source_digests, source_key
 from airflow_provider_milvus.core.rows import RowBuilder, same_content
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -45,6 +46,7 @@ class Plan:
     """What this run must do, decided before anything is written."""
 
     to_write: list[dict[str, Any]] = field(default_factory=list)
+    stored: set[Any] = field(default_factory=set)  # primary keys of to_write that are stored already
     reuse_vector: set[Any] = field(default_factory=set)
     unchanged: int = 0
     stale: list[Any] = field(default_factory=list)
@@ -62,29 +64,42 @@ class Counts:
 
 async def run_write(job: WriteJob) -> dict[str, Any]:
     started = time.monotonic()
-    chunks = job.chunks if job.chunks is not None else await asyncio.to_thread(staging.load_json, job.chunks_ref or "")
+    documents = job.documents
+    if documents is None:
+        documents = await asyncio.to_thread(staging.load_json, job.documents_ref or "")
     name = job.store.collection_name
-    if not chunks:
+    if not documents:
         log.info("%s %s: no documents, nothing to write", job.label, name)
-        return _summary(job, started, chunks=0, written=0, unchanged=0, embedded=0)
-    given = [len(c["vector"]) for c in chunks if c.get("vector") is not None]
+        return _summary(job, started, documents=0, chunks=0, written=0, unchanged=0, embedded=0)
+    _check_sources(job, documents)
+    given = [len(d["vector"]) for d in documents if d.get("vector") is not None]
+    prepared: PreparedChunks | None = None
 
     def fits_new_collection(options: NewCollection) -> None:
-        check_text_sizes(chunks, options.text_max_length)  # before the collection exists: nothing is made
+        nonlocal prepared
+        prepared = _prepare(job, documents)
+        check_text_sizes(prepared.chunks, options.text_max_length)  # before the collection exists: nothing is made
 
     dimension = given[0] if given else None
     async with open_session(
         job.store, create=True, vector_dimension=dimension, before_create=fits_new_collection, metrics=False
     ) as session:
         with session.errors(action=f"write to collection '{name}'"):
+            sources = await _SourceTracking.start(session, job, documents)
+            if prepared is None:
+                prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
+            chunks = prepared.chunks
             builder = RowBuilder(session.schema, session.tenant)
             await asyncio.to_thread(_check_job, job, session, builder, chunks)
-            plan = await _plan(session, job, builder, chunks)
+            plan = await _plan(session, job, builder, chunks, sources)
             counts = Counts()
             log.info(
-                "%s %s: %d chunks, %d unchanged, %d to write, %d stale, %d of %d vanished sources",
+                "%s %s: %d sources skipped whole (%d chunks), %d chunks compared: %d unchanged, %d to write, "
+                "%d stale, %d of %d vanished sources",
                 job.label,
                 name,
+                len(sources.skipped),
+                sources.skipped_chunks,
                 len(chunks),
                 plan.unchanged,
                 len(plan.to_write),
@@ -92,15 +107,20 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
                 len(plan.vanished),
                 plan.vanished_sources,
             )
+            await sources.before_write()
             batches = await _write(session, job, builder, plan, counts)
             stale = await _delete_ids(session, job, plan.stale, "stale")
             vanished = await _delete_ids(session, job, plan.vanished, "vanished")
+            await sources.after_write(chunks)
     return _summary(
         job,
         started,
-        chunks=len(chunks),
+        documents=len(documents),
+        duplicates=prepared.duplicates,
+        chunks=len(chunks) + sources.skipped_chunks,
         written=counts.written,
-        unchanged=plan.unchanged,
+        unchanged=plan.unchanged + sources.skipped_chunks,
+        skipped_sources=len(sources.skipped),
         embedded=counts.embedded,
         reused_vectors=len(plan.reuse_vector),
         stale_deleted=stale,
@@ -111,11 +131,37 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
     )
 
 
+def _prepare(job: WriteJob, documents: list[dict[str, Any]], ids: list[Any] | None = None) -> PreparedChunks:
+    return prepare_chunks(
+        documents,
+        ids=ids if ids is not None else job.ids,
+        id_key=job.id_key or None,
+        split=SplitOptions(chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap),
+        tenant=job.store.partition_key_value,
+    )
+
+
+def _check_sources(job: WriteJob, documents: list[dict[str, Any]]) -> None:
+    """Every document names its source (``replace_by``) with a string or a number; checked before anything runs."""
+    if job.delete_missing and not job.replace_by:
+        raise MilvusProviderError("delete_missing needs replace_by: the metadata key that names each source.")
+    if not job.replace_by:
+        return
+    key = check_field_name(job.replace_by)
+    for position, doc in enumerate(documents):
+        value = doc["metadata"].get(key)
+        if value is None:
+            raise MilvusProviderError(f"Document {position} has no metadata '{key}' (replace_by).")
+        if isinstance(value, (dict, list, bool)) or not isinstance(value, (str, int, float)):
+            raise MilvusProviderError(
+                f"Document {position}: metadata '{key}' (replace_by) must be a string or a number, "
+                f"got {type(value).__name__}."
+            )
+
+
 def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: list[dict[str, Any]]) -> None:
     schema = session.schema
     builder.check(chunks)
-    if job.delete_missing and not job.replace_by:
-        raise MilvusProviderError("delete_missing needs replace_by: the metadata key that names each source.")
     if schema.auto_id and not job.replace_by:
         raise MilvusProviderError(
             f"Collection '{schema.name}' generates its own primary keys (auto_id), so a re-run could not "
@@ -123,19 +169,8 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
             "that names each document's source (e.g. replace_by=\"source\"): each source's rows are then "
             "replaced as a whole."
         )
-    if job.replace_by:
-        key = check_field_name(job.replace_by)
-        if not schema.dynamic and key not in schema.scalars:
-            raise MilvusProviderError(f"replace_by={key!r} is no field of collection '{schema.name}'.")
-        for chunk in chunks:
-            value = chunk["metadata"].get(key)
-            if value is None:
-                raise MilvusProviderError(f"Chunk {chunk['id']!r:.60} has no metadata '{key}' (replace_by).")
-            if isinstance(value, (dict, list)):
-                raise MilvusProviderError(
-                    f"Chunk {chunk['id']!r:.60}: metadata '{key}' (replace_by) must be a string or a number, "
-                    f"got {type(value).__name__}."
-                )
+    if job.replace_by and not schema.dynamic and job.replace_by not in schema.scalars:
+        raise MilvusProviderError(f"replace_by={job.replace_by!r} is no field of collection '{schema.name}'.")
     needs_vector = schema.has_dense and any(c.get("vector") is None for c in chunks)
     if needs_vector and session.embeddings is None:
         raise MilvusProviderError(
@@ -153,7 +188,91 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
             )
 
 
-async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]]) -> Plan:
+class _SourceTracking:
+    """
+    The source ledger's part in one write (``replace_by`` with ``track_sources``).
+
+    Which sources to skip whole, which stored sources to look up, and the entries to forget before
+    and record after the write.
+    """
+
+    def __init__(self, job: WriteJob, ledger: Ledger | None, values: dict[str, Any], digests: dict[str, str]) -> None:
+        self.job = job
+        self.ledger = ledger
+        self.values = values  # source key -> replace_by value, every source of the input
+        self.digests = digests
+        self.check = Check()
+
+    @classmethod
+    async def start(cls, session: Session, job: WriteJob, documents: list[dict[str, Any]]) -> _SourceTracking:
+        key = job.replace_by or ""
+        values = {source_key(d["metadata"][key]): d["metadata"][key] for d in documents} if key else {}
+        if not (key and job.track_sources):
+            return cls(job, None, values, {})
+        options = {"chunk_size": job.chunk_size, "chunk_overlap": job.chunk_overlap, "id_key": job.id_key}
+        digests = await asyncio.to_thread(source_digests, documents, job.ids, key=key, options=options)
+        ledger = Ledger(session, key)
+        tracking = cls(job, ledger, values, digests)
+        if session.created:
+            await ledger.forget_all()  # entries of an earlier collection of this name
+        elif job.force:
+            tracking.check = Check(known=await ledger.read())
+        else:
+            tracking.check = await ledger.check(digests, values, max_concurrency=job.max_concurrency)
+            if job.delete_missing and not tracking.check.complete:
+                tracking.check.skipped = {}  # vanished sources are found by reading the whole scope: skip nothing
+        if tracking.check.skipped:
+            log.info(
+                "%s %s: %d unchanged sources skipped whole (source ledger)",
+                job.label,
+                session.name,
+                len(tracking.skipped),
+            )
+        return tracking
+
+    @property
+    def skipped(self) -> dict[str, Entry]:
+        return self.check.skipped
+
+    @property
+    def skipped_chunks(self) -> int:
+        return sum(entry.chunks for entry in self.skipped.values())
+
+    @property
+    def reads_scope(self) -> bool:
+        """With ``delete_missing``, vanished sources come from the ledger only when it covers the whole scope."""
+        return not self.check.complete
+
+    def vanished(self) -> dict[Any, int]:
+        """Ledger sources absent from the input, by ``replace_by`` value, with their chunk counts."""
+        return {json.loads(s): e.chunks for s, e in self.check.known.items() if s not in self.values}
+
+    def to_split(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any] | None]:
+        """Return the documents (and their ``ids``) of the sources not skipped."""
+        if not self.skipped:
+            return documents, self.job.ids
+        key = self.job.replace_by or ""
+        kept = [i for i, d in enumerate(documents) if source_key(d["metadata"][key]) not in self.skipped]
+        ids = self.job.ids
+        return [documents[i] for i in kept], None if ids is None else [ids[i] for i in kept]
+
+    async def before_write(self) -> None:
+        if self.ledger is not None:
+            await self.ledger.forget(s for s in self.values if s in self.check.known and s not in self.skipped)
+
+    async def after_write(self, chunks: list[dict[str, Any]]) -> None:
+        if self.ledger is None:
+            return
+        key = self.job.replace_by or ""
+        sizes = Counter(source_key(c["metadata"][key]) for c in chunks)
+        await self.ledger.record({s: Entry(self.digests[s], sizes[s]) for s in sizes})
+        if self.job.delete_missing:  # their rows are gone now
+            await self.ledger.forget(s for s in self.check.known if s not in self.values)
+
+
+async def _plan(
+    session: Session, job: WriteJob, builder: RowBuilder, chunks: list[dict[str, Any]], sources: _SourceTracking
+) -> Plan:
     """Read what is stored for this input, then decide (in a thread: CPU work off the triggerer's loop)."""
     schema = session.schema
     # A derived id hashes the text, so an existing id has this text: no need to read texts back.
@@ -164,11 +283,12 @@ async def _plan(session: Session, job: WriteJob, builder: RowBuilder, chunks: li
     if session.created:
         pass  # a collection this run created holds nothing: no lookups
     elif job.replace_by:
-        stored_by_source = await _stored_by_source(session, job, chunks, fields)
+        stored_by_source = await _stored_by_source(session, job, chunks, fields, sources)
     elif not schema.auto_id:
         keys = await asyncio.to_thread(lambda: [builder.primary_key(c) for c in chunks])
         stored = await _stored_by_pk(session, job, keys, fields)
-    return await asyncio.to_thread(_decide, job, builder, chunks, stored, stored_by_source, text_in_id)
+    inputs = set(sources.values.values())
+    return await asyncio.to_thread(_decide, job, builder, chunks, stored, stored_by_source, text_in_id, inputs)
 
 
 def _decide(
@@ -178,7 +298,9 @@ def _decide(
     stored: dict[Any, dict[str, Any]],
     stored_by_source: dict[Any, list[dict[str, Any]]],
     text_in_id: bool,
+    inputs: set[Any],
 ) -> Plan:
+    """Decide what to write and delete; ``inputs`` holds every ``replace_by`` value, skipped sources' too."""
     schema = builder.schema
     plan = Plan()
     if schema.auto_id:
@@ -196,9 +318,8 @@ def _decide(
                 for row in stored_by_source.get(source, [])
                 if row[schema.primary] not in current
             ]
-    if job.delete_missing:  # stored_by_source then holds the whole (tenant) scope
-        sources = {c["metadata"][job.replace_by] for c in chunks}
-        vanished = {s: rows for s, rows in stored_by_source.items() if s not in sources}
+    if job.delete_missing:  # stored_by_source then holds the whole scope, or the ledger's vanished sources
+        vanished = {s: rows for s, rows in stored_by_source.items() if s not in inputs}
         plan.vanished = [row[schema.primary] for rows in vanished.values() for row in rows]
         plan.vanished_sources = len(vanished)
     return plan
@@ -216,6 +337,8 @@ def _plan_chunks(
     text_field = builder.schema.text
     for chunk in chunks:
         row = stored.get(builder.primary_key(chunk))
+        if row is not None:
+            plan.stored.add(builder.primary_key(chunk))
         if row is None or job.force:
             plan.to_write.append(chunk)
             continue
@@ -268,7 +391,7 @@ def _canonical(content: dict[str, Any]) -> str:
 async def _stored_by_pk(
     session: Session, job: WriteJob, pks: list[Any], fields: list[str]
 ) -> dict[Any, dict[str, Any]]:
-    if job.force:
+    if job.force and not session.upsert_misroutes_partition_key:  # there, rewrites must delete what is stored
         return {}
     schema = session.schema
 
@@ -281,19 +404,26 @@ async def _stored_by_pk(
 
 
 async def _stored_by_source(
-    session: Session, job: WriteJob, chunks: list[dict[str, Any]], fields: list[str]
+    session: Session, job: WriteJob, chunks: list[dict[str, Any]], fields: list[str], sources: _SourceTracking
 ) -> dict[Any, list[dict[str, Any]]]:
-    """Read stored rows grouped by ``replace_by`` value; with ``delete_missing``, of the whole (tenant) scope."""
+    """
+    Read stored rows grouped by ``replace_by`` value.
+
+    Of the sources written now and, with ``delete_missing``, of the ledger's vanished sources (or of
+    the whole scope when the ledger cannot name them).
+    """
     key = job.replace_by or ""
     fields = fields if key in fields or "$meta" in fields else [*fields, key]
-    if job.delete_missing:
+    if job.delete_missing and sources.reads_scope:
         rows = await session.query_all(session.everything, fields)
         return _group(rows, key)
     sizes = Counter(c["metadata"][key] for c in chunks)
-    groups: list[list[Any]] = [[]]
+    if job.delete_missing:
+        sizes.update(sources.vanished())
+    groups: list[list[Any]] = []
     expected = 0
     for source, size in sizes.items():
-        if groups[-1] and expected + size > LOOKUP_ROWS:
+        if not groups or (groups[-1] and expected + size > LOOKUP_ROWS):
             groups.append([])
             expected = 0
         groups[-1].append(source)
@@ -326,13 +456,19 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
     if not batches:
         return 0
     progress = Progress(f"{job.label} {schema.name}", len(batches), logger=log)
-    write = session.client.insert if schema.auto_id else session.client.upsert
+    replace_by_delete = session.upsert_misroutes_partition_key and not schema.auto_id
+    write = session.client.insert if schema.auto_id or replace_by_delete else session.client.upsert
 
     async def write_batch(batch: Sequence[dict[str, Any]]) -> None:
         vectors: dict[int, list[float] | None] = {i: c.get("vector") for i, c in enumerate(batch)}
         if dense is not None:
             await _fill_vectors(session, builder, plan, batch, vectors, counts)
         rows = await asyncio.to_thread(lambda: [builder.row(chunk, vectors[i]) for i, chunk in enumerate(batch)])
+        if replace_by_delete:
+            replaced = [pk for pk in (builder.primary_key(c) for c in batch) if pk in plan.stored]
+            if replaced:
+                session.round_trips["delete"] += 1
+                await session.client.delete(schema.name, ids=replaced, timeout=session.timeout)
         session.round_trips["write"] += 1
         await write(schema.name, rows, timeout=session.timeout)
         counts.written += len(rows)
@@ -389,8 +525,7 @@ def _summary(job: WriteJob, started: float, **counts: Any) -> dict[str, Any]:
     return {
         "operation": job.label,
         "collection": job.store.collection_name,
+        "duplicates": 0,
         **counts,
-        "documents": job.documents,
-        "duplicates": job.duplicates,
         "elapsed_s": round(time.monotonic() - started, 3),
     }

@@ -19,7 +19,7 @@ from airflow.configuration import conf
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection
-from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
+from airflow_provider_milvus.core.documents import SplitOptions, check_ids, estimate_chunks, normalize_documents
 from airflow_provider_milvus.core.files import load_documents
 from airflow_provider_milvus.core.operations import (
     DeleteJob,
@@ -185,7 +185,7 @@ class BaseMilvusOperator(BaseOperator):
 
     def _externalize(self, job: Job, staging_url: str) -> tuple[Job, list[str]]:
         """Move bulk fields out of the trigger kwargs (plaintext DB rows) into the staging location."""
-        for inline_name, ref_name in (("chunks", "chunks_ref"), ("queries", "queries_ref")):
+        for inline_name, ref_name in (("documents", "documents_ref"), ("queries", "queries_ref")):
             payload = getattr(job, inline_name, None)
             if payload is not None and len(json.dumps(payload)) > MAX_INLINE_KWARGS_BYTES:
                 reference = staging.stage_json(
@@ -225,6 +225,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
         replace_by: str | None = None,
         delete_missing: bool = False,
         force: bool = False,
+        track_sources: bool = True,
         new_collection: NewCollection | dict[str, Any] | None = None,
         full_text_search: bool | None = None,
         text_max_length: int | None = None,
@@ -242,18 +243,18 @@ class _BaseWriteOperator(BaseMilvusOperator):
         self.replace_by = replace_by
         self.delete_missing = delete_missing
         self.force = force
+        self.track_sources = track_sources
         self.new_collection = new_collection.to_dict() if isinstance(new_collection, NewCollection) else new_collection
         self.full_text_search = full_text_search
         self.text_max_length = text_max_length
 
     def execute(self, context: Context) -> Any:
-        prepared = prepare_chunks(
-            self._documents(),
-            ids=_native(self.ids),
-            id_key=self.id_key or None,
-            split=SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap),
-        )
-        if not prepared.chunks:
+        # Checked here, so bad input fails in the worker; the core splits (after skipping unchanged sources).
+        documents = normalize_documents(self._documents())
+        ids = _native(self.ids)
+        split = SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        check_ids(documents, ids, split)
+        if not documents:
             if self.delete_missing:
                 raise MilvusProviderError(
                     "No documents, and delete_missing=True would delete every source of "
@@ -264,7 +265,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
             return {
                 "operation": self.label,
                 "collection": self.collection_name,
-                "documents": prepared.documents,
+                "documents": 0,
                 "chunks": 0,
                 "written": 0,
                 "unchanged": 0,
@@ -274,15 +275,18 @@ class _BaseWriteOperator(BaseMilvusOperator):
             store=self.store_config(new_collection=self._new_collection()),
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
-            chunks=prepared.chunks,
+            documents=documents,
+            ids=ids,
+            id_key=self.id_key or None,
+            chunk_size=split.chunk_size,
+            chunk_overlap=split.chunk_overlap,
             replace_by=self.replace_by or None,
             delete_missing=self.delete_missing,
             force=self.force,
-            documents=prepared.documents,
-            duplicates=prepared.duplicates,
+            track_sources=self.track_sources,
             label=self.label,
         )
-        return self.run(job, items=len(prepared.chunks))
+        return self.run(job, items=estimate_chunks(documents, split))
 
     def _documents(self) -> Any:
         documents = _native(self.documents)
@@ -325,6 +329,9 @@ class MilvusAddDocumentsOperator(_BaseWriteOperator):
     :param delete_missing: With ``replace_by``: also delete every entity whose value is absent from this
         input (the input is the whole corpus, e.g. files deleted since the last run).
     :param force: Rewrite (and re-embed) every chunk, even unchanged ones.
+    :param track_sources: With ``replace_by``: keep one row per source (its digest and chunk count) in the
+        companion collection ``<collection_name>__sources``, so a re-run skips unchanged sources without
+        splitting them or reading their chunks back. Off: every chunk is compared with what is stored.
     :param new_collection: How to create the collection if it does not exist (``NewCollection`` or a dict:
         metric_type, index_type, index_params, partition_key_field, scalar_fields, dynamic_field, ...).
     :param full_text_search: Shortcut for ``new_collection["full_text_search"]``.

@@ -82,7 +82,8 @@ async def test_cancelling_write_trigger_mid_gather_propagates_and_closes_clients
         store=StoreConfig(
             milvus_conn_id=shared_conn, collection_name=collection_name, embedding_conn_id=embedding_conn
         ),
-        chunks=[{"id": f"c{i}", "text": f"chunk {i}", "metadata": {}} for i in range(400)],
+        documents=[{"page_content": f"chunk {i}", "metadata": {"id": f"c{i}"}} for i in range(400)],
+        id_key="id",
         batch_size=10,
         max_concurrency=4,
     )

@@ -105,8 +105,8 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     trigger = deferred.value.trigger
     assert isinstance(trigger, MilvusOperationTrigger)
     kwargs = trigger.serialize()[1]
-    assert kwargs["job"]["chunks"] is None, "bulk chunks must be staged"
-    assert kwargs["job"]["chunks_ref"], "bulk chunks must be staged"
+    assert kwargs["job"]["documents"] is None, "bulk documents must be staged"
+    assert kwargs["job"]["documents_ref"], "bulk documents must be staged"
 
     box, fail_after = _kill_mid_ingest(
         lambda: run_trigger(MilvusOperationTrigger(**kwargs)), own_milvus.kill, embeddings, own_milvus.restart
@@ -125,9 +125,9 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
 
     event = run_trigger(MilvusOperationTrigger(**kwargs))
     assert event["status"] == "success", event
-    result = op.execute_complete({}, event=event, staged=[kwargs["job"]["chunks_ref"]])
+    result = op.execute_complete({}, event=event, staged=[kwargs["job"]["documents_ref"]])
     assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
-    assert not Path(kwargs["job"]["chunks_ref"]).exists(), "staged chunks not removed after success"
+    assert not Path(kwargs["job"]["documents_ref"]).exists(), "staged documents not removed after success"
     assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
 
 

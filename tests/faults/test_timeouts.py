@@ -106,7 +106,7 @@ async def test_unresponsive_milvus_fails_within_connection_timeout_in_trigger(
     conn_id = make_milvus_conn(black_hole.uri, timeout=TIMEOUT)
     store = StoreConfig(milvus_conn_id=conn_id, collection_name=collection_name, embedding_conn_id=embedding_conn)
     job = (
-        WriteJob(store=store, chunks=[{"id": "a", "text": "a", "metadata": {}}])
+        WriteJob(store=store, documents=[{"page_content": "a", "metadata": {}}])
         if operation == "write"
         else SearchJob(store=store, queries=["a"])
     )

@@ -239,13 +239,13 @@ def test_big_ingest_trigger_kwargs_hold_staging_references_not_documents(
     kwargs = rows[0].kwargs
     assert rows[0].classpath.endswith("MilvusOperationTrigger")
     assert len(kwargs.encode()) < KWARGS_LIMIT, len(kwargs)
-    assert "chunks_ref" in kwargs
+    assert "documents_ref" in kwargs
     assert str(stack.staging_folder) in kwargs
     assert "bulk document" not in kwargs
     assert "bulk-4999" not in kwargs
     assert count(reader, collection) == BULK_DOCS
     # The operator removes its staged input once the task resumes.
-    assert not list(stack.staging_folder.glob("add-chunks-*.json"))
+    assert not list(stack.staging_folder.glob("add-documents-*.json"))
 
 
 def test_deferral_timeout_fails_the_task_instead_of_hanging(

@@ -76,7 +76,7 @@ def test_stage_read_remove_through_s3(s3: S3Server, s3_conn: str) -> None:
     url = f"s3://{s3_conn}@{BUCKET}/round-trip"
     staging.check_staging(url)
     reference = staging.stage_json({"chunks": list(range(1000))}, staging_url=url, name_hint="add-chunks")
-    assert reference.startswith(f"{url}/add-chunks-")
+    assert reference.startswith(f"{url}/add-documents-")
     assert staging.host_of(reference) == staging.this_host()
     assert s3.keys(BUCKET, "round-trip/") == [reference.removeprefix(f"s3://{s3_conn}@{BUCKET}/")]
     assert staging.load_json(reference) == {"chunks": list(range(1000))}
@@ -95,8 +95,8 @@ def test_deferral_stages_on_s3_and_execute_complete_removes_it_on_error_too(s3: 
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context={})
     _, kwargs = deferred.value.trigger.serialize()
-    assert kwargs["job"]["chunks"] is None
-    assert kwargs["job"]["chunks_ref"].startswith(f"{url}/add-chunks-")
+    assert kwargs["job"]["documents"] is None
+    assert kwargs["job"]["documents_ref"].startswith(f"{url}/add-documents-")
     assert len(s3.keys(BUCKET, "defer/")) == 1
     with pytest.raises(staging.MilvusProviderError, match="boom"):
         operator.execute_complete(context={}, event={"status": "error", "message": "boom"}, **deferred.value.kwargs)
@@ -213,7 +213,7 @@ def test_local_staging_seen_from_another_host_fails_in_the_trigger_with_the_fix(
     )
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context={})
-    reference = deferred.value.trigger.serialize()[1]["job"]["chunks_ref"]
+    reference = deferred.value.trigger.serialize()[1]["job"]["documents_ref"]
     assert reference.endswith("@worker-host-a.json")
     os.rename(reference, tmp_path / "moved-away.json")  # "on the worker's disk", not here
     monkeypatch.setattr(staging, "this_host", lambda: "triggerer-host-b")

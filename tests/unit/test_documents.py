@@ -146,3 +146,10 @@ def test_a_document_with_a_vector_cannot_be_split():
 def test_no_documents_means_no_chunks():
     assert prepare_chunks([]).chunks == []
     assert prepare_chunks(None).chunks == []
+
+
+def test_a_tenant_gets_its_own_derived_ids_for_the_same_document():
+    doc = {"page_content": "same text", "metadata": {"source": "a.md"}}
+    plain, acme, globex = (prepare_chunks([doc], tenant=t).chunks[0]["id"] for t in (None, "acme", "globex"))
+    assert len({plain, acme, globex}) == 3
+    assert prepare_chunks([doc]).chunks[0]["id"] == plain, "without a tenant, ids stay as before"

@@ -1,0 +1,136 @@
+"""The source ledger: unchanged sources skipped whole, and never trusted past what the collection holds.
+
+On Milvus Lite and a real Milvus standalone, with dense embeddings over loopback HTTP. The collection
+is changed behind the ledger's back with pymilvus (rows deleted, rows added by another application,
+the collection dropped) to show each case falls back to comparing chunks, and a failed run leaves no
+entry that could hide its half-written sources.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from airflow_provider_milvus.core.ledger import ledger_name
+from airflow_provider_milvus.exceptions import MilvusProviderError
+
+from tests.conftest import EMBEDDING_DIMENSIONS
+from tests.servers.embeddings_server import embed_text
+from tests.test_incremental_ingest import corpus, ingest, pks
+from tests.test_operators import MODES
+
+FILES = 12
+
+
+@pytest.fixture(autouse=True)
+def _embedding_connection(embedding_conn_id):
+    """``ingest`` embeds through the loopback server's connection."""
+
+
+def ledger(tier, collection) -> dict[str, dict]:
+    rows = tier.rows(ledger_name(collection), 'id != ""', ["source", "digest", "chunks", "scope"])
+    return {json.loads(r["source"]): r for r in rows}
+
+
+def source_pks(tier, collection, source: str) -> list[str]:
+    return [r["pk"] for r in tier.rows(collection, f'source == "{source}"', ["pk"])]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_unchanged_rerun_skips_every_source_without_reading_its_chunks(tier, collection_name, mode, embeddings):
+    first = ingest(tier, collection_name, corpus(FILES), mode)
+    shuffled = corpus(FILES)
+    random.Random(5).shuffle(shuffled)
+    embeddings.reset_stats()
+    again = ingest(tier, collection_name, shuffled, mode)
+    assert again["skipped_sources"] == FILES
+    assert again["round_trips"]["lookup"] == 0, "skipped sources must not be read back"
+    assert (again["written"], again["unchanged"], again["chunks"]) == (0, first["chunks"], first["chunks"])
+    assert embeddings.stats.inputs == 0
+    entries = ledger(tier, collection_name)
+    assert sorted(entries) == sorted(d["metadata"]["source"] for d in corpus(FILES))
+    assert sum(e["chunks"] for e in entries.values()) == tier.count(collection_name) == first["chunks"]
+
+
+def test_rows_deleted_behind_the_ledgers_back_are_written_again(tier, collection_name, embeddings):
+    first = ingest(tier, collection_name, corpus(FILES))
+    lost = source_pks(tier, collection_name, "docs/file0003.md")[:2]
+    tier.client.delete(collection_name, ids=lost)
+    embeddings.reset_stats()
+    again = ingest(tier, collection_name, corpus(FILES))
+    assert (again["written"], embeddings.stats.inputs) == (2, 2)
+    assert sorted(pks(tier, collection_name)) == sorted(set(pks(tier, collection_name)))
+    assert tier.count(collection_name) == first["chunks"]
+
+
+def test_another_applications_rows_keep_the_ledger_usable_and_go_only_with_delete_missing(tier, collection_name):
+    first = ingest(tier, collection_name, corpus(FILES))
+    text = "a row another application wrote"
+    foreign = {"pk": "other-1", "text": text, "vector": embed_text(text, EMBEDDING_DIMENSIONS), "source": "app/x"}
+    tier.client.insert(collection_name, [foreign])
+    kept = ingest(tier, collection_name, corpus(FILES))
+    assert kept["skipped_sources"] == FILES, "the ledger's sources still count right: skip them"
+    assert tier.count(collection_name) == first["chunks"] + 1
+    synced = ingest(tier, collection_name, corpus(FILES), delete_missing=True)
+    assert (synced["vanished_sources"], synced["vanished_deleted"]) == (1, 1)
+    assert tier.count(collection_name) == first["chunks"]
+    assert ingest(tier, collection_name, corpus(FILES), delete_missing=True)["skipped_sources"] == FILES
+
+
+def test_a_failed_run_leaves_no_entry_for_the_sources_it_was_rewriting(tier, collection_name, embeddings):
+    ingest(tier, collection_name, corpus(FILES))
+    before = ledger(tier, collection_name)
+    edited = corpus(FILES, edited={2: "A new first paragraph for file two."})
+    embeddings.inject(400, count=1000)
+    with pytest.raises(MilvusProviderError):
+        ingest(tier, collection_name, edited)
+    after = ledger(tier, collection_name)
+    assert "docs/file0002.md" not in after
+    assert {s: e["digest"] for s, e in after.items()} == {
+        s: e["digest"] for s, e in before.items() if s != "docs/file0002.md"
+    }
+    embeddings.reset_stats()
+    healed = ingest(tier, collection_name, edited)
+    assert healed["skipped_sources"] == FILES - 1
+    assert healed["written"] >= 1
+    assert ledger(tier, collection_name)["docs/file0002.md"]["digest"] != before["docs/file0002.md"]["digest"]
+
+
+def test_a_dropped_and_recreated_collection_is_written_in_full_and_the_ledger_rebuilt(tier, collection_name):
+    first = ingest(tier, collection_name, corpus(FILES))
+    tier.client.drop_collection(collection_name)
+    again = ingest(tier, collection_name, corpus(FILES)[:6])
+    assert again["written"] == tier.count(collection_name) > 0
+    assert len(ledger(tier, collection_name)) == 6, "entries of the dropped collection must go"
+    assert ingest(tier, collection_name, corpus(FILES))["skipped_sources"] == 6
+    assert tier.count(collection_name) == first["chunks"]
+
+
+def test_each_tenant_has_its_own_entries(tier, collection_name):
+    tenants = dict(new_collection={"partition_key_field": "tenant"})
+    ingest(tier, collection_name, corpus(4), partition_key_value="acme", **tenants)
+    other = ingest(tier, collection_name, corpus(4), partition_key_value="globex", **tenants)
+    assert other["skipped_sources"] == 0
+    assert other["written"] == other["chunks"] > 0
+    again = ingest(tier, collection_name, corpus(4), partition_key_value="globex", **tenants)
+    assert again["skipped_sources"] == 4
+    scopes = [r["scope"] for r in tier.rows(ledger_name(collection_name), 'id != ""', ["scope"])]
+    assert sorted(scopes) == ["acme"] * 4 + ["globex"] * 4
+
+
+def test_changed_split_options_rewrite_every_source(tier, collection_name):
+    ingest(tier, collection_name, corpus(FILES), chunk_size=200)
+    resplit = ingest(tier, collection_name, corpus(FILES), chunk_size=300)
+    assert resplit["skipped_sources"] == 0
+    assert resplit["stale_deleted"] > 0
+    assert tier.count(collection_name) == resplit["chunks"]
+
+
+def test_track_sources_off_keeps_no_ledger_and_compares_chunks(tier, collection_name):
+    first = ingest(tier, collection_name, corpus(FILES), track_sources=False)
+    again = ingest(tier, collection_name, corpus(FILES), track_sources=False)
+    assert not tier.client.has_collection(ledger_name(collection_name))
+    assert (again["skipped_sources"], again["unchanged"], again["written"]) == (0, first["chunks"], 0)
+    assert again["round_trips"]["lookup"] >= 1

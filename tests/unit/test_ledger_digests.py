@@ -1,0 +1,40 @@
+"""Source digests: what makes a source "unchanged" to the ledger."""
+
+from __future__ import annotations
+
+from airflow_provider_milvus.core.ledger import source_digests, source_key
+
+OPTIONS = {"chunk_size": 200, "chunk_overlap": 0, "id_key": None}
+
+
+def doc(text: str, source: str = "a.md", **metadata: object) -> dict:
+    return {"page_content": text, "metadata": {"source": source, **metadata}}
+
+
+def digests(documents, ids=None, options=OPTIONS):
+    return source_digests(documents, ids, key="source", options=options)
+
+
+def test_the_order_of_documents_does_not_change_a_digest():
+    docs = [doc("one"), doc("two"), doc("three", "b.md")]
+    assert digests(docs) == digests(list(reversed(docs)))
+
+
+def test_text_metadata_and_vectors_change_only_their_sources_digest():
+    base = digests([doc("one"), doc("x", "b.md")])
+    for changed in (doc("one!"), doc("one", owner="ann"), {**doc("one"), "vector": [0.1]}):
+        after = digests([changed, doc("x", "b.md")])
+        assert after[source_key("a.md")] != base[source_key("a.md")]
+        assert after[source_key("b.md")] == base[source_key("b.md")]
+
+
+def test_split_and_id_options_change_every_digest():
+    base = digests([doc("one")])
+    assert digests([doc("one")], options={**OPTIONS, "chunk_size": 300}) != base
+    assert digests([doc("one")], options={**OPTIONS, "id_key": "rid"}) != base
+    assert digests([doc("one")], ids=["r1"]) != digests([doc("one")], ids=["r2"])
+
+
+def test_the_number_one_and_the_string_one_are_different_sources():
+    assert source_key(1) != source_key("1")
+    assert len(digests([doc("x", 1), doc("x", "1")])) == 2
