@@ -4,6 +4,8 @@ The search core: one Milvus request per batch of queries, batches in bounded par
 langchain-milvus 0.4 sends one query vector per request; Milvus takes many (``nq``). Each batch of
 ``batch_size`` queries is embedded in one request and searched in one request (dense, BM25, or a
 hybrid RRF of both), with the filter applied, and the hits are mapped back to their queries in order.
+Embedding and searching overlap: up to ``max_concurrency`` embedding requests and as many searches are
+in flight, so later batches are embedded while earlier ones are searched.
 
 Scores follow one convention for every metric, higher means more relevant: COSINE and IP as Milvus
 returns them, BM25 as a positive score (Milvus Lite reports it negated), L2 as ``1 / (1 + distance)``,
@@ -20,7 +22,7 @@ from typing import Any
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.filters import render_filter
-from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
+from airflow_provider_milvus.core.gather import Progress, batched, pipelined_gather
 from airflow_provider_milvus.core.jobs import MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -47,13 +49,20 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
             raise MilvusProviderError(f"Query {position} is empty; every query must be a non-empty string.")
     expr = render_filter(job.expr, job.expr_params)
     name = job.store.collection_name
-    async with open_session(job.store, create=False) as session:
+    # Index metrics only convert scores; without them Milvus searches with the index's own metric.
+    metrics = job.search_type == "similarity_score"
+    async with open_session(job.store, create=False, metrics=metrics) as session:
         with session.errors(action=f"search collection '{name}'"):
             searcher = _Searcher(session, job, session.scoped(expr))
             batches = batched(queries, searcher.queries_per_request())
             progress = Progress(f"search {name}", len(batches), logger=log)
-            results = await bounded_gather(
-                batches, searcher.search, max_concurrency=job.max_concurrency, progress=progress, size=len
+            results = await pipelined_gather(
+                batches,
+                searcher.embed,
+                searcher.search,
+                max_concurrency=job.max_concurrency,
+                progress=progress,
+                size=len,
             )
     return [hits for batch_hits in results for hits in batch_hits]
 
@@ -97,14 +106,21 @@ class _Searcher:
         return max(1, min(self.job.batch_size, MAX_REQUEST_BYTES // per_query))
 
     def params(self, metric: str | None) -> dict[str, Any]:
-        return {"metric_type": metric, "params": dict(self.job.search_params or {})}
+        """Search parameters; no ``metric_type`` when the index's is unread (Milvus then uses the index's)."""
+        params: dict[str, Any] = {"params": dict(self.job.search_params or {})}
+        return {"metric_type": metric, **params} if metric else params
 
-    async def search(self, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
+    async def embed(self, queries: Sequence[str]) -> list[list[float]] | None:
+        """Embed a batch of queries in one request (``None`` when the collection is searched with BM25 only)."""
+        if self.dense is None or self.embeddings is None:
+            return None
+        vectors = await self.embeddings.aembed_documents(list(queries))
+        check_dimension(self.session.schema, len(vectors[0]), "the query embedding")
+        return vectors
+
+    async def search(self, queries: Sequence[str], vectors: list[list[float]] | None) -> list[list[dict[str, Any]]]:
+        """One Milvus request for a batch of queries (and their vectors, from ``embed``)."""
         session, job, dense = self.session, self.job, self.dense
-        vectors = None
-        if dense is not None and self.embeddings is not None:
-            vectors = await self.embeddings.aembed_documents(list(queries))
-            check_dimension(session.schema, len(vectors[0]), "the query embedding")
         if job.search_type == "mmr":
             return await self._mmr(list(queries), vectors or [])
         if dense is not None and vectors is not None and self.bm25 is not None:
@@ -141,13 +157,15 @@ class _Searcher:
             data: list[Any]
             if dense is not None and vectors is not None:
                 field, metric, data = dense.name, dense.metric or "COSINE", vectors
+                sent = dense.metric
             else:
                 field, metric, data = self.bm25, "BM25", list(queries)
+                sent = metric
             result = await session.client.search(
                 session.name,
                 data=data,
                 anns_field=field,
-                search_params=self.params(metric),
+                search_params=self.params(sent),
                 limit=job.k,
                 filter=self.expr,
                 output_fields=self.output_fields,
