@@ -97,6 +97,16 @@ def test_a_small_delete_reads_the_keys_once_and_deletes_by_key(mode, tier, name,
     assert tier.count(name, "n < 10") == 0
 
 
+def test_keys_too_long_for_one_request_are_deleted_by_the_filter(tier, name, counts, deletes, monkeypatch):
+    monkeypatch.setattr(delete_module, "MAX_FILTER_BYTES", 10)
+    seed(tier, name)
+    result = delete(tier, name, "inline", "n < {n}", n=10)
+    assert (result["matched"], result["deleted"]) == (10, 10)
+    assert counts == [""]  # the keys were read: their number is the match count
+    assert deletes == ["n < 10"]
+    assert tier.count(name) == ROWS - 10
+
+
 def test_missing_and_repeated_keys_are_not_counted_as_deleted(tier, name, counts, deletes):
     seed(tier, name)
     result = delete(tier, name, "inline", "doc_id in {ids}", ids=["p1", "p2", "gone", "p2"])

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELETE_BY_PKS = 1000  # matches up to this many are deleted by primary key, like the writes' deletes
+MAX_FILTER_BYTES = 4 * 1024 * 1024  # long VARCHAR keys (up to 64 KB each) are deleted by the filter instead
 
 
 async def run_delete(job: DeleteJob) -> dict[str, Any]:
@@ -63,8 +64,8 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
         if job.dry_run or not matched:
             return _summary(name, started, matched=matched, deleted=0, dry_run=job.dry_run)
         with session.errors(action=f"delete from '{name}'"):
-            if pks is not None:
-                by_pks = f"{session.schema.primary} in {to_literal(pks)}"
+            by_pks = f"{session.schema.primary} in {to_literal(pks)}" if pks is not None else ""
+            if by_pks and len(by_pks.encode()) <= MAX_FILTER_BYTES:
                 await session.client.delete(name, filter=by_pks, timeout=session.timeout)
                 remaining = 0
             else:
