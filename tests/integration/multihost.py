@@ -73,7 +73,7 @@ class MultiHost:
             for root in roots
             if root.exists()
             for p in root.rglob("*")
-            if p.is_file() and ("chunks" in p.name or "queries" in p.name or "result" in p.name)
+            if p.is_file() and ("documents" in p.name or "queries" in p.name or "result" in p.name)
         ]
 
     # ----- triggerers ----------------------------------------------------------------------------

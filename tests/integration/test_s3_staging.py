@@ -76,7 +76,7 @@ def test_stage_read_remove_through_s3(s3: S3Server, s3_conn: str) -> None:
     url = f"s3://{s3_conn}@{BUCKET}/round-trip"
     staging.check_staging(url)
     reference = staging.stage_json({"chunks": list(range(1000))}, staging_url=url, name_hint="add-chunks")
-    assert reference.startswith(f"{url}/add-documents-")
+    assert reference.startswith(f"{url}/add-chunks-")
     assert staging.host_of(reference) == staging.this_host()
     assert s3.keys(BUCKET, "round-trip/") == [reference.removeprefix(f"s3://{s3_conn}@{BUCKET}/")]
     assert staging.load_json(reference) == {"chunks": list(range(1000))}

@@ -200,7 +200,7 @@ def test_sentinel_secrets_appear_nowhere(
     for key, value in secret_env(milvus_lite.uri, good_api, rejecting_api).items():
         monkeypatch.setenv(key, value)
     store = {"milvus_conn_id": "milvus_default", "embedding_conn_id": "embeddings"}
-    chunks = [{"id": "x", "text": "some text", "metadata": {}}]
+    documents = [{"page_content": "some text", "metadata": {}}]
     messages = exception_messages(
         [
             ("search", {"store": store | {"collection_name": f"missing_{uuid.uuid4().hex[:8]}"}, "queries": ["q"]}),
@@ -208,7 +208,7 @@ def test_sentinel_secrets_appear_nowhere(
                 "write",
                 {
                     "store": store | {"collection_name": "c_bad_key", "embedding_conn_id": "embeddings_badkey"},
-                    "chunks": chunks,
+                    "documents": documents,
                 },
             ),
         ]
