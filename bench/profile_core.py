@@ -2,7 +2,10 @@
 
 Runs one ingest of ``n`` chunks, one 100-query search (nq-batched, the benchmark's search tuning) and
 one 100-id delete against fresh servers (same settings as the benchmark) and writes text profiles to
-bench/results/profile-*.txt. ``--standalone`` profiles against Milvus standalone 2.3.5 instead.
+bench/results/profile-*.txt. The ingest is run a second time under cProfile, into a fresh collection,
+for its client CPU summed by package (``profile-ingest-<n>-cpu.txt``): the wall-time profile shows
+waiting, this shows what the client process burns on 2 shared cores. ``--standalone`` profiles against
+Milvus standalone 2.3.5 instead.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-hom
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 import argparse
+import cProfile
+import pstats
+import re
+from collections import defaultdict
 from pathlib import Path
 
 from pyinstrument import Profiler
@@ -32,6 +39,29 @@ def profiled(path: Path, run) -> float:
     profiler.stop()
     path.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     return seconds
+
+
+def cpu_by_package(path: Path, run) -> float:
+    """Run under cProfile; write own CPU time (tottime) summed by top-level package, largest first."""
+    profile = cProfile.Profile()
+    profile.enable()
+    seconds = run()
+    profile.disable()
+    totals: dict[str, float] = defaultdict(float)
+    for (filename, _, _), (_, _, tottime, _, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        totals[_package(filename)] += tottime
+    cpu = sum(totals.values())
+    lines = [f"ingest wall {seconds:.3f} s, client CPU (cProfile tottime) {cpu:.3f} s", "", "package  CPU s  share"]
+    lines += [f"{name}  {t:.3f}  {t / cpu:.0%}" for name, t in sorted(totals.items(), key=lambda kv: -kv[1])[:20]]
+    path.write_text("\n".join(lines) + "\n")
+    return seconds
+
+
+def _package(filename: str) -> str:
+    for pattern in (r"site-packages/([^/]+)", r"/(airflow_provider_milvus|bench)/", r"python3\.\d+/([^/]+)"):
+        if match := re.search(pattern, filename):
+            return match.group(1).removesuffix(".py")
+    return "C built-ins (called from the packages above)" if filename == "~" else filename
 
 
 def main() -> None:
@@ -56,10 +86,15 @@ def main() -> None:
             "search-100": lambda: operators.search("profile_small", queries(100), TUNED),
             "delete-100": lambda: operators.delete("profile_small", delete_ids(100, start=0), TUNED),
         }
+        suffix = "-standalone" if args.standalone else ""
         for name, run in runs.items():
-            path = args.results_dir / f"profile-{name}{'-standalone' if args.standalone else ''}.txt"
+            path = args.results_dir / f"profile-{name}{suffix}.txt"
             seconds = profiled(path, run)
             print(f"{name}: {seconds:.3f} s -> {path}")
+        operators.prepare("profile_ingest_cpu")
+        path = args.results_dir / f"profile-ingest-{args.n}-cpu{suffix}.txt"
+        seconds = cpu_by_package(path, lambda: operators.add("profile_ingest_cpu", docs, TUNED))
+        print(f"ingest-{args.n} under cProfile: {seconds:.3f} s -> {path}")
 
 
 if __name__ == "__main__":
