@@ -97,7 +97,7 @@ def add(collection: str, docs: list[Document], tuning: Tuning, *, expect_written
     return timer.seconds
 
 
-def search(collection: str, queries: list[str], tuning: Tuning) -> float:
+def search(collection: str, queries: list[str], tuning: Tuning, *, consistency_level: str | None = None) -> float:
     from airflow_provider_milvus.core.operations import SearchJob
 
     with timed() as timer:
@@ -108,6 +108,7 @@ def search(collection: str, queries: list[str], tuning: Tuning) -> float:
             queries=list(queries),
             k=SEARCH_K,
             search_type="similarity",
+            consistency_level=consistency_level,
         )
         hits = _run(job)
     assert len(hits) == len(queries), "missing search results"

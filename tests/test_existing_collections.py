@@ -6,6 +6,7 @@ the result back with pymilvus. What 2.3 lacks (BM25, several vector fields) is s
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -437,3 +438,35 @@ def test_bm25_collection_with_own_names_writes_searches_and_deletes(tier, name, 
     deleted = delete(tier, name, mode, expr='lang == "de"')
     assert deleted["deleted"] == 4
     assert tier.count(name) == 7
+
+
+def test_a_search_can_choose_its_consistency_level_and_finds_what_strong_finds(
+    tier, name, embedding_conn_id, monkeypatch
+):
+    from pymilvus import AsyncMilvusClient
+
+    products(tier, name)
+    query = ["lamp number 2 in oak"]
+    strong = search(tier, name, query, embedding_conn_id=embedding_conn_id, k=3)
+    sent: list[Any] = []
+    real_search = AsyncMilvusClient.search
+
+    async def recording_search(self, *args, **kwargs):  # the real call, with what it was asked recorded
+        sent.append(kwargs.get("consistency_level"))
+        return await real_search(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncMilvusClient, "search", recording_search)
+    deadline = time.monotonic() + 30
+    while True:  # Bounded may trail a fresh insert by the server's staleness window
+        bounded = search(tier, name, query, embedding_conn_id=embedding_conn_id, k=3, consistency_level="Bounded")
+        if bounded == strong or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(sent) == {"Bounded"}
+    assert [h["id"] for h in bounded[0]] == [h["id"] for h in strong[0]]
+
+
+def test_an_unknown_consistency_level_is_refused_with_the_valid_ones(tier, name, embedding_conn_id):
+    products(tier, name, rows=4)
+    with pytest.raises(MilvusProviderError, match=r"consistency_level must be one of \('Strong', 'Bounded'"):
+        search(tier, name, ["lamp"], embedding_conn_id=embedding_conn_id, consistency_level="strongest")

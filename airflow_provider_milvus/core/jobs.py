@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 # Milvus caps nq (query vectors per search request) at 16384.
 MAX_QUERIES_PER_REQUEST = 16384
 SEARCH_TYPES = ("similarity", "similarity_score", "mmr")
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,4 @@ class SearchJob(Job):
     lambda_mult: float = 0.5
     output_fields: list[str] | None = None
     search_params: dict[str, Any] | None = None
+    consistency_level: str | None = None  # None: the collection's own (Strong for collections made here)

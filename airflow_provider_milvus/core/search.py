@@ -23,7 +23,7 @@ from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.filters import render_filter
 from airflow_provider_milvus.core.gather import Progress, batched, pipelined_gather
-from airflow_provider_milvus.core.jobs import MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
+from airflow_provider_milvus.core.jobs import CONSISTENCY_LEVELS, MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
@@ -36,6 +36,11 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
     """Hits per query: ``[{"id", "page_content", "metadata", "score"}]``, plain JSON for XCom."""
     if job.search_type not in SEARCH_TYPES:
         raise MilvusProviderError(f"search_type must be one of {SEARCH_TYPES}, got {job.search_type!r}.")
+    if job.consistency_level is not None and job.consistency_level not in CONSISTENCY_LEVELS:
+        raise MilvusProviderError(
+            f"consistency_level must be one of {CONSISTENCY_LEVELS} (or None for the collection's own), "
+            f"got {job.consistency_level!r}."
+        )
     if not 1 <= job.batch_size <= MAX_QUERIES_PER_REQUEST:
         raise MilvusProviderError(f"batch_size must be between 1 and {MAX_QUERIES_PER_REQUEST} for searches.")
     queries = (
@@ -105,6 +110,11 @@ class _Searcher:
         per_query = self.dense.dim * 4 * (2 if self.job.search_type == "mmr" else 1) + 1024
         return max(1, min(self.job.batch_size, MAX_REQUEST_BYTES // per_query))
 
+    def consistency(self) -> dict[str, Any]:
+        """``consistency_level`` for a search request, when the job overrides the collection's."""
+        level = self.job.consistency_level
+        return {"consistency_level": level} if level else {}
+
     def params(self, metric: str | None) -> dict[str, Any]:
         """Search parameters; no ``metric_type`` when the index's is unread (Milvus then uses the index's)."""
         params: dict[str, Any] = {"params": dict(self.job.search_params or {})}
@@ -150,6 +160,7 @@ class _Searcher:
                 limit=job.k,
                 output_fields=self.output_fields,
                 timeout=session.timeout,
+                **self.consistency(),
             )
             metric = "RRF"
         else:
@@ -170,6 +181,7 @@ class _Searcher:
                 filter=self.expr,
                 output_fields=self.output_fields,
                 timeout=session.timeout,
+                **self.consistency(),
             )
         return [[self._hit(hit, metric) for hit in hits] for hits in result]
 
@@ -186,6 +198,7 @@ class _Searcher:
             filter=self.expr,
             output_fields=[*self.output_fields, dense.name],
             timeout=session.timeout,
+            **self.consistency(),
         )
         return await asyncio.to_thread(self._select_mmr, dense.name, vectors, result)
 

@@ -424,6 +424,10 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     :param output_fields: Fields returned in each hit's metadata (default: every scalar field and the
         dynamic field; never vectors).
     :param search_params: Index search parameters, e.g. ``{"ef": 64}`` (HNSW) or ``{"nprobe": 16}`` (IVF).
+    :param consistency_level: ``Strong``, ``Bounded``, ``Session`` or ``Eventually`` for these searches;
+        default: the collection's own (Strong for collections this provider creates, so a search sees the
+        ingest that finished upstream). On a real Milvus, Strong waits for the server's timestamp (about
+        0.4 s per request on 2.3.5): ``Bounded`` suits searches that do not follow a write.
     """
 
     reads_collection = True
@@ -435,6 +439,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         "search_type",
         "output_fields",
         "search_params",
+        "consistency_level",
     )
 
     def __init__(
@@ -449,6 +454,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         lambda_mult: float = 0.5,
         output_fields: list[str] | None = None,
         search_params: dict[str, Any] | None = None,
+        consistency_level: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("batch_size", SearchJob.batch_size)
@@ -462,6 +468,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         self.lambda_mult = lambda_mult
         self.output_fields = output_fields
         self.search_params = search_params
+        self.consistency_level = consistency_level
 
     def execute(self, context: Context) -> Any:
         queries = _native(self.queries)
@@ -479,6 +486,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
             lambda_mult=self.lambda_mult,
             output_fields=_native(self.output_fields),
             search_params=_native(self.search_params),
+            consistency_level=self.consistency_level or None,
         )
         return self.run(job, items=len(query_list))
 
