@@ -178,7 +178,8 @@ async def open_session(
             schema = await aread_schema(client, name, choice, metrics=metrics, exists=create)
             _check_usable(schema, config, embeddings)
             await client.load_collection(name, timeout=settings.timeout)
-            misroutes = bool(schema.partition_key) and _before_2_4(await client.get_server_version())
+            # Only writes are affected: searches and deletes skip asking the server's version.
+            misroutes = create and bool(schema.partition_key) and _before_2_4(await client.get_server_version())
         session = Session(
             settings,
             client,
