@@ -189,6 +189,7 @@ def test_auto_id_writes_replace_each_source_whole_and_never_duplicate(tier, name
     embeddings.reset_stats()
     again = run(MilvusAddDocumentsOperator(documents=list(reversed(docs)), **upsert), mode)
     assert (again["unchanged"], again["written"], embeddings.stats.inputs) == (12, 0, 0)
+    assert again["skipped_sources"] == 4, "the source ledger works on a collection another application made"
     edited = [d for d in docs if d["metadata"]["category"] != "lamp"] + [
         {"page_content": "lamp item new", "metadata": {"category": "lamp"}}
     ]
@@ -260,22 +261,25 @@ def test_a_precomputed_vector_of_the_wrong_size_fails_before_writing(tier, name)
 # --- VARCHAR pk, COSINE, dynamic field, partition key -----------------------------------------------------
 
 
+def upsert_for_acme(tier: Tier, name: str, records: list[dict], embedding_conn_id: str, mode: str = "inline") -> Any:
+    """Upsert records by their ``doc_id`` as tenant ``acme`` of a ``tenants`` collection."""
+    operator = MilvusUpsertOperator(
+        task_id="u",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        documents=records,
+        id_key="doc_id",
+        partition_key_value="acme",
+    )
+    return run(operator, mode)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_upsert_for_a_tenant_sets_the_partition_key_and_uses_own_field_names(tier, name, mode, embedding_conn_id):
     tenants(tier, name)
     records = [{"page_content": f"acme memo {i}", "metadata": {"doc_id": f"memo-{i}", "year": 2030}} for i in range(3)]
-    result = run(
-        MilvusUpsertOperator(
-            task_id="u",
-            milvus_conn_id=tier.conn_id,
-            collection_name=name,
-            embedding_conn_id=embedding_conn_id,
-            documents=records,
-            id_key="doc_id",
-            partition_key_value="acme",
-        ),
-        mode,
-    )
+    result = upsert_for_acme(tier, name, records, embedding_conn_id, mode)
     assert result["written"] == 3
     rows = {r["doc_id"]: r for r in tier.rows(name, 'doc_id like "memo-%"', ["doc_id", "body", "tenant", "year"])}
     assert {k: (r["body"], r["tenant"], r["year"]) for k, r in rows.items()} == {
@@ -289,16 +293,7 @@ def test_a_tenants_rewritten_records_stay_findable_by_its_partition_key(tier, na
 
     def upsert(text: str) -> dict:
         records = [{"page_content": f"{text} {i}", "metadata": {"doc_id": f"memo-{i}"}} for i in range(3)]
-        operator = MilvusUpsertOperator(
-            task_id="u",
-            milvus_conn_id=tier.conn_id,
-            collection_name=name,
-            embedding_conn_id=embedding_conn_id,
-            documents=records,
-            id_key="doc_id",
-            partition_key_value="acme",
-        )
-        return run(operator, "inline")
+        return upsert_for_acme(tier, name, records, embedding_conn_id)
 
     upsert("first memo")
     assert upsert("second memo")["written"] == 3
