@@ -1,9 +1,9 @@
 """Method (c): the operators' async core, called exactly as ``BaseMilvusOperator.run`` calls it.
 
-Jobs are built like the operators' ``execute`` builds them (chunks via ``prepare_chunks``), and the
-run is ``asyncio.run(asyncio.wait_for(run_job(op, job.to_dict()), timeout))`` through real Airflow
-connections given as ``AIRFLOW_CONN_*`` environment variables. The timed span includes
-``prepare_chunks`` and the whole run (connection lookup, session open, fan-out, close).
+Jobs are built like the operators' ``execute`` builds them (normalised documents; the core splits and
+ids them), and the run is ``asyncio.run(asyncio.wait_for(run_job(op, job.to_dict()), timeout))`` through
+real Airflow connections given as ``AIRFLOW_CONN_*`` environment variables. The timed span includes the
+whole run (splitting and ids, connection lookup, session open, fan-out, close).
 """
 
 from __future__ import annotations

@@ -85,7 +85,6 @@ def instrument() -> None:
 
     for module, name in (
         (operator_module, "load_documents"),
-        (operator_module, "prepare_chunks"),
         (write, "_plan"),
         (write, "_write"),
         (write, "_delete_ids"),
