@@ -115,7 +115,7 @@ def clean_venv(dist, tmp_path_factory) -> Path:
     uv = Path(sys.executable).with_name("uv")
     sh(uv, "venv", "--quiet", "--python", sys.executable, venv)
     constraints = root / "constraints.txt"
-    frozen = sh(sys.executable, "-m", "pip", "freeze", "--exclude-editable").stdout
+    frozen = sh(uv, "pip", "freeze", "--python", sys.executable, "--exclude-editable").stdout
     constraints.write_text("\n".join(line for line in frozen.splitlines() if "airflow-provider-milvus" not in line))
     sh(uv, "pip", "install", "--quiet", "--python", venv / "bin" / "python", "-c", constraints, dist["wheel"],
        cwd=root, timeout=1200)  # fmt: skip
