@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Airflow reads its home at import time: give the test process its own before anything imports it.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-provider-milvus-home-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Airflow reads its home at import time: give the test process its own before anything imports it, whatever the
+# developer's shell says (a real AIRFLOW_HOME must never receive the tests' connections, runs and DB migrations).
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-provider-milvus-home-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 import pytest
 
