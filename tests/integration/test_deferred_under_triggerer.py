@@ -50,6 +50,43 @@ def embedding_api() -> Iterator[EmbeddingServer]:
         yield server
 
 
+def _blocked_seconds(line: str) -> float:
+    return float(line.split("blocked for ", 1)[1].split(" ", 1)[0])
+
+
+def assert_the_triggerer_loop_was_never_blocked(stack: AirflowStack) -> None:
+    """
+    Checked when the module's stack stops, whatever order its tests ran in: every deferred job of the module ran on
+    the triggerer's one event loop, watched by its watchdog.
+
+    The first Milvus trigger in a fresh triggerer process imports pymilvus (pandas, pyarrow, grpc),
+    langchain and openai. The provider does that in a worker thread, but C-level module init and
+    pydantic schema building hold the GIL for up to ~0.15 s at a time, so on a loaded 2-core machine
+    the watchdog (0.1 s sleep, 0.2 s threshold) can still fire during that one-time warm-up. After the
+    first trigger completed, no trigger may block the loop at all, including the 5k-chunk ingest.
+    """
+    trigger_logs = sorted(p for p in stack.all_log_files() if ".log.trigger." in p.name)
+    assert len(trigger_logs) >= 8, "the module's deferred jobs should have run in the triggerer"
+    triggerer_log = stack.process_log("triggerer")
+    assert "Starting the triggerer" in triggerer_log
+    first_completed = min(
+        json.loads(line)["timestamp"]
+        for path in trigger_logs
+        for line in path.read_text().splitlines()
+        if '"trigger completed"' in line
+    )
+    blocked = [line for line in triggerer_log.splitlines() if "async thread was blocked" in line]
+    warm_up = [line for line in blocked if line[:26] <= first_completed[:26]]
+    steady = [line for line in blocked if line[:26] > first_completed[:26]]
+    print(
+        f"\n[triggerer watchdog] first trigger completed {first_completed}; blocked during warm-up: "
+        f"{[_blocked_seconds(line) for line in warm_up]}; after: {[_blocked_seconds(line) for line in steady]}"
+    )
+    assert not steady, "\n".join(steady)
+    # Importing on the loop (before the provider moved it to a thread) blocked it for 1.5 s and 2.2 s.
+    assert all(_blocked_seconds(line) < 1.25 for line in warm_up), "\n".join(warm_up)
+
+
 @pytest.fixture(scope="module")
 def stack(
     milvus_lite: Any, embedding_api: EmbeddingServer, tmp_path_factory: pytest.TempPathFactory
@@ -69,6 +106,7 @@ def stack(
         races = running.deferral_race_failures()
         print(f"\n[airflow stack] deferred tasks failed by apache/airflow #72716 and retried: {len(races)}")
         assert_no_unexplained_retries(running)  # every run of the module, also those not checked by run_ok
+        assert_the_triggerer_loop_was_never_blocked(running)
 
 
 @pytest.fixture(scope="module")
@@ -278,39 +316,3 @@ def test_small_job_runs_inline_and_big_job_defers(stack: AirflowStack, reader: A
     assert big["trigger_log_files"] or big["trigger_rows"], big
     assert stack.xcom("milvus_it_inline", run_id, "add_small")["written"] == 5
     assert count(reader, collection) == 30
-
-
-def _blocked_seconds(line: str) -> float:
-    return float(line.split("blocked for ", 1)[1].split(" ", 1)[0])
-
-
-def test_triggerer_event_loop_is_never_blocked(stack: AirflowStack) -> None:
-    """
-    Runs last: every deferred job above ran on the triggerer's one event loop, watched by its watchdog.
-
-    The first Milvus trigger in a fresh triggerer process imports pymilvus (pandas, pyarrow, grpc),
-    langchain and openai. The provider does that in a worker thread, but C-level module init and
-    pydantic schema building hold the GIL for up to ~0.15 s at a time, so on a loaded 2-core machine
-    the watchdog (0.1 s sleep, 0.2 s threshold) can still fire during that one-time warm-up. After the
-    first trigger completed, no trigger may block the loop at all, including the 5k-chunk ingest.
-    """
-    trigger_logs = sorted(p for p in stack.all_log_files() if ".log.trigger." in p.name)
-    assert len(trigger_logs) >= 8, "the deferred jobs above should have run in the triggerer"
-    triggerer_log = stack.process_log("triggerer")
-    assert "Starting the triggerer" in triggerer_log
-    first_completed = min(
-        json.loads(line)["timestamp"]
-        for path in trigger_logs
-        for line in path.read_text().splitlines()
-        if '"trigger completed"' in line
-    )
-    blocked = [line for line in triggerer_log.splitlines() if "async thread was blocked" in line]
-    warm_up = [line for line in blocked if line[:26] <= first_completed[:26]]
-    steady = [line for line in blocked if line[:26] > first_completed[:26]]
-    print(
-        f"\n[triggerer watchdog] first trigger completed {first_completed}; blocked during warm-up: "
-        f"{[_blocked_seconds(line) for line in warm_up]}; after: {[_blocked_seconds(line) for line in steady]}"
-    )
-    assert not steady, "\n".join(steady)
-    # Importing on the loop (before the provider moved it to a thread) blocked it for 1.5 s and 2.2 s.
-    assert all(_blocked_seconds(line) < 1.25 for line in warm_up), "\n".join(warm_up)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.multihost import MultiHost, record_figure
+from tests.integration.retries import assert_no_unexplained_retries
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +72,9 @@ def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: 
     assert set(states.values()) == {"success"}, {
         run_id: (state, mh.stack.task_states(dag_id, run_id)) for (dag_id, run_id), state in zip(runs, states.values())
     }
+    # The DAGs retry (for apache/airflow#72716 only): a retry must not turn a failed write into a final success.
+    for dag_id, run_id in [*(("milvus_it_writers_inline", run_id) for run_id in first), *runs]:
+        assert_no_unexplained_retries(mh.stack, dag_id, run_id)
     # The runs really overlapped in time (all three were running at once at some point).
     windows = [
         mh.stack.query("SELECT start_date, end_date FROM dag_run WHERE run_id = ?", (run_id,))[0] for _, run_id in runs
