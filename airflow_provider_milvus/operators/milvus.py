@@ -29,6 +29,7 @@ from airflow_provider_milvus.core.operations import (
     WriteJob,
     run_job,
 )
+from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.lineage import operator_lineage_for
@@ -407,16 +408,25 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
 
 class MilvusSearchToXComOperator(BaseMilvusOperator):
     """
-    Search one query or many and return JSON hits for downstream tasks.
+    Search one query or many, by text or by vector, and return JSON hits for downstream tasks.
 
     ``batch_size`` queries (default 16) go to Milvus in one request (and to the embedding API in one),
     at most ``max_concurrency`` requests at a time. Returns ``[{"id", "page_content", "metadata",
-    "score"}, ...]`` for a single query string and a list of such lists for a list of queries.
-    ``score`` is None unless ``search_type="similarity_score"``; higher always means more relevant
-    (L2 distances become ``1 / (1 + d)``).
+    "score"}, ...]`` for a single query (a string or one vector) and a list of such lists for a list
+    of queries. ``score`` is None unless ``search_type="similarity_score"``; higher always means more
+    relevant (L2 distances become ``1 / (1 + d)``).
 
-    :param queries: A query string or a list of them (or an XCom).
-    :param k: Hits per query.
+    Query vectors computed upstream (another model, common-ai's ``LlamaIndexEmbeddingOperator``, a
+    stored record's vector) are searched as they are, for every ``search_type``, batched like text
+    and without any embedding call: the langchain-milvus ``*_by_vector`` searches. They search the
+    collection's dense field (``vector_field`` when there are several), also on a hybrid collection,
+    whose BM25 field needs text; a BM25-only collection refuses them. Their size is checked against
+    the dense field before any search request.
+
+    :param queries: A query string, a query vector (a list of numbers), a ``{"vector": [...]}`` item,
+        or a list of any one of these kinds (or an XCom of them, e.g. ``embed.output["chunks"]``).
+        Text and vectors cannot be mixed in one task.
+    :param k: Hits per query (1 to 16384, checked when the task is built).
     :param search_type: ``similarity``, ``similarity_score`` or ``mmr`` (needs dense embeddings).
     :param expr: Optional filter, with ``{name}`` placeholders filled from ``expr_params``.
     :param fetch_k: Candidates fetched for MMR, and by each of a hybrid search's dense and BM25 sub-searches.
@@ -445,7 +455,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     def __init__(
         self,
         *,
-        queries: str | list[str],
+        queries: str | Sequence[Any] | dict[str, Any],
         k: int = 4,
         search_type: str = "similarity_score",
         expr: str | None = None,
@@ -459,6 +469,10 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     ) -> None:
         kwargs.setdefault("batch_size", SearchJob.batch_size)
         super().__init__(**kwargs)
+        # Here, not at run time: k=0 would fail in Milvus only after connecting ("limit value 0 is illegal").
+        problem = top_k_problem(k) or top_k_problem(fetch_k, "fetch_k")
+        if problem:
+            raise ValueError(problem)
         self.queries = queries
         self.k = k
         self.search_type = search_type
@@ -471,13 +485,13 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         self.consistency_level = consistency_level
 
     def execute(self, context: Context) -> Any:
-        queries = _native(self.queries)
-        query_list = [queries] if isinstance(queries, str) else list(queries or [])
+        # Checked in the worker, before any request: non-numeric vectors, empty queries, text mixed with vectors.
+        queries = normalize_queries(_native(self.queries))
         job = SearchJob(
             store=self.store_config(),
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
-            queries=query_list,
+            queries=queries.items,
             k=self.k,
             search_type=self.search_type,
             expr=self.expr or None,
@@ -488,11 +502,11 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
             search_params=_native(self.search_params),
             consistency_level=self.consistency_level or None,
         )
-        return self.run(job, items=len(query_list))
+        return self.run(job, items=len(queries.items))
 
     def finish(self, result: Any) -> Any:
         hits = super().finish(result)
-        return hits[0] if isinstance(_native(self.queries), str) and hits else hits
+        return hits[0] if hits and normalize_queries(_native(self.queries)).single else hits
 
 
 async def _run_inline(job: Job, seconds: float) -> Any:
