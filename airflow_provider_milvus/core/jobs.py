@@ -78,8 +78,9 @@ class WriteJob(Job):
 @dataclass(frozen=True)
 class DeleteJob(Job):
     """
-    Delete what ``expr`` (with ``expr_params``) matches, or the rows with primary keys ``ids`` (or a staged
-    list), guarded against emptying the collection.
+    Delete what ``expr`` (with ``expr_params``) matches, or the rows whose primary keys are ``ids``.
+
+    ``ids`` may be staged (``ids_ref``); either way the delete is guarded against emptying the collection.
     """
 
     operation: ClassVar[str] = "delete"

@@ -64,7 +64,7 @@ def normalize_queries(value: Any) -> Queries:
 
 
 def top_k_problem(k: Any, name: str = "k") -> str | None:
-    """What is wrong with ``k`` (hits per query) or ``fetch_k``, or None: an integer from 1 to Milvus's cap."""
+    """Say what is wrong with ``k`` (hits per query) or ``fetch_k``, or None: an integer from 1 to Milvus's cap."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
         return (
             f"{name} must be an integer from 1 to {MAX_TOP_K} (hits per query; Milvus caps a search's limit "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import check_dimension
@@ -29,9 +29,11 @@ from airflow_provider_milvus.core.filters import render_filter
 from airflow_provider_milvus.core.gather import Progress, batched, pipelined_gather
 from airflow_provider_milvus.core.jobs import CONSISTENCY_LEVELS, MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
 from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
-from airflow_provider_milvus.core.schema import CollectionSchema, VectorField
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
+
+if TYPE_CHECKING:
+    from airflow_provider_milvus.core.schema import CollectionSchema, VectorField
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +255,7 @@ class _Searcher:
 
 
 def _dense_for_vectors(schema: CollectionSchema) -> VectorField:
-    """The dense field query vectors search; a BM25-only collection has none and says what it takes."""
+    """Choose the dense field query vectors search; a BM25-only collection has none and says what it takes."""
     if schema.has_dense:
         return schema.dense  # several dense fields: the error names vector_field
     if schema.bm25_field:

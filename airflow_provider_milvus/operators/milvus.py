@@ -19,6 +19,7 @@ from airflow.configuration import conf
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection
+from airflow_provider_milvus.core.delete import check_given_ids
 from airflow_provider_milvus.core.documents import SplitOptions, check_ids, estimate_chunks, normalize_documents
 from airflow_provider_milvus.core.files import load_documents
 from airflow_provider_milvus.core.operations import (
@@ -363,34 +364,53 @@ class MilvusUpsertOperator(_BaseWriteOperator):
 
 class MilvusDeleteByExprOperator(BaseMilvusOperator):
     """
-    Delete the entities a Milvus boolean filter matches.
+    Delete the entities a Milvus boolean filter matches, or the ones with the given primary keys.
 
-    Deferrable deletes always defer: their size is unknown until Milvus counts the matches.
+    ``ids`` is LangChain's ``delete(ids=...)``: the ids are resolved against the collection's own
+    primary key field and type (INT64 or VARCHAR), so nobody quotes ``doc_id in [...]`` by hand. Ids
+    that do not exist (or belong to another tenant) are counted as ``not_found`` and listed in
+    ``missing_ids`` (the first 1,000), never counted as deleted.
+
+    A deferrable delete by filter always defers: its size is unknown until Milvus counts the matches.
+    A delete by ids runs inline when it has at most ``inline_max_items`` ids.
 
     :param expr: Filter expression, e.g. ``source in {sources}``; ``{name}`` placeholders take ``expr_params``.
     :param expr_params: Values for the placeholders, encoded as literals so data cannot change the expression.
-    :param allow_delete_all: Allow an empty filter or one that matches every entity.
-    :param dry_run: Only count what would be deleted.
+    :param ids: Instead of ``expr``: primary keys to delete (a list or an XCom of one). Integers or integer
+        strings for an INT64 key, strings (or integers, as their decimal string) for a VARCHAR key;
+        repeated ids count once. An empty list deletes nothing.
+    :param allow_delete_all: Allow an empty filter, or a filter or ids that match every entity.
+    :param dry_run: Only count what would be deleted (and, with ``ids``, which are not found).
     """
 
-    template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params")
+    template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params", "ids")
 
     def __init__(
         self,
         *,
-        expr: str,
+        expr: str | None = None,
         expr_params: dict[str, Any] | None = None,
+        ids: Sequence[str | int] | str | None = None,
         allow_delete_all: bool = False,
         dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if ids is not None and (expr or expr_params):
+            raise ValueError("Pass expr (a filter, with expr_params) or ids, not both.")
+        if ids is None and expr is None:
+            raise ValueError(
+                "Pass expr (a filter) or ids (primary keys) to delete; expr='' with allow_delete_all=True empties "
+                "the collection."
+            )
         self.expr = expr
         self.expr_params = expr_params
+        self.ids = ids
         self.allow_delete_all = allow_delete_all
         self.dry_run_only = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> Any:
+        ids = None if self.ids is None else check_given_ids(_native(self.ids))  # a bad XCom fails in the worker
         params = _native(self.expr_params) or {}
         if not isinstance(params, dict):
             raise MilvusProviderError(f"expr_params must be a dict, got {type(params).__name__}.")
@@ -400,10 +420,19 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
             max_concurrency=self.max_concurrency,
             expr=self.expr or "",
             expr_params=params,
+            ids=ids,
             allow_delete_all=self.allow_delete_all,
             dry_run=self.dry_run_only,
         )
-        return self.run(job, items=None)
+        return self.run(job, items=None if ids is None else len(ids))
+
+    def _externalize(self, job: Job, staging_url: str) -> tuple[Job, list[str]]:
+        """Many ids go to the staging location, not the trigger row, like documents and queries."""
+        ids = getattr(job, "ids", None)
+        if ids is None or len(json.dumps(ids)) <= MAX_INLINE_KWARGS_BYTES:
+            return job, []
+        reference = staging.stage_json(ids, staging_url=staging_url, name_hint=f"{self.task_id}-ids")
+        return DeleteJob.from_dict(job.to_dict() | {"ids": None, "ids_ref": reference}), [reference]
 
 
 class MilvusSearchToXComOperator(BaseMilvusOperator):
