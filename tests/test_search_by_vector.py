@@ -197,6 +197,7 @@ def test_a_bm25_only_collection_refuses_vectors_before_any_search(tier, name, se
         ([[0.1] * (DIM - 1) + [float("nan")]], r"has nan at position 31; query vectors must be finite"),
         ([[]], r"Query 0 is an empty vector"),
         ([{"text": "no vector here"}], r"Query 0 is a dict without a 'vector'"),
+        ({"chunk_count": 1, "chunks": [{"vector": [0.1] * DIM}]}, r"pass its chunks, e.g. queries=embed.output"),
         (
             ["lamp", [0.1] * DIM],
             r"mixes text \(query 0\) and a vector \(query 1\)\. A task searches by text or by vector",

@@ -95,6 +95,11 @@ def _text(query: str, position: int) -> str:
 def _vector(item: Any, position: int) -> list[float]:
     if isinstance(item, dict):
         key = next((k for k in VECTOR_KEYS if item.get(k) is not None), None)
+        if key is None and "chunks" in item:
+            raise MilvusProviderError(
+                f"Query {position} is a dict with 'chunks' (an embedding operator's whole output): pass its "
+                'chunks, e.g. queries=embed.output["chunks"].'
+            )
         if key is None:
             raise MilvusProviderError(
                 f"Query {position} is a dict without a 'vector' (keys: {sorted(item)[:8]}); query items must be "
