@@ -208,3 +208,25 @@ def test_a_long_filter_is_shortened_at_info_and_whole_at_debug(tier, name, caplo
     assert f"({len(whole)} chars) matches 1 of {ROWS} entities" in info
     assert len(info) < 300
     assert any(r.levelno == logging.DEBUG and whole in r.getMessage() for r in caplog.records)
+
+
+def test_many_ids_go_to_the_staging_location_not_the_trigger_row(milvus_conn_id, collection_name, tmp_path):
+    from airflow.exceptions import TaskDeferred
+
+    from airflow_provider_milvus.core import staging
+
+    ids = [f"record-{i:06d}" for i in range(5000)]
+    operator = MilvusDeleteByExprOperator(
+        task_id="d",
+        milvus_conn_id=milvus_conn_id,
+        collection_name=collection_name,
+        ids=ids,
+        deferrable=True,
+        staging_url=str(tmp_path),
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    job = deferred.value.trigger.serialize()[1]["job"]
+    assert job["ids"] is None
+    assert staging.load_json(job["ids_ref"]) == ids
+    assert deferred.value.kwargs == {"staged": [job["ids_ref"]]}
