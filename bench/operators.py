@@ -97,7 +97,14 @@ def add(collection: str, docs: list[Document], tuning: Tuning, *, expect_written
     return timer.seconds
 
 
-def search(collection: str, queries: list[str], tuning: Tuning, *, consistency_level: str | None = None) -> float:
+def search(
+    collection: str,
+    queries: list[str] | list[list[float]],
+    tuning: Tuning,
+    *,
+    consistency_level: str | None = None,
+) -> float:
+    """One ``MilvusSearchToXComOperator`` (k=3) of text queries, or of query vectors (no embedding call)."""
     from airflow_provider_milvus.core.operations import SearchJob
 
     with timed() as timer:

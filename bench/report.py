@@ -62,8 +62,8 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 
 def kind_label(kind: str) -> str:
-    """``search@100k`` -> ``search over 100k``."""
-    return kind.replace("@", " over ")
+    """``search@100k`` -> ``search over 100k``; ``search_by_vector`` -> ``search by vector``."""
+    return kind.replace("@", " over ").replace("_", " ")
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -72,7 +72,7 @@ def markdown_table(rows: list[Row]) -> str:
         "| peak RSS MB | peak in-flight emb. req. | notes |"
     )
     lines = [header, "|" + "---|" * 11]
-    order = {"add": 0, "search": 1, "delete": 3, "ingest": 4}
+    order = {"add": 0, "search": 1, "search_by_vector": 1.5, "delete": 3, "ingest": 4}
     for row in sorted(rows, key=lambda r: (order.get(r.workload, 2), r.n, METHODS.index(r.method))):
         d = derived(rows, row)
         mark = EXTRAPOLATED if row.extrapolated_from else ""
@@ -164,6 +164,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
 SUMMARY_WORKLOADS = (
     ("add", 100),
     ("search", 100),
+    ("search_by_vector", 100),
     ("search@100k", 1000),
     ("delete", 100),
     ("ingest", 1000),
@@ -189,6 +190,8 @@ def summary_table(rows: list[Row]) -> str:
         d = derived(rows, op)
         base, _, corpus = kind.partition("@")
         label = f"{base} {n:,} over {corpus or '1k'}" if base == "search" else f"{kind} {n:,}"
+        if kind == "search_by_vector":
+            label = f"search {n:,} by vector over 1k"
         lines.append(
             f"| {label} | {cells[0]} | {cells[1]} | {op.seconds:.2f} | {_fmt(d['vs_sync'], '{:.1f}x')} "
             f"| {_fmt(d['vs_gather'], '{:.1f}x')} | {_fmt(d['of_limit'], '{:.0%}')} |"

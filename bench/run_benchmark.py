@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             for n in TUTORIAL_ADDS:
                 suite.run_write(Workload("add", n), (SYNC, GATHER, OPERATOR, LIMIT))
             suite.run_search(Workload("search", TUTORIAL_SEARCHES))
+            suite.run_search_by_vector(Workload("search_by_vector", TUTORIAL_SEARCHES))
             if args.big_search:
                 n_queries, n_entities = (int(x) for x in args.big_search.split(","))
                 # (a) and (b) on the first 100 queries, extrapolated; one repetition (Milvus Lite takes ~0.7 s

@@ -300,6 +300,45 @@ class Suite:
 
         return trial
 
+    def run_search_by_vector(self, workload: Workload, corpus_n: int = TUTORIAL_CORPUS) -> None:
+        """
+        The tutorial's ``similarity_search_by_vector`` (k=3) over 1,000 documents: vectors computed upstream.
+
+        (a) one ``similarity_search_by_vector`` per vector, (b) a gather of ``asimilarity_search_by_vector``,
+        (c) one ``SearchJob`` of the vectors (nq-batched, no embedding model), (d) raw nq-batched searches
+        of the same vectors at (c)'s batch size and concurrency. No method calls the embedding API.
+        """
+        from tests.servers.embeddings_server import embed_text
+
+        vectors = [embed_text(q, self.embeddings.dimensions) for q in queries(workload.n)]
+        corpus = documents(corpus_n)
+        batch, conc = self.tuning.search_batch_size, self.tuning.search_max_concurrency
+        self.measure(
+            workload,
+            SYNC,
+            self._tutorial_trial(SYNC, workload, corpus, lambda s: tutorial.sync_search_by_vector(s, vectors)),
+        )
+        self.measure(
+            workload,
+            GATHER,
+            self._tutorial_trial(GATHER, workload, corpus, lambda s: tutorial.gather_search_by_vector(s, vectors)),
+        )
+        self.measure(
+            workload,
+            OPERATOR,
+            self._operator_trial(workload, corpus, lambda n: operators.search(n, vectors, self.tuning)),
+        )
+        self.measure(
+            workload,
+            LIMIT,
+            self._limit_trial(
+                workload,
+                corpus,
+                lambda n: limits.milvus_search(self.milvus_uri, n, vectors, batch=batch, concurrency=conc),
+                {},
+            ),
+        )
+
     def run_delete(self, workload: Workload) -> None:
         """Deletes by metadata expression from a 1,000-document collection (fresh for every trial)."""
         corpus, ids = documents(TUTORIAL_CORPUS), delete_ids(workload.n, start=0)

@@ -64,6 +64,14 @@ def sync_search(store: Milvus, queries: list[str]) -> float:
     return timer.seconds
 
 
+def sync_search_by_vector(store: Milvus, vectors: list[list[float]]) -> float:
+    """The tutorial's ``similarity_search_by_vector``: vectors computed upstream, no embedding call."""
+    with timed() as timer:
+        for vector in vectors:
+            store.similarity_search_by_vector(embedding=vector, k=SEARCH_K)
+    return timer.seconds
+
+
 def sync_delete(store: Milvus, ids: list[str]) -> float:
     with timed() as timer:
         for doc_id in ids:
@@ -80,6 +88,10 @@ async def _gather_add(store: Milvus, docs: list[Document]) -> None:
 
 async def _gather_search(store: Milvus, queries: list[str]) -> None:
     await asyncio.gather(*(store.asimilarity_search(query=q, k=SEARCH_K) for q in queries))
+
+
+async def _gather_search_by_vector(store: Milvus, vectors: list[list[float]]) -> None:
+    await asyncio.gather(*(store.asimilarity_search_by_vector(embedding=v, k=SEARCH_K) for v in vectors))
 
 
 async def _gather_delete(store: Milvus, ids: list[str]) -> None:
@@ -101,6 +113,10 @@ def gather_add(store: Milvus, docs: list[Document]) -> float:
 
 def gather_search(store: Milvus, queries: list[str]) -> float:
     return gather(_gather_search, store, queries)
+
+
+def gather_search_by_vector(store: Milvus, vectors: list[list[float]]) -> float:
+    return gather(_gather_search_by_vector, store, vectors)
 
 
 def gather_delete(store: Milvus, ids: list[str]) -> float:

@@ -16,13 +16,19 @@ SEARCH_K = 3
 
 @dataclass(frozen=True)
 class Workload:
-    """``kind`` is add | search | delete | ingest (``search@100k``: over a 100k collection); ``n`` items."""
+    """
+    ``kind`` is add | search | search_by_vector | delete | ingest (``search@100k``: over a 100k collection).
+
+    ``n`` items; ``search_by_vector`` searches query vectors computed upstream (no embedding call).
+    """
 
     kind: str
     n: int
 
     @property
     def label(self) -> str:
+        if self.base == "search_by_vector":
+            return f"search {self.n:,} by vector"
         noun = {"add": "docs", "search": "queries", "delete": "deletes", "ingest": "chunks"}[self.base]
         suffix = f" over {self.kind.split('@')[1]}" if "@" in self.kind else ""
         return f"{self.base} {self.n:,} {noun}{suffix}"

@@ -396,7 +396,7 @@ def test_template_fields_cover_every_user_facing_string():
     for operator_class, extra in [
         (MilvusAddDocumentsOperator, {"documents", "ids", "id_key", "replace_by"}),
         (MilvusUpsertOperator, {"documents", "ids", "id_key"}),
-        (MilvusDeleteByExprOperator, {"expr", "expr_params"}),
+        (MilvusDeleteByExprOperator, {"expr", "expr_params", "ids"}),
         (MilvusSearchToXComOperator, {"queries", "expr", "expr_params"}),
     ]:
         fields = set(operator_class.template_fields)

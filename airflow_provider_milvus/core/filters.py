@@ -61,6 +61,17 @@ def to_literal(value: Any, name: str = "value") -> str:
     )
 
 
+def short_filter(expr: str, limit: int = 200) -> str:
+    """
+    ``expr`` quoted for a log line or an error; a long one (ids, value lists) as its start and its length.
+
+    The whole filter goes to DEBUG logs only: a delete by 100,000 ids is megabytes of filter.
+    """
+    if len(expr) <= limit:
+        return repr(expr)
+    return f"{expr[: limit // 2]!r}... ({len(expr)} chars)"
+
+
 def check_field_name(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise MilvusProviderError(f"{name!r} is not a valid Milvus field name.")

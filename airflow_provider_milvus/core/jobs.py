@@ -77,22 +77,28 @@ class WriteJob(Job):
 
 @dataclass(frozen=True)
 class DeleteJob(Job):
-    """Delete what ``expr`` (with ``expr_params``) matches, guarded against emptying the collection."""
+    """
+    Delete what ``expr`` (with ``expr_params``) matches, or the rows whose primary keys are ``ids``.
+
+    ``ids`` may be staged (``ids_ref``); either way the delete is guarded against emptying the collection.
+    """
 
     operation: ClassVar[str] = "delete"
     expr: str = ""
     expr_params: dict[str, Any] = field(default_factory=dict)
+    ids: list[str | int] | None = None
+    ids_ref: str | None = None
     allow_delete_all: bool = False
     dry_run: bool = False
 
 
 @dataclass(frozen=True)
 class SearchJob(Job):
-    """Search ``queries`` (or a staged list), ``batch_size`` per Milvus request."""
+    """Search ``queries`` (or a staged list), ``batch_size`` per Milvus request: texts, or vectors searched as they are."""
 
     operation: ClassVar[str] = "search"
     batch_size: int = 16  # queries per Milvus request (and per embedding request)
-    queries: list[str] | None = None
+    queries: list[str] | list[list[float]] | None = None
     queries_ref: str | None = None
     k: int = 4
     search_type: str = "similarity_score"

@@ -7,6 +7,10 @@ hybrid RRF of both), with the filter applied, and the hits are mapped back to th
 Embedding and searching overlap: up to ``max_concurrency`` embedding requests and as many searches are
 in flight, so later batches are embedded while earlier ones are searched.
 
+Query vectors (computed upstream) skip the embedding stage: no embedding model is built or called,
+their size is checked against the dense field before any search, and they search the dense field
+only, also on a hybrid collection (a BM25 field needs text). A BM25-only collection refuses them.
+
 Scores follow one convention for every metric, higher means more relevant: COSINE and IP as Milvus
 returns them, BM25 as a positive score (Milvus Lite reports it negated), L2 as ``1 / (1 + distance)``,
 hybrid as the RRF score.
@@ -17,15 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.filters import render_filter
 from airflow_provider_milvus.core.gather import Progress, batched, pipelined_gather
 from airflow_provider_milvus.core.jobs import CONSISTENCY_LEVELS, MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
+from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
+
+if TYPE_CHECKING:
+    from airflow_provider_milvus.core.schema import CollectionSchema, VectorField
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +51,27 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
         )
     if not 1 <= job.batch_size <= MAX_QUERIES_PER_REQUEST:
         raise MilvusProviderError(f"batch_size must be between 1 and {MAX_QUERIES_PER_REQUEST} for searches.")
-    queries = (
+    problem = top_k_problem(job.k) or top_k_problem(job.fetch_k, "fetch_k")
+    if problem:
+        raise MilvusProviderError(problem)
+    given = (
         job.queries if job.queries is not None else await asyncio.to_thread(staging.load_json, job.queries_ref or "")
     )
-    if not queries:
+    queries = normalize_queries(given)
+    if not queries.items:
         log.info("search %s: no queries", job.store.collection_name)
         return []
-    for position, query in enumerate(queries):
-        if not isinstance(query, str) or not query.strip():
-            raise MilvusProviderError(f"Query {position} is empty; every query must be a non-empty string.")
     expr = render_filter(job.expr, job.expr_params)
     name = job.store.collection_name
     # Index metrics only convert scores; without them Milvus searches with the index's own metric.
     metrics = job.search_type == "similarity_score"
-    async with open_session(job.store, create=False, metrics=metrics) as session:
+    # Query vectors need no embedding model: none is built, so none can be called.
+    async with open_session(job.store, create=False, embed=not queries.by_vector, metrics=metrics) as session:
         with session.errors(action=f"search collection '{name}'"):
-            searcher = _Searcher(session, job, session.scoped(expr))
-            batches = batched(queries, searcher.queries_per_request())
+            searcher = _Searcher(session, job, session.scoped(expr), by_vector=queries.by_vector)
+            if queries.by_vector:
+                check_query_vectors(session.schema, cast("list[list[float]]", queries.items))
+            batches = batched(queries.items, searcher.queries_per_request())
             progress = Progress(f"search {name}", len(batches), logger=log)
             results = await pipelined_gather(
                 batches,
@@ -75,14 +87,19 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
 class _Searcher:
     """How one job searches its collection: the mode, the fields and the request parameters."""
 
-    def __init__(self, session: Session, job: SearchJob, expr: str) -> None:
+    def __init__(self, session: Session, job: SearchJob, expr: str, *, by_vector: bool = False) -> None:
         self.session = session
         self.job = job
         self.expr = expr
+        self.by_vector = by_vector
         self.embeddings = session.embeddings
         schema = session.schema
-        self.dense = schema.dense if session.embeddings is not None else None
-        self.bm25 = schema.bm25_field
+        if by_vector:
+            self.dense: VectorField | None = _dense_for_vectors(schema)
+            self.bm25: str | None = None  # BM25 searches text: query vectors search the dense field alone
+        else:
+            self.dense = schema.dense if session.embeddings is not None else None
+            self.bm25 = schema.bm25_field
         if self.dense is None and self.bm25 is None:
             raise MilvusProviderError(
                 f"Collection '{schema.name}' has dense vectors only ({', '.join(f.name for f in schema.dense_fields)}); "
@@ -120,15 +137,21 @@ class _Searcher:
         params: dict[str, Any] = {"params": dict(self.job.search_params or {})}
         return {"metric_type": metric, **params} if metric else params
 
-    async def embed(self, queries: Sequence[str]) -> list[list[float]] | None:
-        """Embed a batch of queries in one request (``None`` when the collection is searched with BM25 only)."""
+    async def embed(self, queries: Sequence[Any]) -> list[list[float]] | None:
+        """
+        Embed a batch of queries in one request (``None`` when the collection is searched with BM25 only).
+
+        Query vectors are already embedded: they pass through, with no request.
+        """
+        if self.by_vector:
+            return list(queries)
         if self.dense is None or self.embeddings is None:
             return None
         vectors = await self.embeddings.aembed_documents(list(queries))
         check_dimension(self.session.schema, len(vectors[0]), "the query embedding")
         return vectors
 
-    async def search(self, queries: Sequence[str], vectors: list[list[float]] | None) -> list[list[dict[str, Any]]]:
+    async def search(self, queries: Sequence[Any], vectors: list[list[float]] | None) -> list[list[dict[str, Any]]]:
         """One Milvus request for a batch of queries (and their vectors, from ``embed``)."""
         session, job, dense = self.session, self.job, self.dense
         if job.search_type == "mmr":
@@ -185,7 +208,7 @@ class _Searcher:
             )
         return [[self._hit(hit, metric) for hit in hits] for hits in result]
 
-    async def _mmr(self, queries: list[str], vectors: list[list[float]]) -> list[list[dict[str, Any]]]:
+    async def _mmr(self, queries: list[Any], vectors: list[list[float]]) -> list[list[dict[str, Any]]]:
         session, job, dense = self.session, self.job, self.dense
         if dense is None:
             raise MilvusProviderError("search_type='mmr' needs dense embeddings.")
@@ -214,7 +237,7 @@ class _Searcher:
                 continue
             embeddings = [hit["entity"][field] for hit in candidates]
             chosen = maximal_marginal_relevance(
-                np.array(vector, dtype=np.float32), embeddings, lambda_mult=self.job.lambda_mult, k=self.job.k
+                np.array(vector), embeddings, lambda_mult=self.job.lambda_mult, k=self.job.k
             )
             selected.append([self._hit(candidates[i], None) for i in chosen])
         return selected
@@ -229,6 +252,33 @@ class _Searcher:
         if metric is not None and self.job.search_type == "similarity_score":
             score = relevance(metric, float(hit["distance"]))
         return {"id": primary, "page_content": text, "metadata": _json_safe(entity), "score": score}
+
+
+def _dense_for_vectors(schema: CollectionSchema) -> VectorField:
+    """Choose the dense field query vectors search; a BM25-only collection has none and says what it takes."""
+    if schema.has_dense:
+        return schema.dense  # several dense fields: the error names vector_field
+    if schema.bm25_field:
+        raise MilvusProviderError(
+            f"Collection '{schema.name}' is searched with BM25 full-text only ('{schema.bm25_field}' from "
+            f"'{schema.text}'): it has no dense vector field, so it cannot be searched by vector. Pass the "
+            "queries as text instead. Nothing was searched."
+        )
+    raise MilvusProviderError(
+        f"Collection '{schema.name}' has no dense vector field (FLOAT_VECTOR) to search by vector. Nothing was searched."
+    )
+
+
+def check_query_vectors(schema: CollectionSchema, vectors: Sequence[Sequence[float]]) -> None:
+    """Every query vector has the dense field's size; the first that does not is named, before any search."""
+    dense = schema.dense
+    for position, vector in enumerate(vectors):
+        if len(vector) != dense.dim:
+            raise MilvusProviderError(
+                f"Dimension mismatch: query {position} is a {len(vector)}-dimensional vector but collection "
+                f"'{schema.name}' field '{dense.name}' stores {dense.dim}-dimensional vectors. Embed the queries "
+                "with the model the collection was built with. Nothing was searched."
+            )
 
 
 def relevance(metric: str, distance: float) -> float:

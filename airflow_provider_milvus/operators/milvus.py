@@ -19,6 +19,7 @@ from airflow.configuration import conf
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection
+from airflow_provider_milvus.core.delete import check_given_ids
 from airflow_provider_milvus.core.documents import SplitOptions, check_ids, estimate_chunks, normalize_documents
 from airflow_provider_milvus.core.files import load_documents
 from airflow_provider_milvus.core.operations import (
@@ -29,6 +30,7 @@ from airflow_provider_milvus.core.operations import (
     WriteJob,
     run_job,
 )
+from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.lineage import operator_lineage_for
@@ -362,34 +364,53 @@ class MilvusUpsertOperator(_BaseWriteOperator):
 
 class MilvusDeleteByExprOperator(BaseMilvusOperator):
     """
-    Delete the entities a Milvus boolean filter matches.
+    Delete the entities a Milvus boolean filter matches, or the ones with the given primary keys.
 
-    Deferrable deletes always defer: their size is unknown until Milvus counts the matches.
+    ``ids`` is LangChain's ``delete(ids=...)``: the ids are resolved against the collection's own
+    primary key field and type (INT64 or VARCHAR), so nobody quotes ``doc_id in [...]`` by hand. Ids
+    that do not exist (or belong to another tenant) are counted as ``not_found`` and listed in
+    ``missing_ids`` (the first 1,000), never counted as deleted.
+
+    A deferrable delete by filter always defers: its size is unknown until Milvus counts the matches.
+    A delete by ids runs inline when it has at most ``inline_max_items`` ids.
 
     :param expr: Filter expression, e.g. ``source in {sources}``; ``{name}`` placeholders take ``expr_params``.
     :param expr_params: Values for the placeholders, encoded as literals so data cannot change the expression.
-    :param allow_delete_all: Allow an empty filter or one that matches every entity.
-    :param dry_run: Only count what would be deleted.
+    :param ids: Instead of ``expr``: primary keys to delete (a list or an XCom of one). Integers or integer
+        strings for an INT64 key, strings (or integers, as their decimal string) for a VARCHAR key;
+        repeated ids count once. An empty list deletes nothing.
+    :param allow_delete_all: Allow an empty filter, or a filter or ids that match every entity.
+    :param dry_run: Only count what would be deleted (and, with ``ids``, which are not found).
     """
 
-    template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params")
+    template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params", "ids")
 
     def __init__(
         self,
         *,
-        expr: str,
+        expr: str | None = None,
         expr_params: dict[str, Any] | None = None,
+        ids: Sequence[str | int] | str | None = None,
         allow_delete_all: bool = False,
         dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if ids is not None and (expr or expr_params):
+            raise ValueError("Pass expr (a filter, with expr_params) or ids, not both.")
+        if ids is None and expr is None:
+            raise ValueError(
+                "Pass expr (a filter) or ids (primary keys) to delete; expr='' with allow_delete_all=True empties "
+                "the collection."
+            )
         self.expr = expr
         self.expr_params = expr_params
+        self.ids = ids
         self.allow_delete_all = allow_delete_all
         self.dry_run_only = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> Any:
+        ids = None if self.ids is None else check_given_ids(_native(self.ids))  # a bad XCom fails in the worker
         params = _native(self.expr_params) or {}
         if not isinstance(params, dict):
             raise MilvusProviderError(f"expr_params must be a dict, got {type(params).__name__}.")
@@ -399,24 +420,42 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
             max_concurrency=self.max_concurrency,
             expr=self.expr or "",
             expr_params=params,
+            ids=ids,
             allow_delete_all=self.allow_delete_all,
             dry_run=self.dry_run_only,
         )
-        return self.run(job, items=None)
+        return self.run(job, items=None if ids is None else len(ids))
+
+    def _externalize(self, job: Job, staging_url: str) -> tuple[Job, list[str]]:
+        """Many ids go to the staging location, not the trigger row, like documents and queries."""
+        ids = getattr(job, "ids", None)
+        if ids is None or len(json.dumps(ids)) <= MAX_INLINE_KWARGS_BYTES:
+            return job, []
+        reference = staging.stage_json(ids, staging_url=staging_url, name_hint=f"{self.task_id}-ids")
+        return DeleteJob.from_dict(job.to_dict() | {"ids": None, "ids_ref": reference}), [reference]
 
 
 class MilvusSearchToXComOperator(BaseMilvusOperator):
     """
-    Search one query or many and return JSON hits for downstream tasks.
+    Search one query or many, by text or by vector, and return JSON hits for downstream tasks.
 
     ``batch_size`` queries (default 16) go to Milvus in one request (and to the embedding API in one),
     at most ``max_concurrency`` requests at a time. Returns ``[{"id", "page_content", "metadata",
-    "score"}, ...]`` for a single query string and a list of such lists for a list of queries.
-    ``score`` is None unless ``search_type="similarity_score"``; higher always means more relevant
-    (L2 distances become ``1 / (1 + d)``).
+    "score"}, ...]`` for a single query (a string or one vector) and a list of such lists for a list
+    of queries. ``score`` is None unless ``search_type="similarity_score"``; higher always means more
+    relevant (L2 distances become ``1 / (1 + d)``).
 
-    :param queries: A query string or a list of them (or an XCom).
-    :param k: Hits per query.
+    Query vectors computed upstream (another model, common-ai's ``LlamaIndexEmbeddingOperator``, a
+    stored record's vector) are searched as they are, for every ``search_type``, batched like text
+    and without any embedding call: the langchain-milvus ``*_by_vector`` searches. They search the
+    collection's dense field (``vector_field`` when there are several), also on a hybrid collection,
+    whose BM25 field needs text; a BM25-only collection refuses them. Their size is checked against
+    the dense field before any search request.
+
+    :param queries: A query string, a query vector (a list of numbers), a ``{"vector": [...]}`` item,
+        or a list of any one of these kinds (or an XCom of them, e.g. ``embed.output["chunks"]``).
+        Text and vectors cannot be mixed in one task.
+    :param k: Hits per query (1 to 16384, checked when the task is built).
     :param search_type: ``similarity``, ``similarity_score`` or ``mmr`` (needs dense embeddings).
     :param expr: Optional filter, with ``{name}`` placeholders filled from ``expr_params``.
     :param fetch_k: Candidates fetched for MMR, and by each of a hybrid search's dense and BM25 sub-searches.
@@ -445,7 +484,7 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     def __init__(
         self,
         *,
-        queries: str | list[str],
+        queries: str | Sequence[Any] | dict[str, Any],
         k: int = 4,
         search_type: str = "similarity_score",
         expr: str | None = None,
@@ -459,6 +498,10 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     ) -> None:
         kwargs.setdefault("batch_size", SearchJob.batch_size)
         super().__init__(**kwargs)
+        # Here, not at run time: k=0 would fail in Milvus only after connecting ("limit value 0 is illegal").
+        problem = top_k_problem(k) or top_k_problem(fetch_k, "fetch_k")
+        if problem:
+            raise ValueError(problem)
         self.queries = queries
         self.k = k
         self.search_type = search_type
@@ -471,13 +514,13 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
         self.consistency_level = consistency_level
 
     def execute(self, context: Context) -> Any:
-        queries = _native(self.queries)
-        query_list = [queries] if isinstance(queries, str) else list(queries or [])
+        # Checked in the worker, before any request: non-numeric vectors, empty queries, text mixed with vectors.
+        queries = normalize_queries(_native(self.queries))
         job = SearchJob(
             store=self.store_config(),
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
-            queries=query_list,
+            queries=queries.items,
             k=self.k,
             search_type=self.search_type,
             expr=self.expr or None,
@@ -488,11 +531,11 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
             search_params=_native(self.search_params),
             consistency_level=self.consistency_level or None,
         )
-        return self.run(job, items=len(query_list))
+        return self.run(job, items=len(queries.items))
 
     def finish(self, result: Any) -> Any:
         hits = super().finish(result)
-        return hits[0] if isinstance(_native(self.queries), str) and hits else hits
+        return hits[0] if hits and normalize_queries(_native(self.queries)).single else hits
 
 
 async def _run_inline(job: Job, seconds: float) -> Any:
