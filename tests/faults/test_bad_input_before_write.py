@@ -43,9 +43,12 @@ def _rejected(figures, name: str, run, *keywords: str) -> str:
 # -- tenants ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tenant_collection(milvus_lite) -> Iterator[str]:
-    """Three tenants of five rows each, in a partition-key collection made with pymilvus (``pk``, ``tenant``)."""
+    """Three tenants of five rows each, in a partition-key collection made with pymilvus (``pk``, ``tenant``).
+
+    One per test: a test that fails because a delete reached other tenants must not fail the next ones.
+    """
     from pymilvus import DataType, MilvusClient
 
     name = f"tenants_{uuid.uuid4().hex[:8]}"
