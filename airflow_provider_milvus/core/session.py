@@ -150,8 +150,8 @@ async def open_session(
     With ``create`` a missing collection is created first (``config.new_collection``); its vector size
     comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model;
     ``before_create`` checks the input against the new collection's schema first (nothing is created
-    when it refuses). ``metrics=False``
-    skips reading the indexes' metrics, which only searches need (Milvus Lite describes indexes slowly).
+    when it refuses). ``metrics=False`` skips reading the indexes' metrics, which only searches need
+    (Milvus Lite describes indexes slowly).
     """
     # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
     await asyncio.to_thread(importlib.import_module, "pymilvus")
