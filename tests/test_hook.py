@@ -110,3 +110,12 @@ def test_vector_store_without_embeddings_uses_bm25(milvus_conn_id, collection_na
     fields = {f["name"] for f in milvus_client.describe_collection(collection_name)["fields"]}
     assert {"pk", "text", "sparse"} <= fields
     assert "vector" not in fields
+
+
+def test_create_collection_refuses_a_name_a_milvus_server_refuses(milvus_conn_id, milvus_client):
+    """Milvus Lite would create ``my-coll``; a real Milvus would not: refused on every server."""
+    from airflow_provider_milvus.exceptions import MilvusProviderError
+
+    with pytest.raises(MilvusProviderError, match="'my-coll' is refused by Milvus servers.*'my_coll'"):
+        MilvusHook(milvus_conn_id).create_collection("my-coll")
+    assert not milvus_client.has_collection("my-coll")

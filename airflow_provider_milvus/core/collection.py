@@ -129,6 +129,17 @@ class NewCollection:
             )
         return schema, index
 
+    def expected_schema(self, name: str, dimension: int | None, choice: FieldChoice | None = None) -> CollectionSchema:
+        """
+        Return the schema ``create`` would make, read as an existing collection's is: to check input first.
+
+        Without a known ``dimension`` (the embedding model is probed at creation) the dense field gets a
+        stand-in size; only given vectors are compared with it, and those fix the dimension anyway.
+        """
+        schema, _ = self.schema_and_index(dimension)
+        description = {**schema.to_dict(), "collection_name": name}
+        return CollectionSchema.describe(description, {}, choice or FieldChoice())
+
     def create(self, client: MilvusClient, name: str, dimension: int | None) -> None:
         """Create ``name`` unless it exists; a concurrent creator winning the race is not an error."""
         if client.has_collection(name):

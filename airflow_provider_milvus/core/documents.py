@@ -20,14 +20,36 @@ from airflow_provider_milvus.exceptions import MilvusProviderError
 
 SOURCE_KEYS = ("source", "path", "file", "url")
 VECTOR_KEYS = ("vector", "embedding")
+# Metadata keys Milvus keeps for itself: "$meta" is the dynamic field (a row setting it fails mid-write).
+RESERVED_METADATA_KEYS = frozenset({"$meta"})
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 @dataclass(frozen=True)
 class SplitOptions:
-    """Recursive character splitting; ``chunk_size=None`` keeps documents whole."""
+    """Recursive character splitting; ``chunk_size=None`` keeps documents whole (0 is refused, not "whole")."""
 
     chunk_size: int | None = None
     chunk_overlap: int = 0
+
+    def __post_init__(self) -> None:
+        check_split(self.chunk_size, self.chunk_overlap)
+
+
+def check_split(chunk_size: Any, chunk_overlap: Any) -> None:
+    """``chunk_size`` is None (no splitting) or at least 1; ``chunk_overlap`` is 0 or more, and less than it."""
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise MilvusProviderError(
+            f"chunk_size={chunk_size!r}: give the chunk length in characters (1 or more), or leave chunk_size "
+            "unset (None) to keep each document whole."
+        )
+    if not isinstance(chunk_overlap, int) or isinstance(chunk_overlap, bool) or chunk_overlap < 0:
+        raise MilvusProviderError(f"chunk_overlap={chunk_overlap!r}: give 0 or more characters.")
+    if chunk_size is not None and chunk_overlap >= chunk_size:
+        raise MilvusProviderError(
+            f"chunk_overlap={chunk_overlap} must be smaller than chunk_size={chunk_size}: neighbouring chunks "
+            "share that many characters."
+        )
 
 
 @dataclass
@@ -215,6 +237,31 @@ def _check_vector(vector: Any, position: int) -> list[float]:
 
 
 def _check_metadata(metadata: dict[str, Any], position: int) -> None:
+    """
+    JSON-able, string keys, no reserved key, every integer within INT64: what any Milvus field can take.
+
+    Milvus stores integers as 64-bit, in INT64 fields and in JSON (the dynamic field) alike: pymilvus
+    fails on a larger one with "data type is inconsistent" after earlier batches were written.
+    """
+    reserved = RESERVED_METADATA_KEYS.intersection(metadata)
+    if reserved:
+        raise MilvusProviderError(
+            f"Document {position}: metadata key {sorted(reserved)[0]!r} is reserved by Milvus (the dynamic "
+            "field's own name). Rename it; nothing was written."
+        )
+    _check_jsonable(metadata, position)
+    for key, value in metadata.items():  # JSON-able, so no cycle: the walk ends
+        found = _big_integer(value)
+        if found is not None:
+            where, number = found
+            raise MilvusProviderError(
+                f"Document {position}: metadata '{key}'{where} = {number} is outside the INT64 range "
+                f"({INT64_MIN} to {INT64_MAX}) that Milvus stores integers in. Pass it as a string (or a float); "
+                "nothing was written."
+            )
+
+
+def _check_jsonable(metadata: dict[str, Any], position: int) -> None:
     try:  # one call for the whole dict; key by key only to name what is wrong
         json.dumps(metadata, allow_nan=False)
         if all(isinstance(key, str) for key in metadata):
@@ -231,6 +278,23 @@ def _check_metadata(metadata: dict[str, Any], position: int) -> None:
                 f"Document {position}: metadata '{key}' is not JSON-able ({type(value).__name__}: {error}). "
                 "Convert it to a string, number, bool, list or dict first."
             ) from None
+
+
+def _big_integer(value: Any, where: str = "") -> tuple[str, int] | None:
+    """Return the first integer outside INT64 in ``value`` (nested lists and dicts too) and where it is, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (where, value) if not INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, dict):
+        items: Any = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for inner_where, inner in items:
+        found = _big_integer(inner, inner_where)
+        if found is not None:
+            return found
+    return None
 
 
 def check_text_sizes(chunks: list[dict[str, Any]], max_bytes: int, field: str = "text") -> None:

@@ -39,21 +39,53 @@ def load_documents(
     documents = []
     for path in files:
         source = _relative(path, root) if is_dir else path.name
+        _check_name(source, path)
         try:
             text = path.read_bytes().decode(encoding)
         except UnicodeDecodeError as error:
             raise MilvusProviderError(
-                f"File {str(path)!r} is not valid {encoding} text ({error.reason} at byte {error.start}). "
-                "Convert it, exclude it with source_glob, or set source_encoding."
+                f"File {_shown(path)} is not valid {encoding} text ({error.reason} at byte {error.start}). "
+                "Convert it, exclude it with source_glob, or set source_encoding to its encoding (e.g. "
+                'source_encoding="cp1252" for legacy Windows text).'
             ) from None
         except OSError as error:
-            raise MilvusProviderError(f"Cannot read file {str(path)!r}: {error}") from None
+            raise MilvusProviderError(f"Cannot read file {_shown(path)}: {error}") from None
         if not text.strip():
-            log.info("Skipping empty file %s", path)
+            log.info("Skipping empty file %s", _shown(path))
             continue
         documents.append({"page_content": text, "metadata": {"source": source}})
     log.info("Read %d documents from %d files under %s", len(documents), len(files), source_url)
     return documents
+
+
+def check_encoding(encoding: str) -> str:
+    """Return ``encoding`` when Python knows it (``utf-8``, ``cp1252``, ``latin-1``, ...); else say so."""
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise MilvusProviderError(
+            f"source_encoding={encoding!r} is not a known text encoding; use e.g. 'utf-8', 'cp1252' or 'latin-1'."
+        ) from None
+    return encoding
+
+
+def _check_name(source: str, path: Any) -> None:
+    """Refuse a file name that is not UTF-8 (Python keeps its bytes as surrogates): it cannot become a source."""
+    try:
+        source.encode()
+    except UnicodeEncodeError:
+        raise MilvusProviderError(
+            f"File name {_shown(path)} is not valid UTF-8, so it cannot be stored as the document's source. "
+            "Rename the file (e.g. `convmv -f latin1 -t utf8`), or exclude it with source_glob."
+        ) from None
+
+
+def _shown(path: Any) -> str:
+    """Return the path quoted and readable, undecodable bytes as backslash escapes (never as surrogates)."""
+    text = _bare(path)
+    return f"'{text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')}'"
 
 
 def _path(url: str, conn_id: str | None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from airflow_provider_milvus.core.checks import check_job
 from airflow_provider_milvus.core.delete import run_delete
 from airflow_provider_milvus.core.jobs import DeleteJob, Job, SearchJob, StoreConfig, WriteJob
 from airflow_provider_milvus.core.search import run_search
@@ -26,6 +27,8 @@ __all__ = ["DeleteJob", "Job", "SearchJob", "StoreConfig", "WriteJob", "run_job"
 
 
 async def run_job(operation: str, job_data: dict[str, Any]) -> Any:
-    """Rebuild the job from plain data and run its core."""
+    """Rebuild the job from plain data, check its names and tenant (before connecting), and run its core."""
     job_type, runner = OPERATIONS[operation]
-    return await runner(job_type.from_dict(job_data))
+    job = job_type.from_dict(job_data)
+    check_job(job)
+    return await runner(job)

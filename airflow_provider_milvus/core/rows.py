@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_milvus.core.collection import check_dimension
-from airflow_provider_milvus.core.documents import check_text_sizes
+from airflow_provider_milvus.core.documents import SOURCE_KEYS, check_text_sizes
 from airflow_provider_milvus.core.schema import (
     BOOL,
     DOUBLE,
@@ -24,13 +24,16 @@ from airflow_provider_milvus.core.schema import (
     INT32,
     INT64,
     JSON,
+    TYPE_NAMES,
     VARCHAR,
     CollectionSchema,
 )
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 INT_TYPES = (INT8, INT16, INT32, INT64)
+INT_RANGES = {kind: (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) for kind, bits in zip(INT_TYPES, (8, 16, 32, 64))}
 INT64_MASK = (1 << 63) - 1
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class RowBuilder:
     def _check_chunk(self, chunk: dict[str, Any]) -> None:
         schema = self.schema
         metadata = chunk["metadata"]
-        where = f"Chunk {chunk['id']!r:.80}"
+        source = next((metadata[k] for k in SOURCE_KEYS if isinstance(metadata.get(k), (str, int))), None)
+        where = f"Chunk {chunk['id']!r:.80}" + (f" (source {source!r:.120})" if source is not None else "")
         if schema.int_ids and not schema.auto_id:
             self.primary_key(chunk)
         elif not schema.auto_id:
@@ -106,7 +110,7 @@ class RowBuilder:
                 )
         vector = chunk.get("vector")
         if vector is not None:
-            check_dimension(schema, len(vector), f"the vector of {where.lower()}")
+            check_dimension(schema, len(vector), f"the vector of c{where[1:]}")
 
     def primary_key(self, chunk: dict[str, Any]) -> str | int:
         """Return the chunk's id in the collection's key type (derived ids become 63-bit numbers for INT64)."""
@@ -161,10 +165,22 @@ def same_content(a: Any, b: Any) -> bool:
 
 def _type_problem(field_type: int, max_length: int | None, value: Any) -> str | None:
     if field_type in INT_TYPES:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "expected an integer"
+        if not isinstance(value, int) or isinstance(value, bool):
+            return "expected an integer"
+        low, high = INT_RANGES[field_type]
+        return None if low <= value <= high else f"outside the {TYPE_NAMES[field_type]} range {low} to {high}"
     if field_type in (FLOAT, DOUBLE):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else "expected a number"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "expected a number"
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            return "not a finite number"
+        if field_type == FLOAT and abs(number) > FLOAT32_MAX:
+            return f"beyond FLOAT's 32-bit range (±{FLOAT32_MAX:.7g}): Milvus would store it as infinity"
+        return None
     if field_type == BOOL:
         return None if isinstance(value, bool) else "expected true or false"
     if field_type == VARCHAR:

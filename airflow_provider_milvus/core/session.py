@@ -16,6 +16,9 @@ from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 
+# The dense field's size in the schema a new collection is checked against before the model is probed.
+DIMENSION_STAND_IN = 8
+
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from pymilvus import AsyncMilvusClient, MilvusClient
@@ -138,7 +141,7 @@ async def open_session(
     create: bool,
     embed: bool = True,
     vector_dimension: int | None = None,
-    before_create: Callable[[NewCollection], None] | None = None,
+    before_create: Callable[[CollectionSchema], None] | None = None,
     metrics: bool = True,
 ) -> AsyncIterator[Session]:
     """
@@ -146,8 +149,9 @@ async def open_session(
 
     With ``create`` a missing collection is created first (``config.new_collection``); its vector size
     comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model;
-    ``before_create`` checks the input against the new collection's options first. ``metrics=False``
-    skips reading the indexes' metrics, which only searches need (Milvus Lite describes indexes slowly).
+    ``before_create`` checks the input against the new collection's schema first (nothing is created
+    when it refuses). ``metrics=False`` skips reading the indexes' metrics, which only searches need
+    (Milvus Lite describes indexes slowly).
     """
     # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
     await asyncio.to_thread(importlib.import_module, "pymilvus")
@@ -170,12 +174,15 @@ async def open_session(
             exists = create and await client.has_collection(name)
             if create and not exists:
                 options = NewCollection.from_value(config.new_collection)
+                # Check first, create after: input the new collection would refuse leaves nothing behind.
+                stand_in = vector_dimension or (DIMENSION_STAND_IN if embeddings is not None else None)
+                expected = await asyncio.to_thread(options.expected_schema, name, stand_in, _choice(config))
+                _check_usable(expected, config, embeddings)
                 if before_create is not None:
-                    await asyncio.to_thread(before_create, options)
+                    await asyncio.to_thread(before_create, expected)
                 await _create(options, settings, embeddings, vector_dimension, name)
                 created = True
-            choice = FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
-            schema = await aread_schema(client, name, choice, metrics=metrics, exists=create)
+            schema = await aread_schema(client, name, _choice(config), metrics=metrics, exists=create)
             _check_usable(schema, config, embeddings)
             await client.load_collection(name, timeout=settings.timeout)
             # Only writes are affected: searches and deletes skip asking the server's version.
@@ -221,6 +228,10 @@ def _create_sync(options: NewCollection, settings: MilvusConnectionSettings, nam
         options.create(client, name, dimension)
     finally:
         client.close()
+
+
+def _choice(config: StoreConfig) -> FieldChoice:
+    return FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
 
 
 def _before_2_4(version: str) -> bool:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core import staging
-from airflow_provider_milvus.core.collection import NewCollection, check_dimension
-from airflow_provider_milvus.core.documents import PreparedChunks, SplitOptions, check_text_sizes, prepare_chunks
+from airflow_provider_milvus.core.collection import check_dimension
+from airflow_provider_milvus.core.documents import PreparedChunks, SplitOptions, prepare_chunks
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
 from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
 from airflow_provider_milvus.core.ledger import Check, Entry, Ledger, source_digests, source_key
@@ -32,6 +32,7 @@ from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
     from airflow_provider_milvus.core.jobs import WriteJob
+    from airflow_provider_milvus.core.schema import CollectionSchema
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,10 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
     given = [len(d["vector"]) for d in documents if d.get("vector") is not None]
     prepared: PreparedChunks | None = None
 
-    def fits_new_collection(options: NewCollection) -> None:
+    def fits_new_collection(expected: CollectionSchema) -> None:
         nonlocal prepared
         prepared = _prepare(job, documents)
-        check_text_sizes(prepared.chunks, options.text_max_length)  # before the collection exists: nothing is made
+        RowBuilder(expected, job.store.partition_key_value).check(prepared.chunks)  # refused: nothing is made
 
     dimension = given[0] if given else None
     async with open_session(

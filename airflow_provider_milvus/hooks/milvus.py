@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_milvus.core.checks import check_collection_name
 from airflow_provider_milvus.core.collection import NewCollection, check_dimension, read_schema
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
@@ -103,6 +104,7 @@ class MilvusHook(BaseHook):
         embeddings: Embeddings | None = None,
     ) -> CollectionSchema:
         """Create ``collection_name`` as ``new_collection`` says (no-op when it exists); returns its schema."""
+        check_collection_name(collection_name)  # a name Milvus Lite takes and a server refuses fails here too
         options = NewCollection.from_value(new_collection)
         with describe_milvus_error(self.settings, action=f"create collection '{collection_name}'"):
             dimension = len(embeddings.embed_query("dimension probe")) if embeddings is not None else None

@@ -18,10 +18,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.configuration import conf
 
 from airflow_provider_milvus.core import staging
+from airflow_provider_milvus.core.checks import check_job
 from airflow_provider_milvus.core.collection import NewCollection
 from airflow_provider_milvus.core.delete import check_given_ids
-from airflow_provider_milvus.core.documents import SplitOptions, check_ids, estimate_chunks, normalize_documents
-from airflow_provider_milvus.core.files import load_documents
+from airflow_provider_milvus.core.documents import (
+    SplitOptions,
+    check_ids,
+    check_split,
+    estimate_chunks,
+    normalize_documents,
+)
+from airflow_provider_milvus.core.files import check_encoding, load_documents
 from airflow_provider_milvus.core.operations import (
     DeleteJob,
     Job,
@@ -134,12 +141,13 @@ class BaseMilvusOperator(BaseOperator):
             embedding_dimensions=self.embedding_dimensions,
             text_field=self.text_field or None,
             vector_field=self.vector_field or None,
-            partition_key_value=self.partition_key_value or None,
+            partition_key_value=self.partition_key_value,  # "" is refused (check_job), never "no tenant"
             **overrides,
         )
 
     def run(self, job: Job, *, items: int | None) -> Any:
         """Defer ``job`` to the triggerer, or run the same core here when not deferrable or tiny."""
+        check_job(job)  # names and tenant: refused here, before deferring or connecting
         if self.deferrable and (items is None or items > self.inline_max_items):
             staging_url = self.staging_url or staging.default_staging_url()
             staging.check_staging(staging_url)  # a bad location fails here, not later in the triggerer
@@ -220,6 +228,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
         source_url: str | None = None,
         source_glob: str | list[str] = "**/*",
         source_conn_id: str | None = None,
+        source_encoding: str = "utf-8",
         ids: list[str | int] | None = None,
         id_key: str | None = None,
         chunk_size: int | None = None,
@@ -234,10 +243,12 @@ class _BaseWriteOperator(BaseMilvusOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_split(chunk_size, chunk_overlap)  # refused when the DAG is parsed, not when the task runs
         self.documents = documents
         self.source_url = source_url
         self.source_glob = source_glob
         self.source_conn_id = source_conn_id
+        self.source_encoding = check_encoding(source_encoding)
         self.ids = ids
         self.id_key = id_key
         self.chunk_size = chunk_size
@@ -295,7 +306,12 @@ class _BaseWriteOperator(BaseMilvusOperator):
         if self.source_url:
             if documents:
                 raise MilvusProviderError("Pass documents or source_url, not both.")
-            return load_documents(self.source_url, glob=_native(self.source_glob), conn_id=self.source_conn_id or None)
+            return load_documents(
+                self.source_url,
+                glob=_native(self.source_glob),
+                conn_id=self.source_conn_id or None,
+                encoding=self.source_encoding,
+            )
         return documents
 
     def _new_collection(self) -> dict[str, Any]:
@@ -322,9 +338,12 @@ class MilvusAddDocumentsOperator(_BaseWriteOperator):
         read in the worker, one document per file with ``source`` = its path relative to the folder.
     :param source_glob: Files of the folder to read, e.g. ``**/*.md`` or ``["**/*.md", "**/*.txt"]``.
     :param source_conn_id: Airflow connection for ``source_url``'s object storage.
+    :param source_encoding: The text encoding of the files under ``source_url`` (default ``utf-8``; e.g.
+        ``cp1252`` or ``latin-1`` for legacy corpora). A file that does not decode fails the task, naming it.
     :param ids: One id per document (no splitting).
     :param id_key: Metadata key holding each document's id (``<id>#<chunk>`` when splitting).
-    :param chunk_size: Split documents with a recursive character splitter into chunks this long.
+    :param chunk_size: Split documents with a recursive character splitter into chunks this long (1 or
+        more); unset (None) keeps each document whole.
     :param chunk_overlap: Characters shared by neighbouring chunks.
     :param replace_by: Metadata key (e.g. ``source``): older chunks with the same value that this input no
         longer has are deleted, so a changed file leaves no stale chunks. Required for auto-id collections.

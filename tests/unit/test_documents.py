@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from airflow_provider_milvus.core.documents import SplitOptions, check_text_sizes, prepare_chunks
+from airflow_provider_milvus.core.documents import SplitOptions, check_text_sizes, normalize_documents, prepare_chunks
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 
@@ -153,3 +153,32 @@ def test_a_tenant_gets_its_own_derived_ids_for_the_same_document():
     plain, acme, globex = (prepare_chunks([doc], tenant=t).chunks[0]["id"] for t in (None, "acme", "globex"))
     assert len({plain, acme, globex}) == 3
     assert prepare_chunks([doc]).chunks[0]["id"] == plain, "without a tenant, ids stay as before"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "where"),
+    [
+        ({"n": 2**63}, "metadata 'n' = 9223372036854775808"),
+        ({"n": -(2**63) - 1}, "metadata 'n' = -9223372036854775809"),
+        ({"n": {"deep": [0, 2**70]}}, r"metadata 'n'\['deep'\]\[1\] = 1180591620717411303424"),
+    ],
+)
+def test_integers_outside_int64_are_refused_naming_document_and_key(metadata, where):
+    docs = [{"page_content": "a", "metadata": {"n": 1}}, {"page_content": "b", "metadata": metadata}]
+    with pytest.raises(MilvusProviderError, match=rf"Document 1: {where} is outside the INT64 range"):
+        normalize_documents(docs)
+
+
+def test_int64_bounds_and_booleans_pass():
+    normalize_documents([{"page_content": "a", "metadata": {"lo": -(2**63), "hi": 2**63 - 1, "b": True}}])
+
+
+def test_the_dynamic_fields_own_name_is_a_reserved_key():
+    with pytest.raises(MilvusProviderError, match=r"Document 0: metadata key '\$meta' is reserved"):
+        normalize_documents([{"page_content": "a", "metadata": {"$meta": {"x": 1}}}])
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(0, 0), (-1, 0), (True, 0), (10, 10), (10, -1)])
+def test_split_options_that_cannot_split_are_refused(size, overlap):
+    with pytest.raises(MilvusProviderError, match="chunk_"):
+        SplitOptions(chunk_size=size, chunk_overlap=overlap)

@@ -43,3 +43,24 @@ def test_non_finite_number_is_refused():
 
 def test_expression_without_placeholders_is_unchanged():
     assert render_filter('source == "a"', None) == 'source == "a"'
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ['source == "{s}"', "source == '{s}'", 'source like "{s}%"', 'a == 1 and source == "x{s}y"'],
+)
+def test_a_placeholder_inside_quotes_is_refused(expr):
+    with pytest.raises(MilvusProviderError, match=r"'\{s\}' is inside quotes.*Write placeholders without quotes"):
+        render_filter(expr, {"s": "' or source != '"})
+
+
+def test_the_refusal_shows_the_expression_with_the_placeholder_bare():
+    with pytest.raises(MilvusProviderError, match=r"expr='n > 1 and source == \{s\}'"):
+        render_filter('n > 1 and source == "{s}"', {"s": "a.md"})
+
+
+def test_braces_in_a_value_or_after_an_escaped_quote_are_told_apart():
+    assert render_filter("source == {s}", {"s": '"{t}"'}) == 'source == "\\"{t}\\""'
+    with pytest.raises(MilvusProviderError, match="inside quotes"):
+        render_filter('a == "x\\"{s}"', {"s": 1})
+    assert render_filter('a == "x\\"" and b == {s}', {"s": 1}) == 'a == "x\\"" and b == 1'
