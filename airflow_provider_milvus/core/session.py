@@ -39,6 +39,8 @@ class Session:
     # collection, so filters on the partition key never find them (milvus-io/milvus#30607, fixed by
     # #30772/#30773): writes there delete and insert instead.
     upsert_misroutes_partition_key: bool = False
+    # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
+    embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
@@ -159,7 +161,7 @@ async def open_session(
     if not name:
         raise MilvusProviderError("collection_name is empty.")
     settings = await aget_settings(config.milvus_conn_id)
-    embeddings, embedding_secrets = await _aembeddings(config, settings) if embed else (None, [])
+    embeddings, embedding_secrets, identity = await _aembeddings(config, settings) if embed else (None, [], None)
     secrets = settings.secrets + embedding_secrets
     client = AsyncMilvusClient(**settings.client_kwargs())
     session: Session | None = None
@@ -189,6 +191,7 @@ async def open_session(
             tenant=config.partition_key_value,
             created=created,
             upsert_misroutes_partition_key=misroutes,
+            embedding_identity=identity,
         )
         yield session
     finally:
@@ -247,7 +250,10 @@ async def _aclose_embeddings(embeddings: Embeddings | None) -> None:
             await client.close()
 
 
-async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) -> tuple[Embeddings | None, list[str]]:
+async def _aembeddings(
+    config: StoreConfig, settings: MilvusConnectionSettings
+) -> tuple[Embeddings | None, list[str], dict[str, Any] | None]:
+    """Build the embeddings; return them, their connection's secrets and their identity (what makes the vectors)."""
     from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings, embedding_secrets
     from airflow_provider_milvus.version_compat import BaseHook
 
@@ -258,8 +264,13 @@ async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) 
         dimensions=config.embedding_dimensions,
     )
     if chosen is None:
-        return None, []
+        return None, [], None
     conn = await BaseHook.aget_connection(chosen.conn_id)
     # Sync: imports langchain_openai on first use and builds two SSL contexts (~0.1 s each).
     embeddings = await asyncio.to_thread(build_embeddings, chosen, conn)
-    return embeddings, embedding_secrets(conn)
+    identity = {
+        "kind": conn.conn_type,
+        "model": getattr(embeddings, "model", None) or chosen.model,
+        "dimensions": chosen.dimensions,
+    }
+    return embeddings, embedding_secrets(conn), identity
