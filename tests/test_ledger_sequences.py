@@ -18,7 +18,11 @@ import pytest
 from airflow_provider_milvus.core.documents import SplitOptions, prepare_chunks
 from airflow_provider_milvus.core.ledger import DIGEST_FIELD, ledger_name
 from airflow_provider_milvus.exceptions import MilvusProviderError
-from airflow_provider_milvus.operators.milvus import MilvusDeleteByExprOperator, MilvusUpsertOperator
+from airflow_provider_milvus.operators.milvus import (
+    MilvusDeleteByExprOperator,
+    MilvusSearchToXComOperator,
+    MilvusUpsertOperator,
+)
 
 from tests.conftest import EMBEDDING_DIMENSIONS
 from tests.servers.embeddings_server import embed_text
@@ -269,3 +273,61 @@ def test_an_upsert_through_this_package_invalidates_the_sources_whose_rows_it_re
     run(MilvusUpsertOperator(task_id="u", documents=[record], ids=[replaced], **store), "inline")
     assert ledger_sources(tier, collection_name) == {d["metadata"]["source"] for d in documents} - {"docs/file0005.md"}
     assert_converged(tier, collection_name, documents)
+
+
+def test_a_write_with_another_embedding_model_is_refused_and_writes_nothing(tier, collection_name, embeddings):
+    documents = corpus(FILES)
+    ingest(tier, collection_name, documents, embedding_model="model-one")
+    before = stored_rows(tier, collection_name)
+    embeddings.reset_stats()
+    with pytest.raises(
+        MilvusProviderError, match=r"built with embedding model 'model-one'.*uses 'model-two'.*new collection"
+    ):
+        ingest(tier, collection_name, documents, embedding_model="model-two")
+    assert embeddings.stats.inputs == 0
+    assert stored_rows(tier, collection_name) == before
+    assert ingest(tier, collection_name, documents, embedding_model="model-one")["written"] == 0
+
+
+def test_a_search_with_another_embedding_model_is_refused(tier, collection_name):
+    ingest(tier, collection_name, corpus(2), embedding_model="model-one")
+    search = dict(
+        task_id="s",
+        milvus_conn_id=tier.conn_id,
+        collection_name=collection_name,
+        embedding_conn_id="embeddings_test",
+        queries=["paragraph"],
+    )
+    assert run(MilvusSearchToXComOperator(**search, embedding_model="model-one"), "inline")[0]
+    with pytest.raises(MilvusProviderError, match="'model-one'.*'model-two'"):
+        run(MilvusSearchToXComOperator(**search, embedding_model="model-two"), "inline")
+
+
+def test_a_collection_without_a_recorded_model_is_accepted_with_one_warning(tier, name, caplog):
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
+    schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("text", DataType.VARCHAR, max_length=2000)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=EMBEDDING_DIMENSIONS)
+    index = MilvusClient.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    tier.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_milvus.core.collection"):
+        ingest(tier, name, corpus(2), embedding_model="model-two")
+    assert caplog.text.count("records no embedding model") == 1
+    assert_equals_corpus(tier, name, corpus(2))
+
+
+def test_a_foreign_sources_collection_is_refused_before_a_new_collection_is_created(tier, collection_name):
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+    index = MilvusClient.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="L2")
+    tier.client.create_collection(ledger_name(collection_name), schema=schema, index_params=index)
+    with pytest.raises(MilvusProviderError, match="is not this package's source ledger"):
+        ingest(tier, collection_name, corpus(2))
+    assert not tier.client.has_collection(collection_name)

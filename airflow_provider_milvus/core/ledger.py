@@ -33,6 +33,8 @@ from airflow_provider_milvus.core.schema import VARCHAR
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
+    from pymilvus import AsyncMilvusClient
+
     from airflow_provider_milvus.core.jobs import WriteJob
     from airflow_provider_milvus.core.schema import CollectionSchema
     from airflow_provider_milvus.core.session import Session
@@ -149,6 +151,26 @@ def intact_sources(entries: dict[str, Entry], rows: Iterable[dict[str, Any]], *,
     return intact
 
 
+async def check_ledger_is_ours(client: AsyncMilvusClient, collection: str, *, request_timeout: float) -> None:
+    """Refuse, before anything is written, a ``<collection>__sources`` this package did not make (no-op if absent)."""
+    name = ledger_name(collection)
+    if not await client.has_collection(name, timeout=request_timeout):
+        return
+    description = await client.describe_collection(name, timeout=request_timeout)
+    fields = {f["name"]: f for f in description.get("fields", [])}
+    types = {field_name: int(f["type"]) for field_name, f in fields.items()}
+    digest_size = int(fields.get("digest", {}).get("params", {}).get("max_length", 0) or 0)
+    properties = description.get("properties") or {}
+    # Ledgers made before the marker existed are recognised by their exact schema.
+    if types == LEDGER_FIELDS and digest_size >= 64 and properties.get("ledger") in (None, MARKER):
+        return
+    raise MilvusProviderError(
+        f"Collection '{name}' exists but is not this package's source ledger for '{collection}' "
+        f"(fields {sorted(fields)}, expected {sorted(LEDGER_FIELDS)}). Rename or drop '{name}', write to "
+        "a collection of another name, or pass track_sources=False. Nothing was written."
+    )
+
+
 class Ledger:
     """The ledger rows of one collection, ``replace_by`` key and tenant, read and written through a session."""
 
@@ -173,21 +195,8 @@ class Ledger:
 
     async def check_ours(self) -> None:
         """Refuse, before anything is written, a ``<collection>__sources`` this package did not make."""
-        if not await self.exists():
-            return
-        description = await self.session.client.describe_collection(self.name, timeout=self.session.timeout)
-        fields = {f["name"]: f for f in description.get("fields", [])}
-        types = {name: int(f["type"]) for name, f in fields.items()}
-        digest_size = int(fields.get("digest", {}).get("params", {}).get("max_length", 0) or 0)
-        properties = description.get("properties") or {}
-        # Ledgers made before the marker existed are recognised by their exact schema.
-        if types == LEDGER_FIELDS and digest_size >= 64 and properties.get("ledger") in (None, MARKER):
-            return
-        raise MilvusProviderError(
-            f"Collection '{self.name}' exists but is not this package's source ledger for '{self.session.name}' "
-            f"(fields {sorted(fields)}, expected {sorted(LEDGER_FIELDS)}). Rename or drop '{self.name}', write to "
-            "a collection of another name, or pass track_sources=False. Nothing was written."
-        )
+        if await self.exists():
+            await check_ledger_is_ours(self.session.client, self.session.name, request_timeout=self.session.timeout)
 
     async def read(self) -> dict[str, Entry]:
         """Every readable entry of this key and scope; unreadable rows are ignored and counted in the log."""

@@ -108,10 +108,11 @@ def decide(
         plan.vanished_sources = len(vanished)
     if not any("digest" in c for c in chunks):  # an untracked write: name the ledger entries it breaks
         rows = [*stored.values(), *(row for rows in stored_by_source.values() for row in rows)]
-        touched = plan.stored | set(plan.stale) | set(plan.vanished)
+        rewritten = set() if schema.auto_id else {builder.primary_key(c) for c in plan.to_write} & plan.stored
+        touched = rewritten | set(plan.stale) | set(plan.vanished)
         carrying = [row for row in rows if row.get(DIGEST_FIELD) and row[schema.primary] in touched]
         plan.replaced_digests = {row[DIGEST_FIELD] for row in carrying}
-        plan.clear_digest = {row[schema.primary] for row in carrying} & plan.stored
+        plan.clear_digest = {row[schema.primary] for row in carrying} & rewritten
     return plan
 
 

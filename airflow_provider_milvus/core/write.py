@@ -1,9 +1,12 @@
 """
 The write core: skip what is stored already, embed and write the rest in bounded batches, remove stale rows.
 
-1. Plan: read what the collection holds for this input (by primary key, or by ``replace_by`` value)
-   in batched, bounded lookups and compare it with the chunks. Unchanged chunks are skipped; a chunk
-   whose text is stored already but whose metadata changed keeps its stored vector.
+0. Open: a missing collection is created as a step of its own, after the input has been checked
+   against its options (and a foreign ``<collection>__sources`` refused): a refused input leaves nothing.
+1. Plan (``core/plan.py``): the source ledger (``core/ledger.py``) names the verified-unchanged sources,
+   which are skipped whole; the rest is looked up (by primary key, or by ``replace_by`` value) in
+   batched, bounded lookups and compared chunk by chunk. Unchanged chunks are skipped; a chunk whose
+   text is stored already but whose metadata changed keeps its stored vector.
 2. Write: embed only what needs a new vector, then upsert (insert for auto-id collections).
 3. Clean up: rows of the written sources that this input no longer has, and with ``delete_missing``
    every source absent from the input, deleted by primary key in batches.
@@ -23,10 +26,16 @@ from airflow_provider_milvus.core.collection import NewCollection, check_dimensi
 from airflow_provider_milvus.core.documents import PreparedChunks, SplitOptions, check_text_sizes, prepare_chunks
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
 from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
-from airflow_provider_milvus.core.ledger import DIGEST_FIELD, SourceTracking, check_ledger_name, forget_digests
+from airflow_provider_milvus.core.ledger import (
+    DIGEST_FIELD,
+    SourceTracking,
+    check_ledger_is_ours,
+    check_ledger_name,
+    forget_digests,
+)
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
 from airflow_provider_milvus.core.rows import RowBuilder
-from airflow_provider_milvus.core.session import Session, open_session
+from airflow_provider_milvus.core.session import Session, connect
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
@@ -59,48 +68,65 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
         check_ledger_name(name)
     given = [len(d["vector"]) for d in documents if d.get("vector") is not None]
     prepared: PreparedChunks | None = None
+    async with connect(job.store) as connection:
+        with connection.errors(action=f"open collection '{name}'"):
+            created = False
+            if not await connection.exists():  # check first, create after: a refused input leaves nothing
+                options = NewCollection.from_value(job.store.new_collection)
+                prepared = await asyncio.to_thread(_prepare, job, documents, max_text_bytes=options.text_max_length)
+                if job.replace_by and job.track_sources:
+                    await check_ledger_is_ours(connection.client, name, request_timeout=connection.settings.timeout)
+                await connection.create_collection(options, vector_dimension=given[0] if given else None)
+                created = True
+            session = await connection.open(write=True, metrics=False, created=created)
+        try:
+            summary = await _write_session(job, session, documents, prepared, started)
+        finally:
+            await session.close()
+    return summary
 
-    def fits_new_collection(options: NewCollection) -> None:
-        nonlocal prepared
-        prepared = _prepare(job, documents)
-        check_text_sizes(prepared.chunks, options.text_max_length)  # before the collection exists: nothing is made
 
-    dimension = given[0] if given else None
-    async with open_session(
-        job.store, create=True, vector_dimension=dimension, before_create=fits_new_collection, metrics=False
-    ) as session:
-        with session.errors(action=f"write to collection '{name}'"):
-            identity = session.embedding_identity or {"kind": "bm25" if session.schema.bm25_field else None}
-            sources = await SourceTracking.start(session, job, documents, identity=identity)
-            if prepared is None:
-                prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
-            chunks = prepared.chunks
-            sources.stamp(chunks)
-            builder = RowBuilder(session.schema, session.tenant)
-            await asyncio.to_thread(_check_job, job, session, builder, chunks)
-            plan = await plan_write(session, job, builder, chunks, sources)
-            counts = Counts()
-            log.info(
-                "%s %s: %d sources skipped whole (%d chunks), %d chunks compared: %d unchanged, %d to write, "
-                "%d stale, %d of %d vanished sources",
-                job.label,
-                name,
-                len(sources.skipped),
-                sources.skipped_chunks,
-                len(chunks),
-                plan.unchanged,
-                len(plan.to_write),
-                len(plan.stale),
-                len(plan.vanished),
-                plan.vanished_sources,
-            )
-            await sources.before_write()
-            if plan.replaced_digests:  # an untracked write changes rows of tracked sources: re-check them
-                await forget_digests(session, plan.replaced_digests)
-            batches = await _write(session, job, builder, plan, counts)
-            stale = await _delete_ids(session, job, plan.stale, "stale")
-            vanished = await _delete_ids(session, job, plan.vanished, "vanished")
-            await sources.after_write(chunks)
+async def _write_session(
+    job: WriteJob,
+    session: Session,
+    documents: list[dict[str, Any]],
+    prepared: PreparedChunks | None,
+    started: float,
+) -> dict[str, Any]:
+    """Check the ledger, plan, write and clean up on an open collection (``prepared``: chunks made before creating)."""
+    name = session.name
+    with session.errors(action=f"write to collection '{name}'"):
+        identity = session.embedding_identity or {"kind": "bm25" if session.schema.bm25_field else None}
+        sources = await SourceTracking.start(session, job, documents, identity=identity)
+        if prepared is None:
+            prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
+        chunks = prepared.chunks
+        sources.stamp(chunks)
+        builder = RowBuilder(session.schema, session.tenant)
+        await asyncio.to_thread(_check_job, job, session, builder, chunks)
+        plan = await plan_write(session, job, builder, chunks, sources)
+        counts = Counts()
+        log.info(
+            "%s %s: %d sources skipped whole (%d chunks), %d chunks compared: %d unchanged, %d to write, "
+            "%d stale, %d of %d vanished sources",
+            job.label,
+            name,
+            len(sources.skipped),
+            sources.skipped_chunks,
+            len(chunks),
+            plan.unchanged,
+            len(plan.to_write),
+            len(plan.stale),
+            len(plan.vanished),
+            plan.vanished_sources,
+        )
+        await sources.before_write()
+        if plan.replaced_digests:  # an untracked write changes rows of tracked sources: re-check them
+            await forget_digests(session, plan.replaced_digests)
+        batches = await _write(session, job, builder, plan, counts)
+        stale = await _delete_ids(session, job, plan.stale, "stale")
+        vanished = await _delete_ids(session, job, plan.vanished, "vanished")
+        await sources.after_write(chunks)
     return _summary(
         job,
         started,
@@ -120,8 +146,11 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
     )
 
 
-def _prepare(job: WriteJob, documents: list[dict[str, Any]], ids: list[Any] | None = None) -> PreparedChunks:
-    return prepare_chunks(
+def _prepare(
+    job: WriteJob, documents: list[dict[str, Any]], ids: list[Any] | None = None, *, max_text_bytes: int | None = None
+) -> PreparedChunks:
+    """Split and id (CPU work, in a thread); ``max_text_bytes``: a new collection's text size, checked first."""
+    prepared = prepare_chunks(
         documents,
         ids=ids if ids is not None else job.ids,
         id_key=job.id_key or None,
@@ -129,6 +158,9 @@ def _prepare(job: WriteJob, documents: list[dict[str, Any]], ids: list[Any] | No
         tenant=job.store.partition_key_value,
         scope_key=job.replace_by or None,
     )
+    if max_text_bytes is not None:
+        check_text_sizes(prepared.chunks, max_text_bytes)
+    return prepared
 
 
 def _check_sources(job: WriteJob, documents: list[dict[str, Any]]) -> None:

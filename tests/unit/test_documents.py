@@ -153,3 +153,14 @@ def test_a_tenant_gets_its_own_derived_ids_for_the_same_document():
     plain, acme, globex = (prepare_chunks([doc], tenant=t).chunks[0]["id"] for t in (None, "acme", "globex"))
     assert len({plain, acme, globex}) == 3
     assert prepare_chunks([doc]).chunks[0]["id"] == plain, "without a tenant, ids stay as before"
+
+
+def test_derived_ids_hash_the_replace_by_value_so_sources_never_share_an_id():
+    from airflow_provider_milvus.core.documents import prepare_chunks
+
+    pages = [{"page_content": "footer", "metadata": {"source": "confluence", "path": f"p{n}"}} for n in (1, 2)]
+    by_path = prepare_chunks(pages, scope_key="path").chunks
+    assert len({c["id"] for c in by_path}) == 2
+    numbers = [{"page_content": "x", "metadata": {"source": s}} for s in (1, "1")]
+    assert len({c["id"] for c in prepare_chunks(numbers, scope_key="source").chunks}) == 2
+    assert prepare_chunks(pages[:1], scope_key="source").chunks[0]["id"] == prepare_chunks(pages[:1]).chunks[0]["id"]
