@@ -47,17 +47,20 @@ def prepare_chunks(
     split: SplitOptions = SplitOptions(),
     tenant: str | None = None,
     scope_key: str | None = None,
+    normalized: bool = False,
 ) -> PreparedChunks:
     """
     Normalise, split and id documents; a ``tenant`` goes into derived ids (primary keys are unique per collection).
 
     ``scope_key`` (the write's ``replace_by``) names the metadata key whose value derived ids hash as the
     source, so two sources never share an id; without it the first of ``SOURCE_KEYS`` present is used.
+    ``normalized=True``: the documents are ``normalize_documents`` output already (the operator normalised
+    and checked them in the worker; the write core takes them as they are).
 
     Identical documents (same id, text and metadata) are written once and counted as duplicates;
     two different chunks with the same id are an error.
     """
-    docs = normalize_documents(documents)
+    docs = documents if normalized else normalize_documents(documents)
     check_ids(docs, ids, split)
     prepared = PreparedChunks(documents=len(docs))
     first_at: dict[str | int, int] = {}

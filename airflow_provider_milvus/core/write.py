@@ -157,6 +157,7 @@ def _prepare(
         split=SplitOptions(chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap),
         tenant=job.store.partition_key_value,
         scope_key=job.replace_by or None,
+        normalized=True,  # the operator normalised them: each document is normalised once
     )
     if max_text_bytes is not None:
         check_text_sizes(prepared.chunks, max_text_bytes)
