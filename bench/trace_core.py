@@ -85,7 +85,7 @@ def instrument() -> None:
 
     for module, name in (
         (operator_module, "load_documents"),
-        (write, "_plan"),
+        (write, "plan_write"),
         (write, "_write"),
         (write, "_delete_ids"),
     ):

@@ -10,15 +10,19 @@ are: ``open_collection`` reads their schema (``CollectionSchema``) instead of as
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_milvus.core.schema import VECTOR_TYPES, CollectionSchema, FieldChoice
+from airflow_provider_milvus.core.schema import EMBEDDING_PROPERTY, VECTOR_TYPES, CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
     from pymilvus import AsyncMilvusClient, MilvusClient
+
+log = logging.getLogger(__name__)
 
 PRIMARY_FIELD = "pk"
 TEXT_FIELD = "text"
@@ -140,13 +144,24 @@ class NewCollection:
         description = {**schema.to_dict(), "collection_name": name}
         return CollectionSchema.describe(description, {}, choice or FieldChoice())
 
-    def create(self, client: MilvusClient, name: str, dimension: int | None) -> None:
-        """Create ``name`` unless it exists; a concurrent creator winning the race is not an error."""
+    def create(
+        self, client: MilvusClient, name: str, dimension: int | None, *, identity: dict[str, Any] | None = None
+    ) -> None:
+        """
+        Create ``name`` unless it exists; a concurrent creator winning the race is not an error.
+
+        ``identity`` (what makes its vectors: connection kind, model, dimensions) is recorded as a
+        collection property, so later writes and searches with another model are refused.
+        """
         if client.has_collection(name):
             return
         schema, index = self.schema_and_index(dimension)
+        recorded = identity or ({"kind": "bm25", "function": "text_bm25"} if dimension is None else None)
+        properties = {EMBEDDING_PROPERTY: json.dumps(recorded, sort_keys=True)} if recorded else None
         try:
-            client.create_collection(name, schema=schema, index_params=index, consistency_level=CONSISTENCY)
+            client.create_collection(
+                name, schema=schema, index_params=index, consistency_level=CONSISTENCY, properties=properties
+            )
         except Exception as error:
             if "exist" in str(error).lower():  # "already exists", Lite's "File exists": another task won
                 _wait_until_indexed(client, name)
@@ -242,4 +257,40 @@ def check_dimension(schema: CollectionSchema, dimension: int, what: str) -> None
             f"Dimension mismatch: collection '{schema.name}' field '{schema.dense.name}' stores {expected}-dimensional "
             f"vectors but {what} has {dimension}. Use the model the collection was built with (or set "
             "embedding_dimensions), or write to a new collection. Nothing was written."
+        )
+
+
+def check_embedding_identity(schema: CollectionSchema, identity: dict[str, Any] | None) -> None:
+    """
+    Refuse a write or search whose embedding model is not the one the collection was built with.
+
+    Vectors of two models live in unrelated spaces: mixing them, or searching one with the other,
+    gives wrong results without any error. Collections without a recorded identity (made elsewhere,
+    or before this was recorded) are accepted with a warning.
+    """
+    if identity is None:
+        return
+    recorded = schema.embedding
+    if recorded is None:
+        log.warning(
+            "Collection '%s' records no embedding model, so this task cannot check that %r made its vectors. "
+            "Collections created by this package record it.",
+            schema.name,
+            identity.get("model"),
+        )
+        return
+    if recorded.get("kind") == "bm25":
+        return  # BM25-only: no dense vectors; using embeddings there fails with its own message
+    keys = ("kind", "model")  # a dimension that differs fails check_dimension, with its own message
+    differs = [
+        k for k in keys if recorded.get(k) is not None and identity.get(k) is not None and recorded[k] != identity[k]
+    ]
+    if differs:
+        raise MilvusProviderError(
+            f"Collection '{schema.name}' was built with embedding model {recorded.get('model')!r} "
+            f"({recorded.get('kind')}, dimensions {recorded.get('dimensions')}) but this task uses "
+            f"{identity.get('model')!r} ({identity.get('kind')}, dimensions {identity.get('dimensions')}). "
+            "Vectors of different models cannot be mixed or searched together. Use the collection's model "
+            "(embedding_model / embedding_conn_id), or write the new model's vectors to a new collection. "
+            "Nothing was written or searched."
         )

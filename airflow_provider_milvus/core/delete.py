@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.filters import render_filter, short_filter, to_literal
 from airflow_provider_milvus.core.gather import bounded_gather
+from airflow_provider_milvus.core.ledger import forget_matching
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
@@ -80,6 +81,7 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
         if job.dry_run or not matched:
             return _summary(name, started, matched=matched, deleted=0, dry_run=job.dry_run)
         with session.errors(action=f"delete from '{name}'"):
+            await forget_matching(session, target)  # the source ledger re-checks the sources losing rows
             by_pks = f"{session.schema.primary} in {to_literal(pks)}" if pks is not None else ""
             if by_pks and len(by_pks.encode()) <= MAX_FILTER_BYTES:
                 await session.client.delete(name, filter=by_pks, timeout=session.timeout)

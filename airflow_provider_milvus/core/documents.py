@@ -68,14 +68,21 @@ def prepare_chunks(
     id_key: str | None = None,
     split: SplitOptions = SplitOptions(),
     tenant: str | None = None,
+    scope_key: str | None = None,
+    normalized: bool = False,
 ) -> PreparedChunks:
     """
     Normalise, split and id documents; a ``tenant`` goes into derived ids (primary keys are unique per collection).
 
+    ``scope_key`` (the write's ``replace_by``) names the metadata key whose value derived ids hash as the
+    source, so two sources never share an id; without it the first of ``SOURCE_KEYS`` present is used.
+    ``normalized=True``: the documents are ``normalize_documents`` output already (the operator normalised
+    and checked them in the worker; the write core takes them as they are).
+
     Identical documents (same id, text and metadata) are written once and counted as duplicates;
     two different chunks with the same id are an error.
     """
-    docs = normalize_documents(documents)
+    docs = documents if normalized else normalize_documents(documents)
     check_ids(docs, ids, split)
     prepared = PreparedChunks(documents=len(docs))
     first_at: dict[str | int, int] = {}
@@ -93,7 +100,16 @@ def prepare_chunks(
             occurrence = occurrences.get(text, 0)
             occurrences[text] = occurrence + 1
             chunk_id = _choose_id(
-                doc, position, chunk_index, occurrence, text, ids=ids, id_key=id_key, split=split, tenant=tenant
+                doc,
+                position,
+                chunk_index,
+                occurrence,
+                text,
+                ids=ids,
+                id_key=id_key,
+                split=split,
+                tenant=tenant,
+                scope_key=scope_key,
             )
             chunk = {"id": chunk_id, "text": text, "metadata": metadata}
             if ids is None and not id_key:
@@ -206,6 +222,7 @@ def _choose_id(
     id_key: str | None,
     split: SplitOptions,
     tenant: str | None,
+    scope_key: str | None,
 ) -> str | int:
     if ids is not None:
         return _caller_id(ids[position], f"ids[{position}]")
@@ -216,8 +233,16 @@ def _choose_id(
         return f"{base}#{chunk_index}" if split.chunk_size else base
     # The occurrence (not the chunk's position) tells apart repeated texts of one document, so an
     # edit re-ids only the chunks whose text changed.
-    source = next((str(doc["metadata"][k]) for k in SOURCE_KEYS if k in doc["metadata"]), "")
+    if scope_key and scope_key in doc["metadata"]:
+        source = _source_text(doc["metadata"][scope_key])
+    else:
+        source = next((str(doc["metadata"][k]) for k in SOURCE_KEYS if k in doc["metadata"]), "")
     return derive_id(source, occurrence, text, tenant)
+
+
+def _source_text(value: Any) -> str:
+    """Return the source part of an id: a string as it is (ids stay as they were), a number apart from its text."""
+    return value if isinstance(value, str) else "\x1d" + json.dumps(value)
 
 
 def _caller_id(value: Any, where: str) -> str | int:

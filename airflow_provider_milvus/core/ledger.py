@@ -1,13 +1,19 @@
 """
 The source ledger: one row per source in a companion collection, so a re-run skips unchanged sources whole.
 
-A write with ``replace_by`` records, in ``<collection>__sources``, each source's digest (its documents
-as given, with the split and id options) and how many chunks it has in the collection. The next run
-skips a source whose digest is unchanged without splitting it or reading its chunks back, provided
-the collection still holds what the ledger says: the row count of the (tenant) scope must equal the
-ledger's total, or else the candidates are counted source batch by source batch, and any batch that
-disagrees goes through the chunk-by-chunk comparison. Entries of sources about to be rewritten are
-removed before the write and recorded after it, so an entry only describes rows a finished run wrote.
+A write with ``replace_by`` records, in ``<collection>__sources``, each source's digest and how many
+chunks it has in the collection. The digest covers the source's documents as given, the
+``replace_by`` key, the split and id options and the embedding identity; every row written for the
+source carries it too (``source_digest``, in the dynamic field or a VARCHAR field of that name).
+
+The ledger is verified, never trusted on a count: a source is skipped only when its digest is
+unchanged *and* its rows in the collection are exactly the entry's, i.e. as many distinct primary keys
+as the entry says, every one carrying the entry's digest. That is read with one query per ~8,000
+expected rows (primary key and digest only), so no delete-and-insert elsewhere, concurrent writer,
+run with another key or in-place rewrite by this package can make a changed source look intact.
+Collections that cannot carry the digest (no dynamic field, no ``source_digest`` field) fall back
+to the chunk-by-chunk comparison. Entries of sources about to be rewritten are removed before the
+write and recorded after it, so an entry only describes rows a finished run wrote.
 """
 
 from __future__ import annotations
@@ -16,22 +22,35 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.gather import batched, bounded_gather
+from airflow_provider_milvus.core.schema import VARCHAR
+from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
+    from pymilvus import AsyncMilvusClient
+
+    from airflow_provider_milvus.core.jobs import WriteJob
+    from airflow_provider_milvus.core.schema import CollectionSchema
     from airflow_provider_milvus.core.session import Session
 
 log = logging.getLogger(__name__)
 
 SUFFIX = "__sources"
-VERSION = "1"  # part of every digest: a change in how chunks are derived invalidates all entries
-BATCH = 1000  # sources per count, upsert or delete request
+VERSION = "2"  # part of every digest: a change in how chunks are derived invalidates all entries
+BATCH = 1000  # sources per verification, upsert or delete request
+VERIFY_ROWS = 8000  # rows expected per verification query; one query returns at most 16,384
 QUERY_CAP = 16384  # rows one Milvus query returns at most
+DIGEST_FIELD = "source_digest"  # every row of a tracked source carries its source's digest here
+MAX_NAME_BYTES = 255  # Milvus's limit on collection names
+MARKER = "airflow-provider-milvus source ledger"  # a collection property of every ledger made here
+# The ledger's fields as created here: (name, type); describe_collection reports types as numbers.
+LEDGER_FIELDS = {"id": 21, "key": 21, "scope": 21, "source": 21, "digest": 21, "chunks": 5, "vector": 101}
 
 
 @dataclass(frozen=True)
@@ -47,12 +66,31 @@ class Check:
     """What the ledger lets this run skip, and what it says about the rest of the scope."""
 
     skipped: dict[str, Entry] = field(default_factory=dict)  # by source key (``source_key``)
-    known: dict[str, Entry] = field(default_factory=dict)  # every entry of this key and scope
-    complete: bool = False  # the ledger accounts for every row in scope
+    known: dict[str, Entry] = field(default_factory=dict)  # every readable entry of this key and scope
+    complete: bool = False  # every entry verified and the ledger accounts for every row in scope
 
 
 def ledger_name(collection: str) -> str:
     return f"{collection}{SUFFIX}"
+
+
+def check_ledger_name(collection: str) -> None:
+    """Refuse (before anything is written) a collection whose ledger name Milvus would reject as too long."""
+    name = ledger_name(collection)
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise MilvusProviderError(
+            f"Collection name '{collection:.40}...' has {len(collection.encode())} bytes; its source ledger "
+            f"'<name>{SUFFIX}' would have {len(name.encode())}, over Milvus's {MAX_NAME_BYTES}. Use a name of at "
+            f"most {MAX_NAME_BYTES - len(SUFFIX)} bytes, or track_sources=False. Nothing was written."
+        )
+
+
+def carries_digest(schema: CollectionSchema) -> bool:
+    """Rows can carry their source's digest: in the dynamic field, or a VARCHAR field named ``source_digest``."""
+    spec = schema.scalars.get(DIGEST_FIELD)
+    if spec is not None:
+        return spec.type == VARCHAR and (spec.max_length or 0) >= 64
+    return schema.dynamic
 
 
 def source_key(value: Any) -> str:
@@ -67,14 +105,19 @@ def source_digests(
     key: str,
     options: dict[str, Any],
 ) -> dict[str, str]:
-    """SHA-256 per source over its documents (in any order) and what turns them into chunks (CPU work)."""
+    """
+    SHA-256 per source over its documents (in any order) and what turns them into rows (CPU work).
+
+    ``options`` holds the split and id options and the embedding identity; the ``replace_by`` key goes
+    in too, so a run with another key never counts a source as unchanged.
+    """
     parts: dict[str, list[str]] = {}
     for position, doc in enumerate(documents):
         given_id = ids[position] if ids is not None else None
         parts.setdefault(source_key(doc["metadata"][key]), []).append(
             json.dumps([doc["page_content"], doc["metadata"], doc.get("vector"), given_id], sort_keys=True)
         )
-    prefix = json.dumps({"version": VERSION, **options}, sort_keys=True)
+    prefix = json.dumps({"version": VERSION, "key": key, **options}, sort_keys=True, default=str)
     digests = {}
     for source, docs in parts.items():
         digest = hashlib.sha256(prefix.encode())
@@ -82,6 +125,50 @@ def source_digests(
             digest.update(b"\x1e" + doc_json.encode())
         digests[source] = digest.hexdigest()
     return digests
+
+
+def intact_sources(entries: dict[str, Entry], rows: Iterable[dict[str, Any]], *, key: str, primary: str) -> set[str]:
+    """
+    Return the sources whose stored rows are exactly their entry's (pure).
+
+    As many rows as the entry's chunk count, all with distinct primary keys (a real Milvus keeps
+    duplicate keys) and all carrying the entry's digest.
+    """
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        value = row.get(key)
+        if value is not None:
+            by_source.setdefault(source_key(value), []).append(row)
+    intact = set()
+    for source, entry in entries.items():
+        stored = by_source.get(source, [])
+        if (
+            len(stored) == entry.chunks
+            and len({r[primary] for r in stored}) == len(stored)
+            and all(r.get(DIGEST_FIELD) == entry.digest for r in stored)
+        ):
+            intact.add(source)
+    return intact
+
+
+async def check_ledger_is_ours(client: AsyncMilvusClient, collection: str, *, request_timeout: float) -> None:
+    """Refuse, before anything is written, a ``<collection>__sources`` this package did not make (no-op if absent)."""
+    name = ledger_name(collection)
+    if not await client.has_collection(name, timeout=request_timeout):
+        return
+    description = await client.describe_collection(name, timeout=request_timeout)
+    fields = {f["name"]: f for f in description.get("fields", [])}
+    types = {field_name: int(f["type"]) for field_name, f in fields.items()}
+    digest_size = int(fields.get("digest", {}).get("params", {}).get("max_length", 0) or 0)
+    properties = description.get("properties") or {}
+    # Ledgers made before the marker existed are recognised by their exact schema.
+    if types == LEDGER_FIELDS and digest_size >= 64 and properties.get("ledger") in (None, MARKER):
+        return
+    raise MilvusProviderError(
+        f"Collection '{name}' exists but is not this package's source ledger for '{collection}' "
+        f"(fields {sorted(fields)}, expected {sorted(LEDGER_FIELDS)}). Rename or drop '{name}', write to "
+        "a collection of another name, or pass track_sources=False. Nothing was written."
+    )
 
 
 class Ledger:
@@ -106,7 +193,13 @@ class Ledger:
             self._exists = bool(await self.session.client.has_collection(self.name, timeout=self.session.timeout))
         return self._exists
 
+    async def check_ours(self) -> None:
+        """Refuse, before anything is written, a ``<collection>__sources`` this package did not make."""
+        if await self.exists():
+            await check_ledger_is_ours(self.session.client, self.session.name, request_timeout=self.session.timeout)
+
     async def read(self) -> dict[str, Entry]:
+        """Every readable entry of this key and scope; unreadable rows are ignored and counted in the log."""
         if not await self.exists():
             return {}
         await self.session.client.load_collection(self.name, timeout=self.session.timeout)
@@ -114,40 +207,92 @@ class Ledger:
         rows = await self.session.query(self._where, fields, QUERY_CAP, collection=self.name, phase="ledger")
         if len(rows) == QUERY_CAP:
             rows = await self.session.query_all(self._where, fields, collection=self.name, phase="ledger")
-        return {row["source"]: Entry(row["digest"], int(row["chunks"])) for row in rows}
+        entries: dict[str, Entry] = {}
+        unreadable = 0
+        for row in rows:
+            try:
+                source = source_key(json.loads(row["source"]))
+                digest, chunks = row["digest"], int(row["chunks"])
+                if not isinstance(digest, str) or chunks < 0:
+                    raise ValueError(digest)
+            except (KeyError, TypeError, ValueError):
+                unreadable += 1
+                continue
+            entries[source] = Entry(digest, chunks)
+        if unreadable:
+            log.warning(
+                "%s: ignored %d unreadable source ledger rows (key %r); their sources are compared chunk by chunk",
+                self.name,
+                unreadable,
+                self.key,
+            )
+        return entries
 
-    async def check(self, digests: dict[str, str], values: dict[str, Any], *, max_concurrency: int) -> Check:
+    async def verify(self, entries: dict[str, Entry], *, max_concurrency: int) -> set[str]:
         """
-        Find the sources whose digest matches their entry and whose rows are all still there.
+        Read primary keys and digests of these sources' rows; return the intact sources.
 
-        ``values`` maps each source key to its ``replace_by`` value (for the count expressions).
+        One ``key in [...]`` query per ~8,000 expected rows (1,000 sources at most); when that would
+        take more than two queries and the sources hold at least half of the scope, one scan of the
+        scope in pages of 16,384 rows instead (a ``count(*)`` decides).
+        """
+        schema = self.session.schema
+        fields = [schema.primary, *([self.key] if self.key in schema.scalars else [])]
+        fields += [DIGEST_FIELD] if DIGEST_FIELD in schema.scalars else []
+        if schema.dynamic and (self.key not in schema.scalars or DIGEST_FIELD not in schema.scalars):
+            fields.append("$meta")
+        groups: list[list[str]] = []
+        expected = 0
+        for source, entry in entries.items():
+            if not groups or len(groups[-1]) >= BATCH or (groups[-1] and expected + entry.chunks > VERIFY_ROWS):
+                groups.append([])
+                expected = 0
+            groups[-1].append(source)
+            expected += entry.chunks
+
+        expected_rows = sum(entry.chunks for entry in entries.values())
+        if len(groups) > 2:  # many sources: one scan of the scope may beat many "key in [...]" filters
+            stored = await self.session.count(self.session.scope, phase="ledger")
+            if stored <= 2 * expected_rows:
+                rows = await self.session.query_all(self.session.everything, fields, phase="ledger")
+                return intact_sources(entries, rows, key=self.key, primary=schema.primary)
+
+        async def verify(sources: list[str]) -> set[str]:
+            values = [json.loads(s) for s in sources]
+            expr = self.session.scoped(f"{self.key} in {to_literal(values)}")
+            rows = await self.session.query(expr, fields, QUERY_CAP, phase="ledger")
+            if len(rows) == QUERY_CAP:
+                rows = await self.session.query_all(expr, fields, phase="ledger")
+            return intact_sources({s: entries[s] for s in sources}, rows, key=self.key, primary=schema.primary)
+
+        results = await bounded_gather(groups, verify, max_concurrency=max_concurrency)
+        return set().union(*results) if results else set()
+
+    async def check(self, digests: dict[str, str], *, whole_scope: bool, max_concurrency: int) -> Check:
+        """
+        Find the sources whose digest matches their entry and whose rows are exactly the entry's.
+
+        ``whole_scope`` (``delete_missing``) verifies every entry, and counts the scope once to learn
+        whether the ledger accounts for every row (then vanished sources come from the ledger alone).
         """
         known = await self.read()
         check = Check(known=known)
         if not known:
             return check
         candidates = {s: known[s] for s, digest in digests.items() if s in known and known[s].digest == digest}
-        stored = await self.session.count(self.session.scope, phase="ledger")  # '' counts the whole collection
-        check.complete = stored == sum(entry.chunks for entry in known.values())
-        if check.complete:
-            check.skipped = candidates
-            return check
-        log.info(
-            "%s: the collection holds %d rows in scope, the source ledger %d: counting the %d unchanged sources",
-            self.session.name,
-            stored,
-            sum(entry.chunks for entry in known.values()),
-            len(candidates),
-        )
-
-        async def verify(batch: Sequence[str]) -> dict[str, Entry]:
-            expr = self.session.scoped(f"{self.key} in {to_literal([values[s] for s in batch])}")
-            counted = await self.session.count(expr, phase="ledger")
-            expected = sum(candidates[s].chunks for s in batch)
-            return {s: candidates[s] for s in batch} if counted == expected else {}
-
-        verified = await bounded_gather(batched(list(candidates), BATCH), verify, max_concurrency=max_concurrency)
-        check.skipped = {source: entry for part in verified for source, entry in part.items()}
+        intact = await self.verify(known if whole_scope else candidates, max_concurrency=max_concurrency)
+        check.skipped = {s: entry for s, entry in candidates.items() if s in intact}
+        if whole_scope and len(intact) == len(known):
+            stored = await self.session.count(self.session.scope, phase="ledger")
+            check.complete = stored == sum(entry.chunks for entry in known.values())
+        if len(check.skipped) < len(candidates):
+            log.info(
+                "%s: %d of %d sources with an unchanged digest no longer hold exactly their ledger rows: "
+                "compared chunk by chunk",
+                self.session.name,
+                len(candidates) - len(check.skipped),
+                len(candidates),
+            )
         return check
 
     async def forget(self, sources: Iterable[str]) -> None:
@@ -195,6 +340,161 @@ class Ledger:
         await bounded_gather(batched(rows, BATCH), upsert, max_concurrency=4)
 
 
+async def forget_digests(session: Session, digests: Iterable[Any]) -> int:
+    """
+    Remove the entries (of any key and scope) whose digest is among ``digests``.
+
+    A delete or an untracked write through this package calls it with the digests of the rows it
+    removed or replaced, so the next tracked run re-checks exactly those sources.
+    """
+    wanted = sorted({d for d in digests if isinstance(d, str) and d})
+    name = ledger_name(session.name)
+    if not wanted or not await session.client.has_collection(name, timeout=session.timeout):
+        return 0
+    for batch in batched(wanted, BATCH):
+        session.round_trips["ledger"] += 1
+        await session.client.delete(name, filter=f"digest in {to_literal(list(batch))}", timeout=session.timeout)
+    log.info("%s: %d source ledger entries invalidated (their rows were changed)", name, len(wanted))
+    return len(wanted)
+
+
+async def forget_matching(session: Session, expr: str) -> None:
+    """
+    Before a delete through this package: remove the entries of the sources whose rows ``expr`` matches.
+
+    Reads the digests those rows carry (one query); more matches than one query returns forget the
+    whole scope. Costs one ``has_collection`` when the collection has no ledger.
+    """
+    name = ledger_name(session.name)
+    if not carries_digest(session.schema) or not await session.client.has_collection(name, timeout=session.timeout):
+        return
+    field = DIGEST_FIELD if DIGEST_FIELD in session.schema.scalars else "$meta"
+    rows = await session.query(expr, [session.schema.primary, field], QUERY_CAP, phase="ledger")
+    if len(rows) == QUERY_CAP:
+        await forget_scope(session)
+        return
+    await forget_digests(session, (row.get(DIGEST_FIELD) for row in rows))
+
+
+async def forget_scope(session: Session) -> None:
+    """Remove every entry of the session's scope (a change too large to name its sources)."""
+    name = ledger_name(session.name)
+    if not await session.client.has_collection(name, timeout=session.timeout):
+        return
+    everything = not (session.schema.partition_key and session.tenant is not None)  # no tenant: every scope
+    expr = 'id != ""' if everything else f"scope == {to_literal(session.tenant)}"
+    session.round_trips["ledger"] += 1
+    await session.client.delete(name, filter=expr, timeout=session.timeout)
+    log.info("%s: every entry of the scope invalidated", name)
+
+
+class SourceTracking:
+    """
+    The source ledger's part in one write (``replace_by`` with ``track_sources``).
+
+    Which sources to skip whole, which stored sources to look up, the digest each written row
+    carries, and the entries to forget before and record after the write.
+    """
+
+    def __init__(self, job: WriteJob, ledger: Ledger | None, values: dict[str, Any], digests: dict[str, str]) -> None:
+        self.job = job
+        self.ledger = ledger
+        self.values = values  # source key -> replace_by value, every source of the input
+        self.digests = digests  # empty when rows cannot carry them (or no tracking)
+        self.check = Check()
+
+    @classmethod
+    async def start(
+        cls, session: Session, job: WriteJob, documents: list[dict[str, Any]], *, identity: dict[str, Any]
+    ) -> SourceTracking:
+        """Check the ledger is ours, then verify its entries against the collection (``identity``: the embedding's)."""
+        key = job.replace_by or ""
+        values = {source_key(d["metadata"][key]): d["metadata"][key] for d in documents} if key else {}
+        if not (key and job.track_sources):
+            return cls(job, None, values, {})
+        ledger = Ledger(session, key)
+        await ledger.check_ours()
+        if not carries_digest(session.schema):
+            log.warning(
+                "%s %s: the collection has no dynamic field and no VARCHAR field '%s', so its rows cannot carry "
+                "their source's digest: the source ledger is off and every source is compared chunk by chunk",
+                job.label,
+                session.name,
+                DIGEST_FIELD,
+            )
+            return cls(job, None, values, {})
+        options = {
+            "chunk_size": job.chunk_size,
+            "chunk_overlap": job.chunk_overlap,
+            "id_key": job.id_key,
+            "embedding": identity,
+        }
+        digests = await asyncio.to_thread(source_digests, documents, job.ids, key=key, options=options)
+        tracking = cls(job, ledger, values, digests)
+        if session.created:
+            await ledger.forget_all()  # entries of an earlier collection of this name
+        elif job.force:
+            tracking.check = Check(known=await ledger.read())
+        else:
+            whole_scope = job.delete_missing
+            tracking.check = await ledger.check(digests, whole_scope=whole_scope, max_concurrency=job.max_concurrency)
+        if tracking.check.skipped:
+            log.info(
+                "%s %s: %d unchanged sources skipped whole (source ledger, verified)",
+                job.label,
+                session.name,
+                len(tracking.skipped),
+            )
+        return tracking
+
+    @property
+    def skipped(self) -> dict[str, Entry]:
+        return self.check.skipped
+
+    @property
+    def skipped_chunks(self) -> int:
+        return sum(entry.chunks for entry in self.skipped.values())
+
+    @property
+    def reads_scope(self) -> bool:
+        """With ``delete_missing``, vanished sources come from the ledger only when it covers the whole scope."""
+        return not self.check.complete
+
+    def vanished(self) -> dict[Any, int]:
+        """Ledger sources absent from the input, by ``replace_by`` value, with their chunk counts."""
+        return {json.loads(s): e.chunks for s, e in self.check.known.items() if s not in self.values}
+
+    def stamp(self, chunks: list[dict[str, Any]]) -> None:
+        """Give each chunk its source's digest, which its row will carry."""
+        if not self.digests:
+            return
+        key = self.job.replace_by or ""
+        for chunk in chunks:
+            chunk["digest"] = self.digests[source_key(chunk["metadata"][key])]
+
+    def to_split(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any] | None]:
+        """Return the documents (and their ``ids``) of the sources not skipped."""
+        if not self.skipped:
+            return documents, self.job.ids
+        key = self.job.replace_by or ""
+        kept = [i for i, d in enumerate(documents) if source_key(d["metadata"][key]) not in self.skipped]
+        ids = self.job.ids
+        return [documents[i] for i in kept], None if ids is None else [ids[i] for i in kept]
+
+    async def before_write(self) -> None:
+        if self.ledger is not None:
+            await self.ledger.forget(s for s in self.values if s in self.check.known and s not in self.skipped)
+
+    async def after_write(self, chunks: list[dict[str, Any]]) -> None:
+        if self.ledger is None:
+            return
+        key = self.job.replace_by or ""
+        sizes = Counter(source_key(c["metadata"][key]) for c in chunks)
+        await self.ledger.record({s: Entry(self.digests[s], sizes[s]) for s in sizes})
+        if self.job.delete_missing:  # their rows are gone now
+            await self.ledger.forget(s for s in self.check.known if s not in self.values)
+
+
 def _create_sync(session: Session, name: str) -> None:
     """Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks."""
     from pymilvus import DataType, MilvusClient
@@ -215,7 +515,9 @@ def _create_sync(session: Session, name: str) -> None:
         index = MilvusClient.prepare_index_params()
         index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
         try:
-            client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+            client.create_collection(
+                name, schema=schema, index_params=index, consistency_level="Strong", properties={"ledger": MARKER}
+            )
         except Exception as error:
             if "exist" not in str(error).lower():  # another task created it first
                 raise

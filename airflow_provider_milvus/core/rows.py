@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.documents import SOURCE_KEYS, check_text_sizes
+from airflow_provider_milvus.core.ledger import DIGEST_FIELD
 from airflow_provider_milvus.core.schema import (
     BOOL,
     DOUBLE,
@@ -134,6 +135,8 @@ class RowBuilder:
         if self.schema.partition_key and self.tenant is not None:
             values[self.schema.partition_key] = self.tenant
         values[self.schema.text] = chunk["text"]
+        if "digest" in chunk:  # the source ledger's proof that this row belongs to its source's version
+            values[DIGEST_FIELD] = chunk["digest"]
         return values
 
     def row(self, chunk: dict[str, Any], vector: list[float] | None) -> dict[str, Any]:

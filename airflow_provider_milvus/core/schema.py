@@ -10,6 +10,7 @@ When a choice is ambiguous the error names the parameter to set and lists the ca
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ TYPE_NAMES = {
     105: "INT8_VECTOR",
 }
 BM25_FUNCTION = 1
+# The collection property where this package records what makes a collection's vectors (JSON).
+EMBEDDING_PROPERTY = "airflow_provider_milvus.embedding"
 # Names that say "this VARCHAR holds the document" when a collection has several VARCHAR fields.
 TEXT_FIELD_NAMES = ("text", "page_content", "content", "document", "chunk", "body")
 
@@ -99,6 +102,7 @@ class CollectionSchema:
     partition_key: str | None
     scalars: dict[str, ScalarField] = field(default_factory=dict)
     other_vector_fields: tuple[str, ...] = ()
+    embedding: dict[str, Any] | None = None  # recorded embedding identity (collections made here)
 
     @property
     def int_ids(self) -> bool:
@@ -198,7 +202,18 @@ class CollectionSchema:
             partition_key=partition_key,
             scalars=scalars,
             other_vector_fields=other_vectors,
+            embedding=_recorded_embedding(description),
         )
+
+
+def _recorded_embedding(description: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the embedding identity recorded at creation; None when absent or unreadable."""
+    raw = (description.get("properties") or {}).get(EMBEDDING_PROPERTY)
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _bm25_pairs(description: dict[str, Any]) -> list[tuple[str, str]]:

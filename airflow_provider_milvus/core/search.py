@@ -28,6 +28,7 @@ from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.filters import render_filter
 from airflow_provider_milvus.core.gather import Progress, batched, pipelined_gather
 from airflow_provider_milvus.core.jobs import CONSISTENCY_LEVELS, MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
+from airflow_provider_milvus.core.ledger import DIGEST_FIELD
 from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -247,6 +248,7 @@ class _Searcher:
         entity = dict(hit.get("entity") or {})
         text = entity.pop(schema.text, "")
         entity.pop(self.dense.name if self.dense else "", None)
+        entity.pop(DIGEST_FIELD, None)  # the source ledger's, not the document's
         primary = hit.get(schema.primary, hit.get("id"))
         score = None
         if metric is not None and self.job.search_type == "similarity_score":

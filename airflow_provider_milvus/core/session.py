@@ -7,11 +7,11 @@ import contextlib
 import importlib
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_milvus.core.collection import NewCollection, aread_schema
+from airflow_provider_milvus.core.collection import NewCollection, aread_schema, check_embedding_identity
 from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
@@ -42,6 +42,8 @@ class Session:
     # collection, so filters on the partition key never find them (milvus-io/milvus#30607, fixed by
     # #30772/#30773): writes there delete and insert instead.
     upsert_misroutes_partition_key: bool = False
+    # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
+    embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
@@ -127,84 +129,120 @@ class Session:
         return await asyncio.to_thread(iterate)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.close()
+        """Close the sync client of ``query_all``; the async client belongs to the ``Connection``."""
         if self._sync_client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._sync_client.close)
 
 
-@contextlib.asynccontextmanager
-async def open_session(
-    config: StoreConfig,
-    *,
-    create: bool,
-    embed: bool = True,
-    vector_dimension: int | None = None,
-    before_create: Callable[[CollectionSchema], None] | None = None,
-    metrics: bool = True,
-) -> AsyncIterator[Session]:
-    """
-    Connect, build the embeddings (unless ``embed=False``: deletes need no model) and read the schema.
+@dataclass
+class Connection:
+    """A connected client and the task's embeddings, before any collection is opened."""
 
-    With ``create`` a missing collection is created first (``config.new_collection``); its vector size
-    comes from ``vector_dimension`` (precomputed vectors) or one probe of the embedding model;
-    ``before_create`` checks the input against the new collection's schema first (nothing is created
-    when it refuses). ``metrics=False`` skips reading the indexes' metrics, which only searches need
-    (Milvus Lite describes indexes slowly).
-    """
+    config: StoreConfig
+    settings: MilvusConnectionSettings
+    client: AsyncMilvusClient
+    embeddings: Embeddings | None
+    secrets: list[str]
+    identity: dict[str, Any] | None  # the embeddings' identity (kind of connection, model, dimensions)
+
+    @property
+    def name(self) -> str:
+        return self.config.collection_name
+
+    def errors(self, *, action: str) -> contextlib.AbstractContextManager[None]:
+        # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
+        return describe_milvus_error(self.settings, action=action, secrets=self.secrets)
+
+    async def exists(self) -> bool:
+        return bool(await self.client.has_collection(self.name, timeout=self.settings.timeout))
+
+    async def expected_schema(self, options: NewCollection, *, vector_dimension: int | None) -> CollectionSchema:
+        """
+        Return the schema ``options`` would create, refused as an existing one would be (a missing partition key).
+
+        Check first, create after: a write checks its input against this before ``create_collection``,
+        so input the new collection would refuse leaves no collection behind.
+        """
+        stand_in = vector_dimension or (DIMENSION_STAND_IN if self.embeddings is not None else None)
+        expected = await asyncio.to_thread(options.expected_schema, self.name, stand_in, _choice(self.config))
+        _check_usable(expected, self.config, self.embeddings)
+        return expected
+
+    async def create_collection(self, options: NewCollection, *, vector_dimension: int | None) -> None:
+        """
+        Create the missing collection as ``options`` say, recording the embedding identity.
+
+        Its vector size comes from ``vector_dimension`` (precomputed vectors) or one probe of the model.
+        A write calls this as its own step, after every check of the input against ``options``.
+        """
+        await _create(options, self.settings, self.embeddings, vector_dimension, self.name, self.identity)
+
+    async def open(self, *, write: bool, metrics: bool, created: bool = False) -> Session:
+        """
+        Read the schema and load the collection; refuse a partition key it lacks or another embedding model.
+
+        ``metrics=False`` skips reading the indexes' metrics, which only searches need (Milvus Lite
+        describes indexes slowly); ``write`` also asks the server's version (a 2.3 upsert workaround).
+        """
+        config, client = self.config, self.client
+        schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created)
+        _check_usable(schema, config, self.embeddings)
+        check_embedding_identity(schema, self.identity)
+        await client.load_collection(self.name, timeout=self.settings.timeout)
+        # Only writes are affected: searches and deletes skip asking the server's version.
+        misroutes = write and bool(schema.partition_key) and _before_2_4(await client.get_server_version())
+        return Session(
+            self.settings,
+            client,
+            self.embeddings,
+            schema,
+            self.secrets,
+            tenant=config.partition_key_value,
+            created=created,
+            upsert_misroutes_partition_key=misroutes,
+            embedding_identity=self.identity,
+        )
+
+
+@contextlib.asynccontextmanager
+async def connect(config: StoreConfig, *, embed: bool = True) -> AsyncIterator[Connection]:
+    """Read the connection, build the embeddings (unless ``embed=False``: deletes need no model), connect."""
     # The first import of pymilvus (grpc, pandas, pyarrow) takes seconds: never on the triggerer's loop.
     await asyncio.to_thread(importlib.import_module, "pymilvus")
     from pymilvus import AsyncMilvusClient
 
     from airflow_provider_milvus.settings import aget_settings
 
-    name = config.collection_name
-    if not name:
+    if not config.collection_name:
         raise MilvusProviderError("collection_name is empty.")
     settings = await aget_settings(config.milvus_conn_id)
-    embeddings, embedding_secrets = await _aembeddings(config, settings) if embed else (None, [])
-    secrets = settings.secrets + embedding_secrets
+    embeddings, embedding_secrets, identity = await _aembeddings(config, settings) if embed else (None, [], None)
     client = AsyncMilvusClient(**settings.client_kwargs())
-    session: Session | None = None
     try:
-        # secrets: the dimension probe calls the embedding API, whose errors may echo its key.
-        with describe_milvus_error(settings, action=f"open collection '{name}'", secrets=secrets):
-            created = False
-            exists = create and await client.has_collection(name)
-            if create and not exists:
-                options = NewCollection.from_value(config.new_collection)
-                # Check first, create after: input the new collection would refuse leaves nothing behind.
-                stand_in = vector_dimension or (DIMENSION_STAND_IN if embeddings is not None else None)
-                expected = await asyncio.to_thread(options.expected_schema, name, stand_in, _choice(config))
-                _check_usable(expected, config, embeddings)
-                if before_create is not None:
-                    await asyncio.to_thread(before_create, expected)
-                await _create(options, settings, embeddings, vector_dimension, name)
-                created = True
-            schema = await aread_schema(client, name, _choice(config), metrics=metrics, exists=create)
-            _check_usable(schema, config, embeddings)
-            await client.load_collection(name, timeout=settings.timeout)
-            # Only writes are affected: searches and deletes skip asking the server's version.
-            misroutes = create and bool(schema.partition_key) and _before_2_4(await client.get_server_version())
-        session = Session(
-            settings,
-            client,
-            embeddings,
-            schema,
-            secrets,
-            tenant=config.partition_key_value,
-            created=created,
-            upsert_misroutes_partition_key=misroutes,
-        )
-        yield session
+        yield Connection(config, settings, client, embeddings, settings.secrets + embedding_secrets, identity)
     finally:
-        if session is not None:
-            await session.close()
-        else:
-            with contextlib.suppress(Exception):
-                await client.close()
+        with contextlib.suppress(Exception):
+            await client.close()
         await _aclose_embeddings(embeddings)
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    config: StoreConfig, *, create: bool = False, embed: bool = True, metrics: bool = True
+) -> AsyncIterator[Session]:
+    """
+    Connect and open an existing collection (searches, deletes); ``create`` only marks a write.
+
+    Writes create a missing collection as a step of their own (``Connection.create_collection``).
+    """
+    async with connect(config, embed=embed) as connection:
+        with connection.errors(action=f"open collection '{connection.name}'"):
+            session = await connection.open(write=create, metrics=metrics)
+        try:
+            yield session
+        finally:
+            await session.close()
 
 
 async def _create(
@@ -213,19 +251,28 @@ async def _create(
     embeddings: Embeddings | None,
     dimension: int | None,
     name: str,
+    identity: dict[str, Any] | None,
 ) -> None:
     if dimension is None and embeddings is not None:
         dimension = len(await embeddings.aembed_query("dimension probe"))
+    if identity is not None:
+        identity = {**identity, "dimensions": identity.get("dimensions") or dimension}
     # Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks.
-    await asyncio.to_thread(_create_sync, options, settings, name, dimension)
+    await asyncio.to_thread(_create_sync, options, settings, name, dimension, identity)
 
 
-def _create_sync(options: NewCollection, settings: MilvusConnectionSettings, name: str, dimension: int | None) -> None:
+def _create_sync(
+    options: NewCollection,
+    settings: MilvusConnectionSettings,
+    name: str,
+    dimension: int | None,
+    identity: dict[str, Any] | None,
+) -> None:
     from pymilvus import MilvusClient
 
     client = MilvusClient(**settings.client_kwargs())
     try:
-        options.create(client, name, dimension)
+        options.create(client, name, dimension, identity=identity)
     finally:
         client.close()
 
@@ -258,7 +305,10 @@ async def _aclose_embeddings(embeddings: Embeddings | None) -> None:
             await client.close()
 
 
-async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) -> tuple[Embeddings | None, list[str]]:
+async def _aembeddings(
+    config: StoreConfig, settings: MilvusConnectionSettings
+) -> tuple[Embeddings | None, list[str], dict[str, Any] | None]:
+    """Build the embeddings; return them, their connection's secrets and their identity (what makes the vectors)."""
     from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings, embedding_secrets
     from airflow_provider_milvus.version_compat import BaseHook
 
@@ -269,8 +319,13 @@ async def _aembeddings(config: StoreConfig, settings: MilvusConnectionSettings) 
         dimensions=config.embedding_dimensions,
     )
     if chosen is None:
-        return None, []
+        return None, [], None
     conn = await BaseHook.aget_connection(chosen.conn_id)
     # Sync: imports langchain_openai on first use and builds two SSL contexts (~0.1 s each).
     embeddings = await asyncio.to_thread(build_embeddings, chosen, conn)
-    return embeddings, embedding_secrets(conn)
+    identity = {
+        "kind": conn.conn_type,
+        "model": getattr(embeddings, "model", None) or chosen.model,
+        "dimensions": chosen.dimensions,
+    }
+    return embeddings, embedding_secrets(conn), identity

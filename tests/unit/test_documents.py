@@ -182,3 +182,14 @@ def test_the_dynamic_fields_own_name_is_a_reserved_key():
 def test_split_options_that_cannot_split_are_refused(size, overlap):
     with pytest.raises(MilvusProviderError, match="chunk_"):
         SplitOptions(chunk_size=size, chunk_overlap=overlap)
+
+
+def test_derived_ids_hash_the_replace_by_value_so_sources_never_share_an_id():
+    from airflow_provider_milvus.core.documents import prepare_chunks
+
+    pages = [{"page_content": "footer", "metadata": {"source": "confluence", "path": f"p{n}"}} for n in (1, 2)]
+    by_path = prepare_chunks(pages, scope_key="path").chunks
+    assert len({c["id"] for c in by_path}) == 2
+    numbers = [{"page_content": "x", "metadata": {"source": s}} for s in (1, "1")]
+    assert len({c["id"] for c in prepare_chunks(numbers, scope_key="source").chunks}) == 2
+    assert prepare_chunks(pages[:1], scope_key="source").chunks[0]["id"] == prepare_chunks(pages[:1]).chunks[0]["id"]

@@ -38,3 +38,12 @@ def test_split_and_id_options_change_every_digest():
 def test_the_number_one_and_the_string_one_are_different_sources():
     assert source_key(1) != source_key("1")
     assert len(digests([doc("x", 1), doc("x", "1")])) == 2
+
+
+def test_the_replace_by_key_and_the_embedding_identity_change_every_digest():
+    docs = [doc("one", path="p")]
+    base = source_digests(docs, None, key="source", options=OPTIONS)
+    other_key = source_digests(docs, None, key="path", options=OPTIONS)
+    other_model = source_digests(docs, None, key="source", options={**OPTIONS, "embedding": {"model": "two"}})
+    assert base[source_key("a.md")] != other_key[source_key("p")]
+    assert base != other_model
