@@ -172,7 +172,8 @@ class Connection:
         """
         config, client = self.config, self.client
         choice = FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
-        schema = await aread_schema(client, self.name, choice, metrics=metrics, exists=created)
+        # A write has just checked (or made) the collection: no second has_collection.
+        schema = await aread_schema(client, self.name, choice, metrics=metrics, exists=created or write)
         _check_usable(schema, config, self.embeddings)
         check_embedding_identity(schema, self.identity)
         await client.load_collection(self.name, timeout=self.settings.timeout)
