@@ -186,7 +186,8 @@ class Connection:
         describes indexes slowly); ``write`` also asks the server's version (a 2.3 upsert workaround).
         """
         config, client = self.config, self.client
-        schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created)
+        # A write has just checked (or made) the collection: no second has_collection.
+        schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created or write)
         _check_usable(schema, config, self.embeddings)
         check_embedding_identity(schema, self.identity)
         await client.load_collection(self.name, timeout=self.settings.timeout)
