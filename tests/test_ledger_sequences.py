@@ -245,7 +245,9 @@ def test_a_foreign_sources_collection_is_refused_before_anything_is_written(tier
 
 def test_a_name_whose_ledger_name_is_too_long_is_refused_before_anything_is_written(tier):
     name = "c" * 250
-    with pytest.raises(MilvusProviderError, match="source ledger .* over Milvus's 255"):
+    with pytest.raises(
+        MilvusProviderError, match="the source ledger of 'c+' .* is 259 bytes; Milvus allows at most 255"
+    ):
         ingest(tier, name, corpus(2))
     assert not tier.client.has_collection(name)
 

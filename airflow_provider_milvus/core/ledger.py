@@ -47,7 +47,6 @@ BATCH = 1000  # sources per verification, upsert or delete request
 VERIFY_ROWS = 8000  # rows expected per verification query; one query returns at most 16,384
 QUERY_CAP = 16384  # rows one Milvus query returns at most
 DIGEST_FIELD = "source_digest"  # every row of a tracked source carries its source's digest here
-MAX_NAME_BYTES = 255  # Milvus's limit on collection names
 MARKER = "airflow-provider-milvus source ledger"  # a collection property of every ledger made here
 # The ledger's fields as created here: (name, type); describe_collection reports types as numbers.
 LEDGER_FIELDS = {"id": 21, "key": 21, "scope": 21, "source": 21, "digest": 21, "chunks": 5, "vector": 101}
@@ -72,17 +71,6 @@ class Check:
 
 def ledger_name(collection: str) -> str:
     return f"{collection}{SUFFIX}"
-
-
-def check_ledger_name(collection: str) -> None:
-    """Refuse (before anything is written) a collection whose ledger name Milvus would reject as too long."""
-    name = ledger_name(collection)
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise MilvusProviderError(
-            f"Collection name '{collection:.40}...' has {len(collection.encode())} bytes; its source ledger "
-            f"'<name>{SUFFIX}' would have {len(name.encode())}, over Milvus's {MAX_NAME_BYTES}. Use a name of at "
-            f"most {MAX_NAME_BYTES - len(SUFFIX)} bytes, or track_sources=False. Nothing was written."
-        )
 
 
 def carries_digest(schema: CollectionSchema) -> bool:

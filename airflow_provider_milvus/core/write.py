@@ -30,7 +30,6 @@ from airflow_provider_milvus.core.ledger import (
     DIGEST_FIELD,
     SourceTracking,
     check_ledger_is_ours,
-    check_ledger_name,
     forget_digests,
 )
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
@@ -64,8 +63,6 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
         log.info("%s %s: no documents, nothing to write", job.label, name)
         return _summary(job, started, documents=0, chunks=0, written=0, unchanged=0, embedded=0)
     _check_sources(job, documents)
-    if job.replace_by and job.track_sources:
-        check_ledger_name(name)
     given = [len(d["vector"]) for d in documents if d.get("vector") is not None]
     prepared: PreparedChunks | None = None
     async with connect(job.store) as connection:
