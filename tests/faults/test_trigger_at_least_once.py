@@ -68,10 +68,11 @@ def test_write_trigger_run_twice_leaves_the_same_data(
     after_first = _snapshot(milvus_lite.uri, collection_name)
     second = _run(trigger)  # the triggerer restarted: the same trigger runs again
     figures.fault("trigger_rerun")
+    # Recorded (expected vs found) before anything is asserted about the second run's data.
+    assert_exact_ids(milvus_lite.uri, collection_name, {row[0] for row in after_first}, figures)
     assert second["status"] == "success", second.get("message")
     assert _snapshot(milvus_lite.uri, collection_name) == after_first
     assert len(after_first) == N_DOCS
-    assert_exact_ids(milvus_lite.uri, collection_name, {row[0] for row in after_first}, figures)
 
 
 def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
@@ -102,11 +103,12 @@ def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
     )
     assert _run(trigger)["status"] == "success"
     after_first = _snapshot(milvus_lite.uri, collection_name)
-    assert _run(trigger)["status"] == "success"
+    second = _run(trigger)
     figures.fault("trigger_rerun")
+    assert_exact_ids(milvus_lite.uri, collection_name, {d["metadata"]["doc_id"] for d in base}, figures)
+    assert second["status"] == "success", second.get("message")
     assert _snapshot(milvus_lite.uri, collection_name) == after_first
     assert sum(text.endswith(" revised") for _, text, _, _ in after_first) == 150
-    assert_exact_ids(milvus_lite.uri, collection_name, {d["metadata"]["doc_id"] for d in base}, figures)
 
 
 def test_delete_trigger_run_twice_deletes_the_same_entities_once(
@@ -136,8 +138,8 @@ def test_delete_trigger_run_twice_deletes_the_same_entities_once(
     first = _run(trigger)
     second = _run(trigger)
     figures.fault("trigger_rerun")
+    kept = {d["metadata"]["doc_id"] for d in docs if d["metadata"]["source"] not in ("doc/1.md", "doc/2.md")}
+    assert_exact_ids(milvus_lite.uri, collection_name, kept, figures)
     assert first["status"] == second["status"] == "success", (first, second)
     assert first["result"]["deleted"] == 12
     assert second["result"]["deleted"] == 0
-    kept = {d["metadata"]["doc_id"] for d in docs if d["metadata"]["source"] not in ("doc/1.md", "doc/2.md")}
-    assert_exact_ids(milvus_lite.uri, collection_name, kept, figures)
