@@ -56,6 +56,7 @@ class MultiHost:
     embeddings: EmbeddingServer
     tmpdirs: dict[str, Path]
     slow_milvus: SlowProxy  # connection id "milvus_slow"
+    standalone_uri: str | None = None  # connection id "milvus_standalone": a real Milvus 2.3.5, when installed
     killed: list[dict[str, Any]] = field(default_factory=list)
     killed_at: float = 0.0  # time.monotonic() when the last kill_triggerer sent SIGKILL
 
@@ -269,15 +270,21 @@ _RUNNING: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="session")
-def multihost(milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
+def multihost(
+    milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[MultiHost]:
     pytest.importorskip("moto", reason="the multi-host tests need the test extra (moto[server], s3fs, amazon provider)")
     pytest.importorskip("s3fs")
     pytest.importorskip("airflow.providers.amazon")
     if _RUNNING.get("stopped"):
         pytest.fail("the multi-host deployment was stopped after its last adjacent test: keep its tests together")
+    from tests.servers.milvus_standalone import find_milvus_server_executable
+
+    # The real server too, where one is installed (CI installs it): inserts there keep duplicate keys.
+    standalone = request.getfixturevalue("milvus_standalone") if find_milvus_server_executable() else None
     with contextlib.ExitStack() as resources:
         _RUNNING["resources"] = resources
-        yield _start(resources, milvus_lite, tmp_path_factory)
+        yield _start(resources, milvus_lite, tmp_path_factory, standalone)
         _RUNNING.pop("resources", None)
 
 
@@ -289,7 +296,9 @@ def stop_multihost() -> None:
         resources.close()
 
 
-def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> MultiHost:
+def _start(
+    resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory, standalone: Any
+) -> MultiHost:
     from tests.servers.s3_server import S3Server
 
     root = tmp_path_factory.mktemp("multihost")
@@ -311,6 +320,15 @@ def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: 
         "AIRFLOW_CONN_MILVUS_SLOW": json.dumps(
             {"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN, "extra": {"timeout": 60}}
         ),
+        **(
+            {
+                "AIRFLOW_CONN_MILVUS_STANDALONE": json.dumps(
+                    {"conn_type": "milvus", "host": standalone.uri, "password": MILVUS_TOKEN, "extra": {"timeout": 30}}
+                )
+            }
+            if standalone is not None
+            else {}
+        ),
         "AIRFLOW__MILVUS__STAGING_URL": f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}",
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -326,7 +344,14 @@ def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: 
         airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env, triggerers=len(TRIGGERERS))
     )
     stack.wait_for_dags(DAG_IDS)
-    return MultiHost(stack=stack, s3=s3, embeddings=embeddings, tmpdirs=tmpdirs, slow_milvus=slow)
+    return MultiHost(
+        stack=stack,
+        s3=s3,
+        embeddings=embeddings,
+        tmpdirs=tmpdirs,
+        slow_milvus=slow,
+        standalone_uri=standalone.uri if standalone is not None else None,
+    )
 
 
 class _Figures:
