@@ -28,7 +28,6 @@ def get_base_airflow_version_tuple() -> tuple[int, int, int]:
     return airflow_version.major, airflow_version.minor, airflow_version.micro
 
 
-AIRFLOW_V_3_1_PLUS = get_base_airflow_version_tuple() >= (3, 1, 0)
 AIRFLOW_V_3_3_2_PLUS = get_base_airflow_version_tuple() >= (3, 3, 2)
 
 if TYPE_CHECKING or AIRFLOW_V_3_3_2_PLUS:
@@ -46,7 +45,6 @@ else:
 
 
 __all__ = [
-    "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_3_2_PLUS",
     "BaseHook",
     "BaseOperator",

@@ -104,19 +104,29 @@ def test_batched_hits_equal_one_query_at_a_time(tier, collection, count, expr):
         assert all(hit["metadata"]["group"] == 1 for query_hits in hits for hit in query_hits)
 
 
+@pytest.mark.parametrize("collection", ["dense", "bm25", "hybrid"], indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_a_thousand_queries_keep_their_order_and_take_ceil_n_over_batch_requests(tier, collection, mode, monkeypatch):
     from pymilvus import AsyncMilvusClient
 
     name, options, hybrid = collection
-    requests: list[int] = []
-    original = AsyncMilvusClient.search
+    # Every search request, plain or hybrid, as (method, queries in it): a hybrid search carries its
+    # queries in each sub-request, and all of them must hold the same batch.
+    requests: list[tuple[str, int]] = []
+    original_search, original_hybrid = AsyncMilvusClient.search, AsyncMilvusClient.hybrid_search
 
     async def counting_search(self, *args, **kwargs):
-        requests.append(len(kwargs.get("data") or args[1]))
-        return await original(self, *args, **kwargs)
+        requests.append(("search", len(kwargs.get("data") or args[1])))
+        return await original_search(self, *args, **kwargs)
+
+    async def counting_hybrid_search(self, *args, **kwargs):
+        sizes = {len(r.data) for r in (kwargs.get("reqs") or args[1])}
+        assert len(sizes) == 1, f"sub-requests of one hybrid search hold different batches: {sizes}"
+        requests.append(("hybrid_search", sizes.pop()))
+        return await original_hybrid(self, *args, **kwargs)
 
     monkeypatch.setattr(AsyncMilvusClient, "search", counting_search)
+    monkeypatch.setattr(AsyncMilvusClient, "hybrid_search", counting_hybrid_search)
     queries = texts(1000, 3, 3)
     hits = run(
         MilvusSearchToXComOperator(
@@ -131,10 +141,13 @@ def test_a_thousand_queries_keep_their_order_and_take_ceil_n_over_batch_requests
         ),
         mode,
     )
-    assert len(requests) == math.ceil(1000 / 64)
-    assert sum(requests) == 1000
-    assert max(requests) == 64
-    monkeypatch.setattr(AsyncMilvusClient, "search", original)
+    assert {method for method, _ in requests} == {"hybrid_search" if hybrid else "search"}
+    sizes = [size for _, size in requests]
+    assert len(sizes) == math.ceil(1000 / 64)
+    assert sum(sizes) == 1000
+    assert max(sizes) == 64
+    monkeypatch.setattr(AsyncMilvusClient, "search", original_search)
+    monkeypatch.setattr(AsyncMilvusClient, "hybrid_search", original_hybrid)
     sample = random.Random(4).sample(range(1000), 12)
     expected = reference(tier, name, [queries[i] for i in sample], options, None, hybrid)
     assert [comparable(hits[i]) for i in sample] == expected

@@ -202,6 +202,49 @@ def test_auto_id_writes_replace_each_source_whole_and_never_duplicate(tier, name
     assert sorted(r["content"] for r in tier.rows(name, 'category == "lamp"', ["content"])) == ["lamp item new"]
 
 
+def test_an_auto_id_run_that_dies_between_insert_and_delete_is_repaired_by_the_next_run(
+    tier, name, embedding_conn_id, monkeypatch
+):
+    """Auto-id sources are rewritten by inserting the new rows, then deleting the old: a run that dies
+    in between leaves both; the next run of the same input leaves only the new rows."""
+    from pymilvus import AsyncMilvusClient
+
+    products(tier, name, rows=0)
+    write = dict(
+        task_id="w",
+        milvus_conn_id=tier.conn_id,
+        collection_name=name,
+        embedding_conn_id=embedding_conn_id,
+        replace_by="category",
+    )
+    run(
+        MilvusAddDocumentsOperator(
+            documents=[{"page_content": f"sofa v1 {i}", "metadata": {"category": "sofa"}} for i in range(3)], **write
+        ),
+        "inline",
+    )
+    edited = [{"page_content": f"sofa v2 {i}", "metadata": {"category": "sofa"}} for i in range(2)]
+
+    async def dying_delete(self, collection, *args, **kwargs):  # dies after the insert, before the old rows go
+        if collection == name:  # the source ledger's own deletes (before the write) still go through
+            raise RuntimeError("worker killed between insert and delete")
+        return await original(self, collection, *args, **kwargs)
+
+    original = AsyncMilvusClient.delete
+    monkeypatch.setattr(AsyncMilvusClient, "delete", dying_delete)
+    with pytest.raises(Exception, match="worker killed"):
+        run(MilvusAddDocumentsOperator(documents=edited, **write), "inline")
+    monkeypatch.setattr(AsyncMilvusClient, "delete", original)
+    left = sorted(r["content"] for r in tier.rows(name, 'category == "sofa"', ["content"]))
+    assert left == ["sofa v1 0", "sofa v1 1", "sofa v1 2", "sofa v2 0", "sofa v2 1"], "the dead run's state"
+    result = run(MilvusAddDocumentsOperator(documents=edited, **write), "inline")
+    assert sorted(r["content"] for r in tier.rows(name, 'category == "sofa"', ["content"])) == [
+        "sofa v2 0",
+        "sofa v2 1",
+    ]
+    assert tier.count(name) == 2, result
+
+
 def test_auto_id_without_replace_by_is_refused_before_writing(tier, name, embedding_conn_id):
     products(tier, name, rows=0)
     with pytest.raises(MilvusProviderError, match=r"auto_id.*Set replace_by"):

@@ -11,7 +11,6 @@ from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 from airflow_provider_milvus.settings import (
     MilvusConnectionSettings,
-    aget_settings,
     settings_from_connection,
 )
 from airflow_provider_milvus.version_compat import BaseHook
@@ -43,11 +42,6 @@ class MilvusHook(BaseHook):
     @cached_property
     def settings(self) -> MilvusConnectionSettings:
         return settings_from_connection(self.get_connection(self.milvus_conn_id))
-
-    @classmethod
-    async def aget_settings(cls, milvus_conn_id: str) -> MilvusConnectionSettings:
-        """Resolve settings without blocking the event loop (for triggers)."""
-        return await aget_settings(milvus_conn_id)
 
     def get_connection_args(self) -> dict[str, Any]:
         """``connection_args`` for ``langchain_milvus.Milvus``."""

@@ -400,6 +400,9 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
         repeated ids count once. An empty list deletes nothing.
     :param allow_delete_all: Allow an empty filter, or a filter or ids that match every entity.
     :param dry_run: Only count what would be deleted (and, with ``ids``, which are not found).
+
+    A delete is one request: ``batch_size`` does not apply (ids are looked up 1,000 per query, at most
+    ``max_concurrency`` queries at a time).
     """
 
     template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params", "ids")

@@ -27,7 +27,7 @@ from airflow_provider_milvus.local_server import (
 )
 
 from tests.conftest import EMBEDDING_API_KEY
-from tests.faults.report import FIGURES, FaultFigures, write_docs
+from tests.faults.report import FIGURES, MISHANDLED, REJECTED, FaultFigures, write_docs
 
 MILVUS_SENTINEL = "milvus-SENTINEL-token-5e1f0c"  # put on every Milvus connection; must never show up
 EMBEDDING_SENTINEL = "sk-SENTINEL-wrong-key-93d2a7"  # a wrong embedding API key, for 401 tests
@@ -127,6 +127,33 @@ def assert_clear_error(error: BaseException | str, *keywords: str, where: str = 
     missing = [k for k in keywords if k.lower() not in lowered]
     assert not missing, f"error message lacks {missing}: {text}"
     return text
+
+
+def reject(
+    figures: FaultFigures, name: str, run: Callable[[], Any], *keywords: str, untouched: Callable[[], bool]
+) -> str:
+    """Run a bad input, record how it really ended, then assert it was rejected cleanly; returns the message.
+
+    Recorded as rejected only when all three were seen: a ``MilvusProviderError``, a message naming the
+    problem (every keyword, no secret) and ``untouched()`` (the data as before: nothing created, written or
+    deleted); otherwise as mishandled. The outcome is recorded before anything is asserted, so the
+    published count is of outcomes checked, not of calls made.
+    """
+    from airflow_provider_milvus.exceptions import MilvusProviderError
+
+    error: MilvusProviderError | None = None
+    try:
+        run()
+    except MilvusProviderError as raised:
+        error = raised
+    message = str(error) if error is not None else ""
+    named = error is not None and all(k.lower() in message.lower() for k in keywords)
+    clean = not any(secret and secret in message for secret in SECRETS)
+    unchanged = untouched()
+    figures.bad_input(name, REJECTED if error is not None and named and clean and unchanged else MISHANDLED)
+    assert error is not None, f"{name}: accepted, not rejected"
+    assert unchanged, f"{name}: rejected, but the data changed (something was created, written or deleted)"
+    return assert_clear_error(error, *keywords, where=name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,14 +360,16 @@ def count_entities(uri: str, collection: str) -> int | None:
 
 
 def assert_exact_ids(uri: str, collection: str, expected: set[str], figures: FaultFigures) -> None:
+    """Read the ids back, record expected vs found (every entity: extras and duplicates count), then assert."""
     pks = read_pks(uri, collection, expected)
-    figures.entities(len(expected), len(pks))
+    found = count_entities(uri, collection) or 0
+    figures.entities(len(expected), found)
     duplicates = len(pks) - len(set(pks))
     assert duplicates == 0, f"{duplicates} duplicate primary keys"
     missing, extra = expected - set(pks), set(pks) - expected
     assert not missing, f"{len(missing)} missing, {len(extra)} unexpected ids"
     assert not extra, f"{len(missing)} missing, {len(extra)} unexpected ids"
-    assert count_entities(uri, collection) == len(expected)
+    assert found == len(expected), f"{found} entities, {len(expected)} expected"
 
 
 def documents(n: int, prefix: str = "doc") -> list[dict[str, Any]]:

@@ -35,13 +35,17 @@ REFRESH_COMMAND = (
 )
 SLOW_REFRESH_COMMAND = "FAULTS_UPDATE_DOCS=1 .venv/bin/python -m pytest tests/faults -m slow"
 
-# How a bad input ends. Only "rejected" inputs fail the task; the others are legitimate or no-ops.
-REJECTED, NOOP, ACCEPTED = "rejected", "noop", "accepted"
+# How a bad input ends, recorded from what the test saw (the outcome, the message, the data read back) before
+# it asserts. Only "rejected" inputs fail the task; "noop" and "accepted" are legitimate; "mishandled" is a
+# bad input that ended otherwise than its test expects (accepted when it must be refused, a message not
+# naming the problem, or data written): it fails its test, and a run with any is never published.
+REJECTED, NOOP, ACCEPTED, MISHANDLED = "rejected", "noop", "accepted", "mishandled"
 OUTCOME_LABELS = {
     REJECTED: "rejected with a message naming the problem, nothing written",
     NOOP: "handled as a documented no-op",
     ACCEPTED: "accepted as data (injection payloads matched literally, a value that really has quotes, "
     "a re-typed metadata value, any token on Milvus Lite, a delete while the embedding API is down)",
+    MISHANDLED: "mishandled (not rejected, a message not naming the problem, or data written)",
 }
 
 
@@ -51,7 +55,9 @@ class FaultFigures:
     entities_expected: int = 0
     entities_found: int = 0
     recoveries_checked: int = 0
-    bad_inputs: dict[str, list[str]] = field(default_factory=lambda: {REJECTED: [], NOOP: [], ACCEPTED: []})
+    bad_inputs: dict[str, list[str]] = field(
+        default_factory=lambda: {REJECTED: [], NOOP: [], ACCEPTED: [], MISHANDLED: []}
+    )
     messages_checked: int = 0
     secrets_found: int = 0
     secret_leaks: list[str] = field(default_factory=list)
@@ -128,7 +134,7 @@ class FaultFigures:
                 "as sets and lists)"
             ),
             f"bad inputs tried: {sum(bad.values())}: "
-            + "; ".join(f"{bad[key]} {OUTCOME_LABELS[key]}" for key in (REJECTED, NOOP, ACCEPTED)),
+            + "; ".join(f"{bad[key]} {OUTCOME_LABELS[key]}" for key in (REJECTED, NOOP, ACCEPTED, MISHANDLED)),
             f"error messages checked: {figures['messages_checked']}",
             f"places the integration tier scanned for sentinel secrets: {figures['places_scanned']}",
             f"secrets found (error messages and scanned places): {figures['secrets_found']}"
@@ -179,7 +185,7 @@ def readme_block(default: dict[str, Any], slow: dict[str, Any] | None) -> str:
         return f"{f['entities_expected']:,} vs {f['entities_found']:,}"
 
     def bad(outcome: str) -> Any:
-        return lambda f: str(f["bad_inputs"][outcome]) if sum(f["bad_inputs"].values()) else "–"
+        return lambda f: str(f["bad_inputs"].get(outcome, 0)) if sum(f["bad_inputs"].values()) else "–"
 
     faults = ", ".join(kind.replace("_", " ") for kind in default["faults"]) or "none"
     rows = [
@@ -196,6 +202,7 @@ def readme_block(default: dict[str, Any], slow: dict[str, Any] | None) -> str:
             cell(default, bad(ACCEPTED)),
             cell(slow, bad(ACCEPTED)),
         ),
+        (f"bad inputs {OUTCOME_LABELS[MISHANDLED]}", cell(default, bad(MISHANDLED)), cell(slow, bad(MISHANDLED))),
         (
             f"secrets found in {default['messages_checked']} error messages and {default['places_scanned']} places the "
             "integration tier scanned (task and trigger logs, component logs, trigger rows, XCom, rendered fields, "

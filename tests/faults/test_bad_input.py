@@ -22,12 +22,12 @@ from airflow_provider_milvus.operators.milvus import (
 )
 
 from tests.faults.conftest import (
-    assert_clear_error,
     assert_exact_ids,
     count_entities,
     documents,
+    reject,
 )
-from tests.faults.report import ACCEPTED, NOOP
+from tests.faults.report import ACCEPTED, MISHANDLED, NOOP
 
 N_SEED = 40
 SEED = documents(N_SEED)
@@ -48,11 +48,19 @@ def seeded(milvus_lite, shared_conn, embedding_conn, embeddings, collection_name
     return collection_name
 
 
-def _rejected(figures, name: str, run, *keywords: str) -> str:
-    figures.bad_input(name)
-    with pytest.raises(MilvusProviderError) as error:
-        run()
-    return assert_clear_error(error.value, *keywords, where=name)
+def _rejected(figures, name: str, run, *keywords: str, untouched) -> str:
+    """Recorded from what happened (rejected, message, data unchanged), then asserted: ``conftest.reject``."""
+    return reject(figures, name, run, *keywords, untouched=untouched)
+
+
+def absent(uri: str, collection: str):
+    """Nothing was created."""
+    return lambda: count_entities(uri, collection) is None
+
+
+def holds(uri: str, collection: str, n: int):
+    """The collection still holds exactly ``n`` entities."""
+    return lambda: count_entities(uri, collection) == n
 
 
 def _add(conn, emb, collection, docs, **kwargs):
@@ -94,6 +102,7 @@ def test_delete_from_unknown_collection_is_rejected_and_not_created(milvus_lite,
         lambda: _delete(shared_conn, "no_such_coll", 'source == "x"'),
         "no_such_coll",
         "does not exist",
+        untouched=absent(milvus_lite.uri, "no_such_coll"),
     )
     assert count_entities(milvus_lite.uri, "no_such_coll") is None
 
@@ -107,6 +116,7 @@ def test_search_unknown_collection_is_rejected_and_not_created(
         lambda: _search(shared_conn, embedding_conn, "no_such_coll", "x"),
         "no_such_coll",
         "does not exist",
+        untouched=absent(milvus_lite.uri, "no_such_coll"),
     )
     assert count_entities(milvus_lite.uri, "no_such_coll") is None
 
@@ -123,17 +133,21 @@ def test_invalid_filter_expression_on_delete_is_rejected_and_deletes_nothing(
         lambda: _delete(shared_conn, seeded, 'source === "a" and ('),
         "filter",
         "invalid",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
     assert "credentials" not in message, "a parse error must not be blamed on credentials"
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
-def test_invalid_filter_expression_on_search_is_rejected_with_filter_hint(shared_conn, embedding_conn, seeded, figures):
+def test_invalid_filter_expression_on_search_is_rejected_with_filter_hint(
+    milvus_lite, shared_conn, embedding_conn, seeded, figures
+):
     message = _rejected(
         figures,
         "search: invalid filter",
         lambda: _search(shared_conn, embedding_conn, seeded, "topic", expr="n >>> 3"),
         "filter expression is invalid",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
     assert "credentials" not in message
 
@@ -145,6 +159,7 @@ def test_filter_placeholder_without_value_is_rejected(milvus_lite, shared_conn, 
         lambda: _delete(shared_conn, seeded, "source == {src}"),
         "{src}",
         "expr_params",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
@@ -156,13 +171,19 @@ def test_match_everything_delete_is_refused_without_allow_delete_all(milvus_lite
         lambda: _delete(shared_conn, seeded, "n >= 0"),
         "matches all",
         "allow_delete_all",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
 def test_empty_filter_delete_is_refused_without_allow_delete_all(milvus_lite, shared_conn, seeded, figures):
     _rejected(
-        figures, "delete: empty filter", lambda: _delete(shared_conn, seeded, ""), "empty filter", "allow_delete_all"
+        figures,
+        "delete: empty filter",
+        lambda: _delete(shared_conn, seeded, ""),
+        "empty filter",
+        "allow_delete_all",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
@@ -180,21 +201,24 @@ def test_empty_filter_delete_is_refused_without_allow_delete_all(milvus_lite, sh
     ids=["double_quote", "single_quote", "escaped_quote", "or_true", "paren", "bracket"],
 )
 def test_quote_injection_via_expr_params_deletes_nothing_else(payload, milvus_lite, shared_conn, seeded, figures):
-    figures.bad_input(f"delete: injection {payload!r}", ACCEPTED)  # matched literally: deletes nothing
     result = _delete(shared_conn, seeded, "source == {src}", expr_params={"src": payload})
-    assert result["deleted"] == 0
-    assert result["matched"] == 0
     listed = _delete(shared_conn, seeded, "source in {srcs}", expr_params={"srcs": [payload, payload + "x"]})
-    assert listed["deleted"] == 0
+    literal = (result["matched"], result["deleted"], listed["deleted"]) == (0, 0, 0)
+    intact = count_entities(milvus_lite.uri, seeded) == N_SEED
+    # Matched literally, deleting nothing: accepted as data. Recorded before it is asserted.
+    figures.bad_input(f"delete: injection {payload!r}", ACCEPTED if literal and intact else MISHANDLED)
+    assert literal, (result, listed)
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
 def test_delete_needs_no_embedding_api_even_while_it_is_down(milvus_lite, shared_conn, embeddings, seeded, figures):
     embeddings.reset_stats()
     embeddings.inject(500, 1000)
-    figures.bad_input("delete: embedding API down (delete must not need it)", ACCEPTED)
     result = _delete(shared_conn, seeded, "source == {src}", expr_params={"src": "doc/1.md"})
     embeddings.reset_stats()
+    figures.bad_input(
+        "delete: embedding API down (delete must not need it)", ACCEPTED if result["deleted"] == 1 else MISHANDLED
+    )
     assert result["deleted"] == 1
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS - {"doc-000001"}, figures)
 
@@ -206,8 +230,9 @@ def test_expr_params_value_with_quotes_matches_only_that_literal(
     tricky = 'x" or pk != "'
     docs = [*SEED, {"page_content": "quoted", "metadata": {"doc_id": "quoted", "source": tricky, "n": -1}}]
     _add(shared_conn, embedding_conn, collection_name, docs, id_key="doc_id")
-    figures.bad_input("delete: value containing quotes (legitimate)", ACCEPTED)
-    assert _delete(shared_conn, collection_name, "source == {src}", expr_params={"src": tricky})["deleted"] == 1
+    deleted = _delete(shared_conn, collection_name, "source == {src}", expr_params={"src": tricky})["deleted"]
+    figures.bad_input("delete: value containing quotes (legitimate)", ACCEPTED if deleted == 1 else MISHANDLED)
+    assert deleted == 1
     assert_exact_ids(milvus_lite.uri, collection_name, SEED_IDS, figures)
 
 
@@ -224,31 +249,36 @@ def test_wrong_vector_dimension_write_is_rejected_and_writes_nothing(
         "dimension mismatch",
         "32",
         "16",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS, figures)
 
 
-def test_wrong_vector_dimension_search_is_rejected(shared_conn, embedding_conn, seeded, figures):
+def test_wrong_vector_dimension_search_is_rejected(milvus_lite, shared_conn, embedding_conn, seeded, figures):
     _rejected(
         figures,
         "search: 16-dim query against a 32-dim collection",
         lambda: _search(shared_conn, embedding_conn, seeded, "topic", embedding_dimensions=16),
         "dimension mismatch",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
 
 
 def test_empty_document_list_is_a_logged_noop(
     milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, caplog, capfd
 ):
-    figures.bad_input("write: empty document list", NOOP)
     with caplog.at_level(logging.INFO):
         result = _add(shared_conn, embedding_conn, collection_name, [])
+    captured = capfd.readouterr()  # the task logger is structlog: it may print instead of propagating
+    logged = "No documents given" in caplog.text + captured.out + captured.err
+    created = count_entities(milvus_lite.uri, collection_name) is not None
+    noop = (result["written"], result["chunks"], embeddings.stats.requests, created) == (0, 0, 0, False)
+    figures.bad_input("write: empty document list", NOOP if noop and logged else MISHANDLED)
     assert result["written"] == 0
     assert result["chunks"] == 0
-    captured = capfd.readouterr()  # the task logger is structlog: it may print instead of propagating
-    assert "No documents given" in caplog.text + captured.out + captured.err
+    assert logged
     assert embeddings.stats.requests == 0
-    assert count_entities(milvus_lite.uri, collection_name) is None, "an empty write created the collection"
+    assert not created, "an empty write created the collection"
 
 
 @pytest.mark.parametrize(
@@ -264,6 +294,7 @@ def test_document_without_text_is_rejected_and_writes_nothing(
         f"write: document without text {doc!r}",
         lambda: _add(shared_conn, embedding_conn, collection_name, ["fine", doc]),
         "document 1",
+        untouched=absent(milvus_lite.uri, collection_name),
     )
     assert count_entities(milvus_lite.uri, collection_name) is None
     assert embeddings.stats.requests == 0, "rejected input still reached the embedding API"
@@ -279,6 +310,7 @@ def test_text_longer_than_new_collection_varchar_limit_is_rejected_before_anythi
         "200 bytes",
         "at most 64",
         "chunk_size",
+        untouched=absent(milvus_lite.uri, collection_name),
     )
     assert count_entities(milvus_lite.uri, collection_name) is None
 
@@ -294,6 +326,7 @@ def test_text_longer_than_existing_collection_varchar_limit_is_rejected_and_writ
         lambda: _add(shared_conn, embedding_conn, collection_name, ["fine", "é" * 40]),
         "80 bytes",
         "at most 64",
+        untouched=holds(milvus_lite.uri, collection_name, 5),
     )
     assert_exact_ids(milvus_lite.uri, collection_name, {d["metadata"]["doc_id"] for d in SEED[:5]}, figures)
 
@@ -313,6 +346,7 @@ def test_metadata_not_jsonable_is_rejected_and_writes_nothing(
         lambda: _add(shared_conn, embedding_conn, collection_name, docs),
         "metadata 'k'",
         "JSON",
+        untouched=absent(milvus_lite.uri, collection_name),
     )
     assert count_entities(milvus_lite.uri, collection_name) is None
 
@@ -326,6 +360,7 @@ def test_metadata_key_not_a_string_is_rejected(
         lambda: _add(shared_conn, embedding_conn, collection_name, [{"page_content": "x", "metadata": {1: "a"}}]),
         "metadata key",
         "not a string",
+        untouched=absent(milvus_lite.uri, collection_name),
     )
     assert count_entities(milvus_lite.uri, collection_name) is None
 
@@ -338,12 +373,13 @@ def test_metadata_type_change_is_stored_as_is_in_the_dynamic_field(
     A key whose type changes between documents (``n``: int, then str) is stored as given; a typed
     comparison (``n > 30``) simply does not match the string value, and nothing errors.
     """
-    figures.bad_input("write: metadata whose type changed (int -> str)", ACCEPTED)
     changed = [{"page_content": "typed differently", "metadata": {"doc_id": "typed", "source": "t", "n": "thirty"}}]
     _add(shared_conn, embedding_conn, seeded, changed, id_key="doc_id")
     hits = _search(shared_conn, embedding_conn, seeded, "typed differently", expr="n > 30", k=100)
-    assert {h["metadata"]["n"] for h in hits} == set(range(31, N_SEED))
     matched = _delete(shared_conn, seeded, 'n == "thirty"', dry_run=True)["matched"]
+    stored = {h["metadata"]["n"] for h in hits} == set(range(31, N_SEED)) and matched == 1
+    figures.bad_input("write: metadata whose type changed (int -> str)", ACCEPTED if stored else MISHANDLED)
+    assert {h["metadata"]["n"] for h in hits} == set(range(31, N_SEED))
     assert matched == 1
     # Re-typing an existing record (upsert of the same id) replaces it: one entity, the new type.
     _add(
@@ -357,13 +393,14 @@ def test_metadata_type_change_is_stored_as_is_in_the_dynamic_field(
     assert_exact_ids(milvus_lite.uri, seeded, SEED_IDS | {"typed"}, figures)
 
 
-def test_empty_query_is_rejected(shared_conn, embedding_conn, seeded, figures):
+def test_empty_query_is_rejected(milvus_lite, shared_conn, embedding_conn, seeded, figures):
     _rejected(
         figures,
         "search: empty query",
         lambda: _search(shared_conn, embedding_conn, seeded, ["ok", "  "]),
         "query 1",
         "empty",
+        untouched=holds(milvus_lite.uri, seeded, N_SEED),
     )
 
 
@@ -374,12 +411,16 @@ def test_milvus_lite_ignores_tokens_so_wrong_milvus_credentials_cannot_be_tested
     """Documented: Milvus Lite accepts any token; wrong credentials are tested via the embedding key (401)."""
     from pymilvus import MilvusClient
 
-    figures.bad_input("milvus: wrong token against Milvus Lite (Lite has no auth)", ACCEPTED)
     client = MilvusClient(uri=milvus_lite.uri, token="wrong:credentials")
     try:
-        assert isinstance(client.list_collections(), list)
+        listed = client.list_collections()
     finally:
         client.close()
+    figures.bad_input(
+        "milvus: wrong token against Milvus Lite (Lite has no auth)",
+        ACCEPTED if isinstance(listed, list) else MISHANDLED,
+    )
+    assert isinstance(listed, list)
 
 
 DEAD_SERVER_HINT = "Milvus did not answer"
@@ -415,6 +456,7 @@ def test_https_to_a_plain_milvus_port_fails_fast_with_tls_message(
         lambda: _add(conn_id, embedding_conn, collection_name, ["x"]),
         TLS_HINT,
         "handshake failed",
+        untouched=absent(milvus_lite.uri, collection_name),
     )
     elapsed = time.monotonic() - started
     figures.measure(
@@ -429,7 +471,7 @@ def test_https_to_a_plain_milvus_port_fails_fast_with_tls_message(
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_dead_port_is_not_reported_as_a_tls_mismatch(
-    scheme, make_milvus_conn, embedding_conn, embeddings, collection_name, figures
+    scheme, milvus_lite, make_milvus_conn, embedding_conn, embeddings, collection_name, figures
 ):
     """Nothing listens: the generic advice, never the TLS one (so the test above can tell them apart)."""
     conn_id = make_milvus_conn(f"{scheme}://127.0.0.1:{_dead_port()}", timeout=5)
@@ -438,6 +480,7 @@ def test_a_dead_port_is_not_reported_as_a_tls_mismatch(
         f"milvus: {scheme}:// to a dead port",
         lambda: _add(conn_id, embedding_conn, collection_name, ["x"]),
         DEAD_SERVER_HINT,
+        untouched=absent(milvus_lite.uri, collection_name),
     )
     assert TLS_HINT not in message, message
     assert "handshake" not in message.lower(), message

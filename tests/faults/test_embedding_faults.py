@@ -24,6 +24,7 @@ from tests.faults.conftest import (
     assert_exact_ids,
     count_entities,
     documents,
+    reject,
     run_in_thread,
     wait_for,
 )
@@ -56,9 +57,9 @@ def test_transient_embedding_errors_are_retried_with_backoff_then_succeed(
     embeddings.inject(status, 2)
     result = op.execute(context={})
     figures.fault(f"embedding_{status or 'drop'}", embeddings.stats.failures_injected)
+    assert_exact_ids(milvus_lite.uri, collection_name, EXPECTED, figures)
     assert embeddings.stats.failures_injected == 2
     assert result["written"] == N_DOCS
-    assert_exact_ids(milvus_lite.uri, collection_name, EXPECTED, figures)
 
 
 class _RecordingProxy:
@@ -170,32 +171,39 @@ def test_embedding_errors_outlasting_retries_mid_ingest_fail_clearly_then_rerun_
     figures.measure(
         f"embedding {status or 'drop'} outlasting retries: failed requests", str(embeddings.stats.failures_injected)
     )
+    partial = count_entities(milvus_lite.uri, collection_name)
+    figures.measure(
+        f"embedding {status or 'drop'} outlasting retries: entities written before the failure", str(partial)
+    )
     assert "result" not in box, "a summary was returned for a partly written ingest"
     assert isinstance(box["error"], MilvusProviderError), repr(box["error"])
     assert_clear_error(box["error"], *keywords, where=f"embedding {status} outlasting retries")
-    partial = count_entities(milvus_lite.uri, collection_name)
     assert partial is not None, "expected a partial write, found no collection"
     assert 0 < partial < N_DOCS, f"expected a partial write, found {partial}"
 
     embeddings.reset_stats()
     embeddings.latency = 0.0
     result = _add(shared_conn, embedding_conn, collection_name).execute(context={})
+    assert_exact_ids(milvus_lite.uri, collection_name, EXPECTED, figures)
     # The batches written before the failure are skipped as unchanged; the rest is written.
     assert (result["written"], result["unchanged"]) == (N_DOCS - partial, partial), result
-    assert_exact_ids(milvus_lite.uri, collection_name, EXPECTED, figures)
 
 
 def test_wrong_embedding_api_key_fails_with_401_message_and_writes_nothing(
     milvus_lite, shared_conn, make_embedding_conn, embeddings, collection_name, figures
 ):
     embedding_conn = make_embedding_conn(api_key=EMBEDDING_SENTINEL)
-    with pytest.raises(MilvusProviderError) as error:
-        _add(shared_conn, embedding_conn, collection_name).execute(context={})
     figures.fault("wrong_credentials")
-    figures.bad_input("wrong embedding API key")
-    message = assert_clear_error(error.value, "embedding API", "API key", "401", where="wrong embedding key")
+    message = reject(
+        figures,
+        "wrong embedding API key",
+        lambda: _add(shared_conn, embedding_conn, collection_name).execute(context={}),
+        "embedding API",
+        "API key",
+        "401",
+        untouched=lambda: count_entities(milvus_lite.uri, collection_name) is None,
+    )
     assert "Milvus rejected" not in message, "an embedding 401 must not blame Milvus credentials"
-    assert count_entities(milvus_lite.uri, collection_name) is None, "collection created despite the failure"
 
 
 def test_wrong_embedding_api_key_on_search_fails_with_401_message(
@@ -203,17 +211,21 @@ def test_wrong_embedding_api_key_on_search_fails_with_401_message(
 ):
     _add(shared_conn, make_embedding_conn(), collection_name).execute(context={})
     bad = make_embedding_conn("faults_embeddings_bad", api_key=EMBEDDING_SENTINEL)
-    with pytest.raises(MilvusProviderError) as error:
-        MilvusSearchToXComOperator(
+    figures.fault("wrong_credentials")
+    reject(
+        figures,
+        "wrong embedding API key (search)",
+        lambda: MilvusSearchToXComOperator(
             task_id="search",
             milvus_conn_id=shared_conn,
             embedding_conn_id=bad,
             collection_name=collection_name,
             queries="topic 3",
-        ).execute(context={})
-    figures.fault("wrong_credentials")
-    figures.bad_input("wrong embedding API key (search)")
-    assert_clear_error(error.value, "embedding API", "API key", where="wrong embedding key search")
+        ).execute(context={}),
+        "embedding API",
+        "API key",
+        untouched=lambda: count_entities(milvus_lite.uri, collection_name) == N_DOCS,
+    )
 
 
 class _EchoingAuthServer:

@@ -83,14 +83,14 @@ def test_milvus_lite_killed_mid_ingest_fails_clearly_then_rerun_writes_exact_ids
     # Mid-way is proven by the embedding requests served before the kill (the thread was still running);
     # how much of that Milvus Lite kept across SIGKILL varies (0 was seen: it had not flushed yet).
     partial = count_entities(own_milvus.uri, collection_name)
+    figures.measure("lite kill (inline): entities that survived the kill", f"{partial} of {N_CHUNKS}")
     assert partial is not None
     assert partial < N_CHUNKS
-    figures.measure("lite kill (inline): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
     result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})  # the Airflow retry
+    assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
     # What survived is skipped as unchanged; the rest is written.
     assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
-    assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
 
 
 def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_rerun_writes_exact_ids(
@@ -119,16 +119,16 @@ def test_milvus_lite_killed_during_deferred_ingest_reports_error_event_then_reru
     with pytest.raises(MilvusProviderError):
         op.execute_complete({}, event=event, staged=[])  # the task fails; its retry re-runs the trigger
     partial = count_entities(own_milvus.uri, collection_name)
+    figures.measure("lite kill (trigger): entities that survived the kill", f"{partial} of {N_CHUNKS}")
     assert partial is not None
     assert partial < N_CHUNKS
-    figures.measure("lite kill (trigger): entities that survived the kill", f"{partial} of {N_CHUNKS}")
 
     event = run_trigger(MilvusOperationTrigger(**kwargs))
     assert event["status"] == "success", event
     result = op.execute_complete({}, event=event, staged=[kwargs["job"]["documents_ref"]])
+    assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
     assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
     assert not Path(kwargs["job"]["documents_ref"]).exists(), "staged documents not removed after success"
-    assert_exact_ids(own_milvus.uri, collection_name, EXPECTED_IDS, figures)
 
 
 @pytest.mark.standalone
@@ -157,8 +157,8 @@ def test_milvus_standalone_killed_mid_ingest_fails_clearly_then_rerun_writes_exa
         assert partial < N_CHUNKS
 
         result = _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})
-        assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
         assert_exact_ids(server.uri, collection_name, EXPECTED_IDS, figures)
+        assert (result["written"], result["unchanged"]) == (N_CHUNKS - partial, partial), result
         # Re-running a completed ingest (a real server does not dedupe inserts) still leaves one copy each.
         _ingest_operator(conn_id, embedding_conn, collection_name).execute(context={})
         assert_exact_ids(server.uri, collection_name, EXPECTED_IDS, figures)

@@ -39,8 +39,8 @@ FULL_SELECTIONS = ("not slow", "")
 CONTRIBUTING_PATHS = (FAULTS_DIR, SECRET_SCAN_TEST, *MULTIHOST_TESTS)
 CHEAPEST_REFRESH = (
     'FAULTS_UPDATE_DOCS=1 .venv/bin/python -m pytest -m "not slow" tests/faults '
-    "tests/integration/test_secrets_never_leak.py tests/integration/test_triggerer_failover.py "
-    "tests/integration/test_s3_staging.py tests/integration/test_several_writers.py"
+    "tests/integration/test_s3_staging.py tests/integration/test_secrets_never_leak.py "
+    "tests/integration/test_several_writers.py tests/integration/test_triggerer_failover.py"
 )
 
 

@@ -1,4 +1,8 @@
-"""Triggers are at-least-once: running the same deferred trigger twice must leave the same data."""
+"""Triggers are at-least-once: running the same deferred trigger twice must leave the same data.
+
+On Milvus Lite, which deduplicates primary keys on insert, and on the real standalone 2.3.5, which keeps
+duplicates (an insert path that re-ran would show there as twice the rows).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,16 @@ from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
 from tests.faults.conftest import assert_exact_ids, documents, run_trigger
 
 N_DOCS = 300
+
+
+@pytest.fixture(params=["lite", pytest.param("standalone", marks=pytest.mark.standalone)])
+def backend(request: pytest.FixtureRequest, make_milvus_conn) -> tuple[str, str]:
+    """(uri, connection id) of the session's Milvus Lite server or its real standalone 2.3.5 server."""
+    if request.param == "lite":
+        uri = request.getfixturevalue("milvus_lite").uri
+    else:
+        uri = request.getfixturevalue("milvus_standalone").uri
+    return uri, make_milvus_conn(uri, timeout=30)
 
 
 def _snapshot(uri: str, collection: str) -> list[tuple]:
@@ -48,11 +62,12 @@ def _run(trigger: MilvusOperationTrigger) -> dict:
 
 
 def test_write_trigger_run_twice_leaves_the_same_data(
-    milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
+    backend, embedding_conn, embeddings, collection_name, figures, tmp_path
 ):
+    uri, conn = backend
     op = MilvusAddDocumentsOperator(
         task_id="add",
-        milvus_conn_id=shared_conn,
+        milvus_conn_id=conn,
         embedding_conn_id=embedding_conn,
         collection_name=collection_name,
         documents=documents(N_DOCS),
@@ -65,22 +80,24 @@ def test_write_trigger_run_twice_leaves_the_same_data(
     trigger = _defer(op)
     first = _run(trigger)
     assert first["status"] == "success", first.get("message")
-    after_first = _snapshot(milvus_lite.uri, collection_name)
+    after_first = _snapshot(uri, collection_name)
     second = _run(trigger)  # the triggerer restarted: the same trigger runs again
     figures.fault("trigger_rerun")
+    # Recorded (expected vs found) before anything is asserted about the second run's data.
+    assert_exact_ids(uri, collection_name, {row[0] for row in after_first}, figures)
     assert second["status"] == "success", second.get("message")
-    assert _snapshot(milvus_lite.uri, collection_name) == after_first
+    assert _snapshot(uri, collection_name) == after_first
     assert len(after_first) == N_DOCS
-    assert_exact_ids(milvus_lite.uri, collection_name, {row[0] for row in after_first}, figures)
 
 
 def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
-    milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
+    backend, embedding_conn, embeddings, collection_name, figures, tmp_path
 ):
+    uri, conn = backend
     base = documents(N_DOCS)
     MilvusAddDocumentsOperator(
         task_id="add",
-        milvus_conn_id=shared_conn,
+        milvus_conn_id=conn,
         embedding_conn_id=embedding_conn,
         collection_name=collection_name,
         documents=base,
@@ -90,7 +107,7 @@ def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
     trigger = _defer(
         MilvusUpsertOperator(
             task_id="upsert",
-            milvus_conn_id=shared_conn,
+            milvus_conn_id=conn,
             embedding_conn_id=embedding_conn,
             collection_name=collection_name,
             documents=changed,
@@ -101,21 +118,23 @@ def test_upsert_trigger_run_twice_after_a_change_leaves_the_changed_data_once(
         )
     )
     assert _run(trigger)["status"] == "success"
-    after_first = _snapshot(milvus_lite.uri, collection_name)
-    assert _run(trigger)["status"] == "success"
+    after_first = _snapshot(uri, collection_name)
+    second = _run(trigger)
     figures.fault("trigger_rerun")
-    assert _snapshot(milvus_lite.uri, collection_name) == after_first
+    assert_exact_ids(uri, collection_name, {d["metadata"]["doc_id"] for d in base}, figures)
+    assert second["status"] == "success", second.get("message")
+    assert _snapshot(uri, collection_name) == after_first
     assert sum(text.endswith(" revised") for _, text, _, _ in after_first) == 150
-    assert_exact_ids(milvus_lite.uri, collection_name, {d["metadata"]["doc_id"] for d in base}, figures)
 
 
 def test_delete_trigger_run_twice_deletes_the_same_entities_once(
-    milvus_lite, shared_conn, embedding_conn, embeddings, collection_name, figures, tmp_path
+    backend, embedding_conn, embeddings, collection_name, figures, tmp_path
 ):
+    uri, conn = backend
     docs = documents(N_DOCS)
     MilvusAddDocumentsOperator(
         task_id="add",
-        milvus_conn_id=shared_conn,
+        milvus_conn_id=conn,
         embedding_conn_id=embedding_conn,
         collection_name=collection_name,
         documents=docs,
@@ -124,7 +143,7 @@ def test_delete_trigger_run_twice_deletes_the_same_entities_once(
     trigger = _defer(
         MilvusDeleteByExprOperator(
             task_id="delete",
-            milvus_conn_id=shared_conn,
+            milvus_conn_id=conn,
             embedding_conn_id=embedding_conn,
             collection_name=collection_name,
             expr="source in {sources}",
@@ -136,8 +155,8 @@ def test_delete_trigger_run_twice_deletes_the_same_entities_once(
     first = _run(trigger)
     second = _run(trigger)
     figures.fault("trigger_rerun")
+    kept = {d["metadata"]["doc_id"] for d in docs if d["metadata"]["source"] not in ("doc/1.md", "doc/2.md")}
+    assert_exact_ids(uri, collection_name, kept, figures)
     assert first["status"] == second["status"] == "success", (first, second)
     assert first["result"]["deleted"] == 12
     assert second["result"]["deleted"] == 0
-    kept = {d["metadata"]["doc_id"] for d in docs if d["metadata"]["source"] not in ("doc/1.md", "doc/2.md")}
-    assert_exact_ids(milvus_lite.uri, collection_name, kept, figures)

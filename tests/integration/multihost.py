@@ -56,7 +56,9 @@ class MultiHost:
     embeddings: EmbeddingServer
     tmpdirs: dict[str, Path]
     slow_milvus: SlowProxy  # connection id "milvus_slow"
+    standalone_uri: str | None = None  # connection id "milvus_standalone": a real Milvus 2.3.5, when installed
     killed: list[dict[str, Any]] = field(default_factory=list)
+    killed_at: float = 0.0  # time.monotonic() when the last kill_triggerer sent SIGKILL
 
     @property
     def staging_url(self) -> str:
@@ -123,6 +125,7 @@ class MultiHost:
         """SIGKILL a triggerer and every process under it (its trigger runner has its own process group)."""
         process = self.stack.processes.pop(name)
         pids = [process.pid, *_descendants(process.pid)]
+        self.killed_at = time.monotonic()  # the moment SIGKILL is sent (tests compare the slow proxy's times)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -145,17 +148,30 @@ class MultiHost:
         raise AssertionError(f"not {count} live triggerers within {timeout}s\n{self.stack.diagnostics()}")
 
 
+@dataclass
+class HeldChunk:
+    """One client->server chunk the slow proxy held: when it arrived, when it went on, and its bytes."""
+
+    received_at: float  # time.monotonic() of this (the test's) process
+    forwarded_at: float | None
+    data: bytes
+
+
 class SlowProxy:
     """A TCP proxy in front of Milvus that holds every client->server chunk for ``delay`` seconds.
 
-    A delete is one Milvus request: behind this proxy it is still in flight a moment after the trigger
-    logged that it is about to send it, which is when the test kills the triggerer.
+    ``hold(markers, seconds)`` holds the chunks that contain every one of ``markers`` (the bytes of one
+    request) that long instead: a delete is one Milvus request, and the test kills the triggerer while
+    the proxy holds it. Every held chunk is kept in ``held`` with when it arrived and when it went on,
+    so the test shows the delete was in flight at the kill instead of assuming it.
     """
 
     def __init__(self, upstream: str, delay: float = 0.0) -> None:
         host, port = upstream.rsplit("//", 1)[-1].rsplit(":", 1)
         self.upstream = (host, int(port))
         self.delay = delay
+        self.held: list[HeldChunk] = []
+        self._hold: tuple[list[bytes], float] | None = None
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -182,12 +198,38 @@ class SlowProxy:
             threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
+    def hold(self, markers: list[bytes], seconds: float) -> None:
+        """Hold the client->server chunks containing all ``markers`` for ``seconds`` (the others: ``delay``)."""
+        self._hold = (markers, seconds)
+
+    def holding(self, markers: list[bytes]) -> HeldChunk | None:
+        """A chunk with all ``markers`` that the proxy holds right now (received, not yet forwarded)."""
+        return next(
+            (c for c in self.held if c.forwarded_at is None and all(m in c.data for m in markers)),
+            None,
+        )
+
+    def reset(self) -> None:
+        self.delay, self._hold = 0.0, None
+        self.held.clear()
+
+    def _delay_for(self, data: bytes) -> float:
+        if self._hold is not None and all(m in data for m in self._hold[0]):
+            return self._hold[1]
+        return self.delay
+
     def _pipe(self, source: socket.socket, target: socket.socket, delayed: bool) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if delayed and self.delay:
-                    time.sleep(self.delay)
-                target.sendall(data)
+                delay = self._delay_for(data) if delayed else 0.0
+                if delay:
+                    chunk = HeldChunk(received_at=time.monotonic(), forwarded_at=None, data=data)
+                    self.held.append(chunk)
+                    time.sleep(delay)
+                    target.sendall(data)
+                    chunk.forwarded_at = time.monotonic()
+                else:
+                    target.sendall(data)
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -228,15 +270,21 @@ _RUNNING: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="session")
-def multihost(milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
+def multihost(
+    milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[MultiHost]:
     pytest.importorskip("moto", reason="the multi-host tests need the test extra (moto[server], s3fs, amazon provider)")
     pytest.importorskip("s3fs")
     pytest.importorskip("airflow.providers.amazon")
     if _RUNNING.get("stopped"):
         pytest.fail("the multi-host deployment was stopped after its last adjacent test: keep its tests together")
+    from tests.servers.milvus_standalone import find_milvus_server_executable
+
+    # The real server too, where one is installed (CI installs it): inserts there keep duplicate keys.
+    standalone = request.getfixturevalue("milvus_standalone") if find_milvus_server_executable() else None
     with contextlib.ExitStack() as resources:
         _RUNNING["resources"] = resources
-        yield _start(resources, milvus_lite, tmp_path_factory)
+        yield _start(resources, milvus_lite, tmp_path_factory, standalone)
         _RUNNING.pop("resources", None)
 
 
@@ -248,7 +296,9 @@ def stop_multihost() -> None:
         resources.close()
 
 
-def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory) -> MultiHost:
+def _start(
+    resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory, standalone: Any
+) -> MultiHost:
     from tests.servers.s3_server import S3Server
 
     root = tmp_path_factory.mktemp("multihost")
@@ -270,6 +320,15 @@ def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: 
         "AIRFLOW_CONN_MILVUS_SLOW": json.dumps(
             {"conn_type": "milvus", "host": slow.uri, "password": MILVUS_TOKEN, "extra": {"timeout": 60}}
         ),
+        **(
+            {
+                "AIRFLOW_CONN_MILVUS_STANDALONE": json.dumps(
+                    {"conn_type": "milvus", "host": standalone.uri, "password": MILVUS_TOKEN, "extra": {"timeout": 30}}
+                )
+            }
+            if standalone is not None
+            else {}
+        ),
         "AIRFLOW__MILVUS__STAGING_URL": f"s3://{STAGING_CONN}@{BUCKET}/{PREFIX}",
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -285,7 +344,14 @@ def _start(resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: 
         airflow_stack(root / "airflow", DAGS_FOLDER, env=env, component_env=component_env, triggerers=len(TRIGGERERS))
     )
     stack.wait_for_dags(DAG_IDS)
-    return MultiHost(stack=stack, s3=s3, embeddings=embeddings, tmpdirs=tmpdirs, slow_milvus=slow)
+    return MultiHost(
+        stack=stack,
+        s3=s3,
+        embeddings=embeddings,
+        tmpdirs=tmpdirs,
+        slow_milvus=slow,
+        standalone_uri=standalone.uri if standalone is not None else None,
+    )
 
 
 class _Figures:
@@ -331,9 +397,19 @@ def record_figure(
     found: int | None = None,
     measure: tuple[str, str] | None = None,
     bad_input: str | None = None,
+    bad_input_outcome: str = "rejected",
 ) -> None:
+    """Record what a test saw, before it asserts (``bad_input_outcome`` as in tests/faults/report.py)."""
     if "(slow)" not in kind:  # the CI suite's published fault figures (tests/faults/report.py)
-        _publish(kind, faults=faults, expected=expected, found=found, measure=measure, bad_input=bad_input)
+        _publish(
+            kind,
+            faults=faults,
+            expected=expected,
+            found=found,
+            measure=measure,
+            bad_input=bad_input,
+            bad_input_outcome=bad_input_outcome,
+        )
     if faults:
         FIGURES.faults[kind] = FIGURES.faults.get(kind, 0) + faults
     if expected is not None and found is not None:
@@ -342,7 +418,7 @@ def record_figure(
         FIGURES.entities_found += found
     if measure is not None:
         FIGURES.measurements[measure[0]] = measure[1]
-    if bad_input is not None:
+    if bad_input is not None and bad_input_outcome == "rejected":
         FIGURES.bad_inputs.append(bad_input)
 
 
@@ -354,6 +430,7 @@ def _publish(
     found: int | None,
     measure: tuple[str, str] | None,
     bad_input: str | None,
+    bad_input_outcome: str,
 ) -> None:
     from tests.faults.report import FIGURES as PUBLISHED
 
@@ -363,4 +440,4 @@ def _publish(
     if measure is not None:
         PUBLISHED.measure(measure[0], measure[1])
     if bad_input is not None:
-        PUBLISHED.bad_input(f"staging: {bad_input}")
+        PUBLISHED.bad_input(f"staging: {bad_input}", bad_input_outcome)

@@ -60,7 +60,9 @@ def docs(n: int) -> list[dict[str, Any]]:
     return [{"page_content": f"staged document {i} " + "pad " * 20, "metadata": {"doc_id": f"s-{i}"}} for i in range(n)]
 
 
-def deferred_add(staging_url: str, collection: str = "staging_check", n: int = 500) -> MilvusAddDocumentsOperator:
+def deferred_add(
+    staging_url: str, collection: str = "staging_check", n: int = 500, **kwargs: Any
+) -> MilvusAddDocumentsOperator:
     return MilvusAddDocumentsOperator(
         task_id="add",
         collection_name=collection,
@@ -69,6 +71,7 @@ def deferred_add(staging_url: str, collection: str = "staging_check", n: int = 5
         deferrable=True,
         inline_max_items=0,
         staging_url=staging_url,
+        **kwargs,
     )
 
 
@@ -120,7 +123,13 @@ BAD_STAGING = {
 
 @pytest.mark.parametrize("case", list(BAD_STAGING))
 def test_bad_staging_fails_at_deferral_time_with_a_clear_message(
-    case: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    case: str,
+    s3: S3Server,
+    milvus_conn_id: str,
+    embedding_conn_id: str,
+    collection_name: str,
+    milvus_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     change, bucket, words = BAD_STAGING[case]
     conn = f"bad_staging_{list(BAD_STAGING).index(case)}"  # Airflow caches a filesystem per connection id
@@ -138,16 +147,41 @@ def test_bad_staging_fails_at_deferral_time_with_a_clear_message(
             connection.pop(key)
     if not change.get("undefined"):
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn.upper()}", json.dumps(connection))
-    operator = deferred_add(f"s3://{conn}@{bucket}/p", n=5)  # small enough to go inline: only the check sees it
+    prefix = f"p-{collection_name}"
+    operator = deferred_add(  # a real Milvus and embeddings: a write that got past the check would land
+        f"s3://{conn}@{bucket}/{prefix}",
+        collection_name,
+        n=5,
+        milvus_conn_id=milvus_conn_id,
+        embedding_conn_id=embedding_conn_id,
+    )
     started = time.monotonic()
-    with pytest.raises(staging.StagingError) as failure:  # raised in execute: never TaskDeferred
+    error: Exception | None = None
+    try:
         operator.execute(context={})
+    except Exception as raised:  # recorded below, whatever it is; asserted after
+        error = raised
     elapsed = time.monotonic() - started
-    message = str(failure.value)
-    record_figure("", measure=(f"bad staging: {case}", f"fails before deferring in {elapsed:.1f} s"), bad_input=case)
+    message = str(error) if error is not None else ""
+    created = milvus_client.has_collection(collection_name)
+    # The check's own probe object is not staged data: moto (unlike S3) accepts an anonymous PUT, then
+    # refuses the anonymous DELETE, so without credentials the probe stays (logged; cleanup() reclaims it).
+    staged = [key for key in s3.keys(BUCKET, prefix) if "/.probe-" not in key]
+    named = all(word.lower() in message.lower() for word in words) and "staging_url" in message
+    rejected = isinstance(error, staging.StagingError) and named and SECRET_KEY not in message
+    outcome = "rejected" if rejected and not created and not staged else "mishandled"
+    record_figure(
+        "",
+        measure=(f"bad staging: {case}", f"{outcome} before deferring in {elapsed:.1f} s: {type(error).__name__}"),
+        bad_input=case,
+        bad_input_outcome=outcome,
+    )
+    assert isinstance(error, staging.StagingError), repr(error)  # raised in execute: never TaskDeferred
     assert all(word.lower() in message.lower() for word in words), message
     assert "staging_url" in message
     assert SECRET_KEY not in message
+    assert not created, "a collection was created although staging was refused"
+    assert staged == [], staged
     assert elapsed < staging.DEFAULT_CHECK_TIMEOUT + 5
 
 
@@ -220,17 +254,21 @@ def test_local_staging_seen_from_another_host_fails_in_the_trigger_with_the_fix(
     os.rename(reference, tmp_path / "moved-away.json")  # "on the worker's disk", not here
     monkeypatch.setattr(staging, "this_host", lambda: "triggerer-host-b")
     event = asyncio.run(deferred.value.trigger.run().__anext__()).payload
-    assert event["status"] == "error"
-    message = event["message"]
-    for words in ("staging_url must be shared storage", reference, "worker-host-a", "triggerer-host-b", "s3://"):
-        assert words in message, message
+    message = event.get("message", "")
+    named = [
+        w for w in ("staging_url must be shared storage", "worker-host-a", "triggerer-host-b", "s3://") if w in message
+    ]
     record_figure(
         "",
         measure=(
             "local staging read on another host",
-            "fails in the trigger with 'staging_url must be shared storage', the path and hosts",
+            f"trigger event {event['status']!r}; its message names {', '.join(repr(w) for w in named) or 'nothing'}"
+            f"{' and the staged path' if reference in message else ''}",
         ),
     )
+    assert event["status"] == "error"
+    for words in ("staging_url must be shared storage", reference, "worker-host-a", "triggerer-host-b", "s3://"):
+        assert words in message, message
 
 
 def test_local_staging_with_a_multi_host_executor_warns_at_deferral(

@@ -1,6 +1,7 @@
 """Several writers on one collection: three DAG runs, inline and deferred, write overlapping sources at once.
 
-Runs on the multi-host deployment (two triggerers, S3 staging, separate temp dirs). The expected
+Runs on the multi-host deployment (two triggerers, S3 staging, separate temp dirs), against Milvus Lite
+and against the real standalone 2.3.5 server (which keeps duplicate primary keys on insert). The expected
 result is what one writer writing every source alone produces (a reference collection written first):
 the same primary keys with the same texts, each exactly once.
 The collection is created by a first, lone run: two tasks creating the same new collection at the same
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_standalone_executable
 from tests.integration.multihost import MultiHost, record_figure
 from tests.integration.retries import assert_no_unexplained_retries
 
@@ -31,12 +33,23 @@ WRITERS = [  # (DAG, sources): every source is written by at least one run, most
 PARAGRAPHS = 20
 
 
-@pytest.fixture(scope="module")
-def reader(milvus_lite: Any) -> Iterator[Any]:
+@pytest.fixture(params=["lite", pytest.param("standalone", marks=pytest.mark.standalone)])
+def backend(request: pytest.FixtureRequest, multihost: MultiHost, milvus_lite: Any) -> Iterator[tuple[str, Any]]:
+    """(Airflow connection id, a pymilvus reader) of Milvus Lite or of the real standalone 2.3.5 server.
+
+    Lite deduplicates primary keys on insert; the standalone server keeps duplicates, so only there
+    would a write path that inserts twice show up.
+    """
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=milvus_lite.uri)
-    yield client
+    if request.param == "lite":
+        conn_id, uri = "milvus_default", milvus_lite.uri
+    else:
+        if multihost.standalone_uri is None:
+            require_standalone_executable()  # skips locally without the server, fails in CI
+        conn_id, uri = "milvus_standalone", multihost.standalone_uri
+    client = MilvusClient(uri=uri)
+    yield conn_id, client
     client.close()
 
 
@@ -46,14 +59,18 @@ def rows(reader: Any, collection: str) -> list[dict[str, Any]]:
     )
 
 
-def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: MultiHost, reader: Any) -> None:
+def test_three_concurrent_writers_leave_the_union_without_duplicates(
+    multihost: MultiHost, backend: tuple[str, Any]
+) -> None:
     mh = multihost
+    conn_id, reader = backend
     reference = f"wr_ref_{uuid.uuid4().hex[:8]}"
     shared = f"wr_{uuid.uuid4().hex[:8]}"
     # The reference (one writer, every source) and the shared collection's creation (a lone first run).
     first = [
         mh.stack.trigger(
-            "milvus_it_writers_inline", {"collection": collection, "sources": sources, "paragraphs": PARAGRAPHS}
+            "milvus_it_writers_inline",
+            {"collection": collection, "sources": sources, "paragraphs": PARAGRAPHS, "milvus_conn_id": conn_id},
         )
         for collection, sources in ((reference, ["docs/seed.md", *SOURCES]), (shared, ["docs/seed.md"]))
     ]
@@ -64,7 +81,12 @@ def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: 
 
     started = time.monotonic()
     runs = [
-        (dag_id, mh.stack.trigger(dag_id, {"collection": shared, "sources": sources, "paragraphs": PARAGRAPHS}))
+        (
+            dag_id,
+            mh.stack.trigger(
+                dag_id, {"collection": shared, "sources": sources, "paragraphs": PARAGRAPHS, "milvus_conn_id": conn_id}
+            ),
+        )
         for dag_id, sources in WRITERS
     ]
     states = {run_id: mh.stack.wait_for_run(dag_id, run_id, timeout=240) for dag_id, run_id in runs}
@@ -98,7 +120,7 @@ def test_three_concurrent_writers_leave_the_union_without_duplicates(multihost: 
     record_figure(
         "",
         measure=(
-            "several writers",
+            f"several writers ({conn_id})",
             f"{len(WRITERS)} runs at once in {elapsed:.0f} s; "
             f"{len(found_rows)} entities vs {len(expected)} expected; {duplicates} duplicate ids; "
             f"{same_text_twice} chunks stored twice under different ids",

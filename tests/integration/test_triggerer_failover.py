@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 INGEST_CHUNKS = 20_000
 INGEST_LATENCY = 0.05  # per embedding request of 100 chunks
+DELETE_HELD_S = 5.0  # the slow proxy holds the delete request this long: the kill lands meanwhile
 SEARCH_QUERIES = 500  # 32 embedding requests of 16 queries; the list (~30 KB) and the hits are staged
 
 
@@ -86,6 +87,7 @@ def failover(
         "trigger_id": trigger_id,
         "first": (first_job, first_name),
         "second": (second_job, second_name),
+        "killed_at": mh.killed_at,
         "taken_over_after_s": round(taken_over_after, 1),
         "tries": stack.task_tries(dag_id, run_id, task_id),
         "trigger_logs": trigger_logs,
@@ -214,8 +216,26 @@ def test_killed_triggerer_mid_search_other_takes_over(multihost: MultiHost, inge
     assert_nothing_staged_left(mh)  # the staged queries and the staged (large) result are both gone
 
 
+def delete_request_markers(collection: str, expr: str) -> list[bytes]:
+    """Bytes only a DeleteRequest for ``expr`` on ``collection`` carries, as sent (gRPC sends it uncompressed).
+
+    Its ``expr`` field has another field number than a QueryRequest's (the count and key look-ups that
+    precede the delete carry the same filter).
+    """
+    from pymilvus.grpc_gen import milvus_pb2
+
+    markers = [
+        milvus_pb2.DeleteRequest(collection_name=collection).SerializeToString(),
+        milvus_pb2.DeleteRequest(expr=expr).SerializeToString(),
+    ]
+    assert markers[1] != milvus_pb2.QueryRequest(expr=expr).SerializeToString()
+    return markers
+
+
 def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, ingested: str, reader: Any) -> None:
     """A delete is one Milvus request: kill the triggerer while it is in flight (held by a slow proxy)."""
+    from airflow_provider_milvus.core.filters import render_filter
+
     mh = multihost
     matched = int(
         reader.query(ingested, filter='group == "g0"', output_fields=["count(*)"], consistency_level="Strong")[0][
@@ -223,35 +243,63 @@ def test_killed_triggerer_mid_delete_other_takes_over(multihost: MultiHost, inge
         ]
     )
     assert matched == len([i for i in range(INGEST_CHUNKS) if i % 3 == 0])
-    mh.slow_milvus.delay = 0.5
+    # The DAG's filter as the provider renders it; no tenant, so the delete request carries it as is.
+    markers = delete_request_markers(ingested, render_filter("group == {g}", {"g": "g0"}))
+    mh.slow_milvus.reset()
+    mh.slow_milvus.hold(markers, DELETE_HELD_S)
     try:
         run_id = mh.stack.trigger(
             "milvus_it_failover_delete", {"collection": ingested, "group": "g0", "milvus_conn_id": "milvus_slow"}
         )
-        about_to_delete = f"delete {ingested}: filter"
         outcome = failover(
             mh,
             "milvus_it_failover_delete",
             run_id,
             "delete",
-            mid_run=lambda: about_to_delete in mh.stack.task_log("milvus_it_failover_delete", run_id, "delete"),
+            mid_run=lambda: mh.slow_milvus.holding(markers) is not None,
         )
     finally:
-        mh.slow_milvus.delay = 0.0
+        mh.slow_milvus.hold([], 0.0)  # hold nothing from now on (``held`` is read below)
+    requests = [c for c in mh.slow_milvus.held if all(m in c.data for m in markers)]
     pks = all_pks(reader, ingested)
     expected = {f"fo-{i}" for i in range(INGEST_CHUNKS) if i % 3 != 0}
     summary = mh.stack.xcom("milvus_it_failover_delete", run_id, "delete")
-    print(f"\n[failover delete] {outcome} matched={matched} summary={summary}")
+    killed_at = outcome["killed_at"]
+    # In flight at the kill: the first triggerer had sent it (it reached the proxy before SIGKILL) and
+    # Milvus had not received it (the proxy forwarded it after SIGKILL, or never).
+    first = requests[0] if requests else None
+    in_flight = first is not None and first.received_at <= killed_at and (first.forwarded_at or killed_at) >= killed_at
+    print(f"\n[failover delete] {outcome} matched={matched} summary={summary} delete requests={len(requests)}")
     record_figure("triggerer SIGKILL mid-delete", faults=1, expected=len(expected), found=len(pks))
+    if first is None:
+        when = "no delete request seen by the proxy"
+    else:
+        forwarded = (
+            "never forwarded"
+            if first.forwarded_at is None
+            else f"forwarded {first.forwarded_at - killed_at:+.2f} s from it"
+        )
+        when = (
+            f"its delete request {'in flight' if in_flight else 'NOT in flight'} (reached the proxy "
+            f"{first.received_at - killed_at:+.2f} s from the SIGKILL, {forwarded})"
+        )
+    # What the run that took over still found says whether the first delete reached Milvus after all.
+    first_delete = "had been applied" if summary["matched"] == 0 else "was never applied"
     record_figure(
         "",
         measure=(
             "triggerer failover, delete",
-            f"{matched} to delete, killed {outcome['first'][1]} with the delete request in flight; "
-            f"taken over by {outcome['second'][1]} in {outcome['taken_over_after_s']} s "
-            f"(it then matched {summary['matched']}); {len(pks)} entities left, {len(expected)} expected",
+            f"{matched} to delete, killed {outcome['first'][1]} with {when}; "
+            f"taken over by {outcome['second'][1]} in {outcome['taken_over_after_s']} s, whose delete matched "
+            f"{summary['matched']} (the first delete {first_delete}); {len(pks)} entities left, "
+            f"{len(expected)} expected",
         ),
     )
+    assert first is not None, "the delete request never went through the slow proxy"
+    assert in_flight, f"the delete was not in flight at the kill: {when}"
+    # One delete request from the killed triggerer, and one from the other unless nothing was left to delete.
+    assert len(requests) == (1 if summary["matched"] == 0 else 2), len(requests)
+    assert summary["matched"] in (0, matched), summary
     assert outcome["tries"] == 1
     assert len(pks) == len(set(pks))
     assert set(pks) == expected

@@ -80,7 +80,13 @@ def make_source_docs() -> list[dict[str, Any]]:
     return source_documents(list(conf["sources"]), int(conf.get("paragraphs", 20)))
 
 
-WRITER = {"chunk_size": 120, "replace_by": "source", "batch_size": 20, "max_concurrency": 2}
+WRITER = {
+    "chunk_size": 120,
+    "replace_by": "source",
+    "batch_size": 20,
+    "max_concurrency": 2,
+    "milvus_conn_id": "{{ dag_run.conf.get('milvus_conn_id', 'milvus_default') }}",
+}
 
 
 @dag(dag_id="milvus_it_writers_inline", schedule=None, catchup=False, default_args=DEFAULT_ARGS, tags=["integration"])
