@@ -15,6 +15,8 @@ from airflow_provider_milvus.core.checks import check_collection_name
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
+from tests.faults.test_bad_input_before_write import _add
+
 BAD_NAMES = ["my-coll", "1abc", "has space", "caf\u00e9", "a$b", "n" * 256]
 
 
@@ -62,19 +64,6 @@ def _ten(last: dict[str, Any], typed: tuple[str, ...] = ()) -> list[dict[str, An
     ]
     docs[9]["metadata"].update(last)
     return docs
-
-
-def _add(conn: str, emb: str, name: str, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
-    return MilvusAddDocumentsOperator(
-        task_id="add",
-        milvus_conn_id=conn,
-        embedding_conn_id=emb,
-        collection_name=name,
-        documents=docs,
-        id_key="doc_id",
-        batch_size=2,
-        **kwargs,
-    ).execute(context={})
 
 
 def _count(client: Any, name: str) -> int:
