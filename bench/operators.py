@@ -34,14 +34,13 @@ class Tuning:
     write_max_concurrency: int = 8
     search_batch_size: int = 16
     search_max_concurrency: int = 8
-    delete_batch_size: int = 100
     delete_max_concurrency: int = 8
 
     def describe(self) -> str:
         return (
             f"write batch_size={self.write_batch_size} max_concurrency={self.write_max_concurrency}; "
             f"search batch_size={self.search_batch_size} max_concurrency={self.search_max_concurrency}; "
-            f"delete batch_size={self.delete_batch_size} max_concurrency={self.delete_max_concurrency}"
+            f"delete max_concurrency={self.delete_max_concurrency}"
         )
 
 
@@ -80,7 +79,6 @@ def _write_job(collection: str, docs: list[Document], tuning: Tuning) -> Any:
         max_concurrency=tuning.write_max_concurrency,
         documents=normalize_documents(docs),
         id_key="id",
-        label="add",
     )
 
 
@@ -130,7 +128,6 @@ def delete(collection: str, ids: list[str], tuning: Tuning) -> float:
     with timed() as timer:
         job = DeleteJob(
             store=_store(collection),
-            batch_size=tuning.delete_batch_size,
             max_concurrency=tuning.delete_max_concurrency,
             expr="id in {ids}",
             expr_params={"ids": list(ids)},

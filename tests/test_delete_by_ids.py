@@ -8,11 +8,14 @@ standalone (2.3.5), inline and deferred, read back with pymilvus.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import pytest
+from airflow.exceptions import AirflowProviderDeprecationWarning
 
+from airflow_provider_milvus.core.jobs import DeleteJob
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusDeleteByExprOperator
 
@@ -189,6 +192,14 @@ def test_bad_ids_are_refused_before_connecting(milvus_conn_id, collection_name, 
 def test_expr_or_ids_is_checked_when_the_task_is_built(arguments, message):
     with pytest.raises(ValueError, match=message):
         MilvusDeleteByExprOperator(task_id="d", collection_name="c", **arguments)
+
+
+def test_batch_size_is_deprecated_for_deletes_and_the_job_has_none():
+    """A delete is one request: the argument is accepted (old DAGs still parse) with a warning, and goes nowhere."""
+    with pytest.warns(AirflowProviderDeprecationWarning, match="ignores batch_size"):
+        operator = MilvusDeleteByExprOperator(task_id="d", collection_name="c", expr="n > 1", batch_size=50)
+    assert "batch_size" not in {f.name for f in dataclasses.fields(DeleteJob)}
+    assert operator.max_concurrency == 8
 
 
 def test_a_long_filter_is_shortened_at_info_and_whole_at_debug(tier, name, caplog):

@@ -12,7 +12,7 @@ import time
 import pytest
 from airflow.exceptions import TaskDeferred
 
-from airflow_provider_milvus.core.jobs import MAX_QUERIES_PER_REQUEST
+from airflow_provider_milvus.core.limits import MAX_NQ
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import (
     MilvusDeleteByExprOperator,
@@ -138,13 +138,13 @@ def test_mmr_on_a_bm25_only_collection_says_it_needs_dense_embeddings(milvus_con
 
 def test_a_batch_above_the_milvus_nq_cap_is_refused(milvus_conn_id, collection_name):
     run(add(collection_name, milvus_conn_id, docs(5)), "inline")
-    with pytest.raises(MilvusProviderError, match=f"between 1 and {MAX_QUERIES_PER_REQUEST}"):
+    with pytest.raises(MilvusProviderError, match=f"between 1 and {MAX_NQ}"):
         MilvusSearchToXComOperator(
             task_id="s",
             milvus_conn_id=milvus_conn_id,
             collection_name=collection_name,
             queries="q",
-            batch_size=MAX_QUERIES_PER_REQUEST + 1,
+            batch_size=MAX_NQ + 1,
         ).execute({})
 
 

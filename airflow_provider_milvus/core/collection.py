@@ -1,10 +1,15 @@
 """
-New collections as the user chooses them, and opening any collection for a run.
+New collections as the user chooses them, and reading any collection's schema for a run.
 
 A new collection gets this provider's defaults unless the DAG says otherwise (``NewCollection``):
 ``pk`` VARCHAR, ``text`` VARCHAR, a dense ``vector`` (with embeddings, COSINE/AUTOINDEX) and/or a
-``sparse`` BM25 output field, metadata in the dynamic field. Existing collections are used as they
-are: ``open_collection`` reads their schema (``CollectionSchema``) instead of assuming names.
+``sparse`` BM25 output field, metadata in the dynamic field, Strong consistency, and the embedding
+identity as a collection property. ``NewCollection.expected_schema`` is the schema ``create`` would
+make, so input is checked against it before anything is created. Existing collections are used as
+they are: ``read_schema`` / ``aread_schema`` describe them (fields, indexes' metrics) as a
+``CollectionSchema`` instead of assuming names, and ``check_dimension`` / ``check_embedding_identity``
+refuse vectors of another size or from another model. Opening a collection for a run (load, tenant
+checks) is ``core/session.py``'s.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.filters import render_filter, short_filter, to_literal
 from airflow_provider_milvus.core.gather import bounded_gather
 from airflow_provider_milvus.core.ledger import forget_matching
+from airflow_provider_milvus.core.limits import MAX_QUERY_ROWS
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
@@ -115,7 +116,7 @@ async def _delete_ids(job: DeleteJob) -> dict[str, Any]:
         batches = _key_batches(keys)
 
         async def existing(batch: Sequence[Any]) -> list[Any]:
-            rows = await session.query(session.scoped(_in(primary, batch)), [primary], 16384)
+            rows = await session.query(session.scoped(_in(primary, batch)), [primary], MAX_QUERY_ROWS)
             return [row[primary] for row in rows]
 
         with session.errors(action=f"look up {len(keys)} ids in '{name}'"):

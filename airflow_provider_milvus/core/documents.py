@@ -4,7 +4,12 @@ Turn operator input into chunks with stable primary keys, rejecting bad input be
 An id never depends on where a document sits in the input list: it comes from ``ids``, from
 ``metadata[id_key]``, or from a hash of what identifies the chunk (its source, its text, and which
 occurrence of that text it is within its own document). Re-running with the input reordered,
-extended or repeated therefore writes the same primary keys. Runs in the worker (CPU work).
+extended or repeated therefore writes the same primary keys. Derived ids are 32 hex digits; an INT64
+collection gets them as 63-bit numbers (``core/rows.py``).
+
+``normalize_documents`` and the ``check_*`` functions run in the worker, when the operator executes,
+so bad input fails before deferring; ``prepare_chunks`` (splitting and ids, CPU work) runs in the
+write core, in a thread, after the source ledger has named the sources it can skip.
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-# Milvus caps nq (query vectors per search request) at 16384.
-MAX_QUERIES_PER_REQUEST = 16384
 SEARCH_TYPES = ("similarity", "similarity_score", "mmr")
 CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 
@@ -33,8 +31,7 @@ class Job:
 
     operation: ClassVar[str]
     store: StoreConfig
-    batch_size: int = 100
-    max_concurrency: int = 8
+    max_concurrency: int = 8  # requests in flight at once
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every chunk (~10% of a 10k ingest).
@@ -62,6 +59,7 @@ class WriteJob(Job):
     """
 
     operation: ClassVar[str] = "write"
+    batch_size: int = 100  # chunks per Milvus request (and per embedding request)
     documents: list[dict[str, Any]] | None = None
     documents_ref: str | None = None
     ids: list[str | int] | None = None
@@ -72,7 +70,6 @@ class WriteJob(Job):
     delete_missing: bool = False
     force: bool = False
     track_sources: bool = True
-    label: str = "write"
 
 
 @dataclass(frozen=True)
@@ -81,6 +78,7 @@ class DeleteJob(Job):
     Delete what ``expr`` (with ``expr_params``) matches, or the rows whose primary keys are ``ids``.
 
     ``ids`` may be staged (``ids_ref``); either way the delete is guarded against emptying the collection.
+    A delete is one request (ids are looked up 1,000 per query): it has no batch size.
     """
 
     operation: ClassVar[str] = "delete"

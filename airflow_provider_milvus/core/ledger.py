@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.gather import batched, bounded_gather
+from airflow_provider_milvus.core.limits import MAX_QUERY_ROWS
 from airflow_provider_milvus.core.schema import VARCHAR
+from airflow_provider_milvus.core.session import in_sync_client
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
-    from pymilvus import AsyncMilvusClient
+    from pymilvus import AsyncMilvusClient, MilvusClient
 
     from airflow_provider_milvus.core.jobs import WriteJob
     from airflow_provider_milvus.core.schema import CollectionSchema
@@ -44,8 +46,7 @@ log = logging.getLogger(__name__)
 SUFFIX = "__sources"
 VERSION = "2"  # part of every digest: a change in how chunks are derived invalidates all entries
 BATCH = 1000  # sources per verification, upsert or delete request
-VERIFY_ROWS = 8000  # rows expected per verification query; one query returns at most 16,384
-QUERY_CAP = 16384  # rows one Milvus query returns at most
+VERIFY_ROWS = 8000  # rows expected per verification query; one query returns at most MAX_QUERY_ROWS
 DIGEST_FIELD = "source_digest"  # every row of a tracked source carries its source's digest here
 MARKER = "airflow-provider-milvus source ledger"  # a collection property of every ledger made here
 # The ledger's fields as created here: (name, type); describe_collection reports types as numbers.
@@ -192,8 +193,8 @@ class Ledger:
             return {}
         await self.session.client.load_collection(self.name, timeout=self.session.timeout)
         fields = ["source", "digest", "chunks"]
-        rows = await self.session.query(self._where, fields, QUERY_CAP, collection=self.name, phase="ledger")
-        if len(rows) == QUERY_CAP:
+        rows = await self.session.query(self._where, fields, MAX_QUERY_ROWS, collection=self.name, phase="ledger")
+        if len(rows) == MAX_QUERY_ROWS:
             rows = await self.session.query_all(self._where, fields, collection=self.name, phase="ledger")
         entries: dict[str, Entry] = {}
         unreadable = 0
@@ -248,8 +249,8 @@ class Ledger:
         async def verify(sources: list[str]) -> set[str]:
             values = [json.loads(s) for s in sources]
             expr = self.session.scoped(f"{self.key} in {to_literal(values)}")
-            rows = await self.session.query(expr, fields, QUERY_CAP, phase="ledger")
-            if len(rows) == QUERY_CAP:
+            rows = await self.session.query(expr, fields, MAX_QUERY_ROWS, phase="ledger")
+            if len(rows) == MAX_QUERY_ROWS:
                 rows = await self.session.query_all(expr, fields, phase="ledger")
             return intact_sources({s: entries[s] for s in sources}, rows, key=self.key, primary=schema.primary)
 
@@ -306,7 +307,7 @@ class Ledger:
         if not entries:
             return
         if not await self.exists():
-            await asyncio.to_thread(_create_sync, self.session, self.name)
+            await in_sync_client(self.session.settings, lambda client: _create_ledger(client, self.name))
             self._exists = True
         rows = [
             {
@@ -357,8 +358,8 @@ async def forget_matching(session: Session, expr: str) -> None:
     if not carries_digest(session.schema) or not await session.client.has_collection(name, timeout=session.timeout):
         return
     field = DIGEST_FIELD if DIGEST_FIELD in session.schema.scalars else "$meta"
-    rows = await session.query(expr, [session.schema.primary, field], QUERY_CAP, phase="ledger")
-    if len(rows) == QUERY_CAP:
+    rows = await session.query(expr, [session.schema.primary, field], MAX_QUERY_ROWS, phase="ledger")
+    if len(rows) == MAX_QUERY_ROWS:
         await forget_scope(session)
         return
     await forget_digests(session, (row.get(DIGEST_FIELD) for row in rows))
@@ -406,7 +407,7 @@ class SourceTracking:
             log.warning(
                 "%s %s: the collection has no dynamic field and no VARCHAR field '%s', so its rows cannot carry "
                 "their source's digest: the source ledger is off and every source is compared chunk by chunk",
-                job.label,
+                job.operation,
                 session.name,
                 DIGEST_FIELD,
             )
@@ -429,7 +430,7 @@ class SourceTracking:
         if tracking.check.skipped:
             log.info(
                 "%s %s: %d unchanged sources skipped whole (source ledger, verified)",
-                job.label,
+                job.operation,
                 session.name,
                 len(tracking.skipped),
             )
@@ -483,31 +484,27 @@ class SourceTracking:
             await self.ledger.forget(s for s in self.check.known if s not in self.values)
 
 
-def _create_sync(session: Session, name: str) -> None:
-    """Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks."""
+def _create_ledger(client: MilvusClient, name: str) -> None:
+    """Create the ledger collection unless it exists; a concurrent creator winning the race is not an error."""
     from pymilvus import DataType, MilvusClient
 
-    client = MilvusClient(**session.settings.client_kwargs())
+    if client.has_collection(name):
+        return
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("key", DataType.VARCHAR, max_length=1024)
+    schema.add_field("scope", DataType.VARCHAR, max_length=1024)
+    schema.add_field("source", DataType.VARCHAR, max_length=65535)
+    schema.add_field("digest", DataType.VARCHAR, max_length=64)
+    schema.add_field("chunks", DataType.INT64)
+    # Milvus needs a vector field in every collection; the ledger never searches it.
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+    index = MilvusClient.prepare_index_params()
+    index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
     try:
-        if client.has_collection(name):
-            return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("key", DataType.VARCHAR, max_length=1024)
-        schema.add_field("scope", DataType.VARCHAR, max_length=1024)
-        schema.add_field("source", DataType.VARCHAR, max_length=65535)
-        schema.add_field("digest", DataType.VARCHAR, max_length=64)
-        schema.add_field("chunks", DataType.INT64)
-        # Milvus needs a vector field in every collection; the ledger never searches it.
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
-        index = MilvusClient.prepare_index_params()
-        index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
-        try:
-            client.create_collection(
-                name, schema=schema, index_params=index, consistency_level="Strong", properties={"ledger": MARKER}
-            )
-        except Exception as error:
-            if "exist" not in str(error).lower():  # another task created it first
-                raise
-    finally:
-        client.close()
+        client.create_collection(
+            name, schema=schema, index_params=index, consistency_level="Strong", properties={"ledger": MARKER}
+        )
+    except Exception as error:
+        if "exist" not in str(error).lower():  # another task created it first
+            raise

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.gather import batched, bounded_gather
 from airflow_provider_milvus.core.ledger import DIGEST_FIELD, SourceTracking
+from airflow_provider_milvus.core.limits import MAX_QUERY_ROWS
 from airflow_provider_milvus.core.rows import RowBuilder, same_content
 
 if TYPE_CHECKING:
@@ -26,8 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_milvus.core.session import Session
 
 LOOKUP_IDS = 1000  # primary keys per "pk in [...]" lookup
-LOOKUP_ROWS = 8000  # rows expected per "source in [...]" lookup; one query returns at most 16,384
-QUERY_CAP = 16384
+LOOKUP_ROWS = 8000  # rows expected per "source in [...]" lookup; one query returns at most MAX_QUERY_ROWS
 
 
 @dataclass
@@ -233,8 +233,8 @@ async def _stored_by_source(
 
     async def lookup(sources: list[Any]) -> list[dict[str, Any]]:
         expr = session.scoped(f"{key} in {to_literal(sources)}")
-        rows = await session.query(expr, fields, limit=QUERY_CAP)
-        return rows if len(rows) < QUERY_CAP else await session.query_all(expr, fields)
+        rows = await session.query(expr, fields, limit=MAX_QUERY_ROWS)
+        return rows if len(rows) < MAX_QUERY_ROWS else await session.query_all(expr, fields)
 
     results = await bounded_gather(groups, lookup, max_concurrency=job.max_concurrency)
     return _group([row for rows in results for row in rows], key)

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_milvus.core.limits import MAX_TOP_K
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 VECTOR_KEYS = ("vector", "embedding")  # the keys common-ai's and this provider's documents use
-MAX_TOP_K = 16384  # Milvus caps a search's limit (topk) at 16384; Milvus Lite has no cap
 
 
 @dataclass(frozen=True)

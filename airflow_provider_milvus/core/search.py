@@ -27,8 +27,9 @@ from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import check_dimension
 from airflow_provider_milvus.core.filters import render_filter
 from airflow_provider_milvus.core.gather import Progress, batched, pipelined_gather
-from airflow_provider_milvus.core.jobs import CONSISTENCY_LEVELS, MAX_QUERIES_PER_REQUEST, SEARCH_TYPES, SearchJob
+from airflow_provider_milvus.core.jobs import CONSISTENCY_LEVELS, SEARCH_TYPES, SearchJob
 from airflow_provider_milvus.core.ledger import DIGEST_FIELD
+from airflow_provider_milvus.core.limits import MAX_NQ
 from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
 from airflow_provider_milvus.core.session import Session, open_session
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -50,8 +51,8 @@ async def run_search(job: SearchJob) -> list[list[dict[str, Any]]]:
             f"consistency_level must be one of {CONSISTENCY_LEVELS} (or None for the collection's own), "
             f"got {job.consistency_level!r}."
         )
-    if not 1 <= job.batch_size <= MAX_QUERIES_PER_REQUEST:
-        raise MilvusProviderError(f"batch_size must be between 1 and {MAX_QUERIES_PER_REQUEST} for searches.")
+    if not 1 <= job.batch_size <= MAX_NQ:
+        raise MilvusProviderError(f"batch_size must be between 1 and {MAX_NQ} for searches.")
     problem = top_k_problem(job.k) or top_k_problem(job.fetch_k, "fetch_k")
     if problem:
         raise MilvusProviderError(problem)

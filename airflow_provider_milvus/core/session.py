@@ -7,14 +7,17 @@ import contextlib
 import importlib
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_milvus.core.collection import NewCollection, aread_schema, check_embedding_identity
 from airflow_provider_milvus.core.filters import to_literal
+from airflow_provider_milvus.core.limits import MAX_QUERY_ROWS
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
+
+T = TypeVar("T")
 
 # The dense field's size in the schema a new collection is checked against before the model is probed.
 DIMENSION_STAND_IN = 8
@@ -104,11 +107,11 @@ class Session:
         expr: str,
         output_fields: list[str],
         *,
-        page: int = 16384,
+        page: int = MAX_QUERY_ROWS,
         collection: str | None = None,
         phase: str = "lookup",
     ) -> list[dict[str, Any]]:
-        """Every row ``expr`` matches, past Milvus's 16,384-row cap of one query (sync iterator in a thread)."""
+        """Every row ``expr`` matches, past the ``MAX_QUERY_ROWS`` one query returns (sync iterator in a thread)."""
         from pymilvus import MilvusClient
 
         def iterate() -> list[dict[str, Any]]:
@@ -258,24 +261,26 @@ async def _create(
         dimension = len(await embeddings.aembed_query("dimension probe"))
     if identity is not None:
         identity = {**identity, "dimensions": identity.get("dimensions") or dimension}
-    # Sync client in a thread: the async create_collection waits on an index RPC Milvus Lite lacks.
-    await asyncio.to_thread(_create_sync, options, settings, name, dimension, identity)
+    await in_sync_client(settings, lambda client: options.create(client, name, dimension, identity=identity))
 
 
-def _create_sync(
-    options: NewCollection,
-    settings: MilvusConnectionSettings,
-    name: str,
-    dimension: int | None,
-    identity: dict[str, Any] | None,
-) -> None:
+async def in_sync_client(settings: MilvusConnectionSettings, work: Callable[[MilvusClient], T]) -> T:
+    """
+    Run ``work`` with a short-lived sync client, in a thread; the client is closed after it.
+
+    Collections (this package's and the source ledger's) are created this way: the async
+    ``create_collection`` waits on an index RPC Milvus Lite lacks.
+    """
     from pymilvus import MilvusClient
 
-    client = MilvusClient(**settings.client_kwargs())
-    try:
-        options.create(client, name, dimension, identity=identity)
-    finally:
-        client.close()
+    def run() -> T:
+        client = MilvusClient(**settings.client_kwargs())
+        try:
+            return work(client)
+        finally:
+            client.close()
+
+    return await asyncio.to_thread(run)
 
 
 def _choice(config: StoreConfig) -> FieldChoice:

@@ -60,7 +60,7 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
         documents = await asyncio.to_thread(staging.load_json, job.documents_ref or "")
     name = job.store.collection_name
     if not documents:
-        log.info("%s %s: no documents, nothing to write", job.label, name)
+        log.info("%s %s: no documents, nothing to write", job.operation, name)
         return _summary(job, started, documents=0, chunks=0, written=0, unchanged=0, embedded=0)
     _check_sources(job, documents)
     given = [len(d["vector"]) for d in documents if d.get("vector") is not None]
@@ -109,7 +109,7 @@ async def _write_session(
         log.info(
             "%s %s: %d sources skipped whole (%d chunks), %d chunks compared: %d unchanged, %d to write, "
             "%d stale, %d of %d vanished sources",
-            job.label,
+            job.operation,
             name,
             len(sources.skipped),
             sources.skipped_chunks,
@@ -217,7 +217,7 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
     batches = batched(plan.to_write, job.batch_size)
     if not batches:
         return 0
-    progress = Progress(f"{job.label} {schema.name}", len(batches), logger=log)
+    progress = Progress(f"{job.operation} {schema.name}", len(batches), logger=log)
     replace_by_delete = session.upsert_misroutes_partition_key and not schema.auto_id
     write = session.client.insert if schema.auto_id or replace_by_delete else session.client.upsert
 
@@ -284,13 +284,13 @@ async def _delete_ids(session: Session, job: WriteJob, pks: list[Any], what: str
         await session.client.delete(session.name, ids=list(batch), timeout=session.timeout)
 
     await bounded_gather(batched(pks, DELETE_IDS), delete, max_concurrency=job.max_concurrency)
-    log.info("%s %s: removed %d %s rows", job.label, session.name, len(pks), what)
+    log.info("%s %s: removed %d %s rows", job.operation, session.name, len(pks), what)
     return len(pks)
 
 
 def _summary(job: WriteJob, started: float, **counts: Any) -> dict[str, Any]:
     return {
-        "operation": job.label,
+        "operation": job.operation,
         "collection": job.store.collection_name,
         "duplicates": 0,
         **counts,

@@ -8,14 +8,14 @@ Every operator builds a plain-data job and runs the same async core either in th
 from __future__ import annotations
 
 import ast
-import asyncio
-import contextlib
 import json
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
+from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.checks import check_job
@@ -29,13 +29,13 @@ from airflow_provider_milvus.core.documents import (
     normalize_documents,
 )
 from airflow_provider_milvus.core.files import check_encoding, load_documents
+from airflow_provider_milvus.core.inline import run_inline
 from airflow_provider_milvus.core.operations import (
     DeleteJob,
     Job,
     SearchJob,
     StoreConfig,
     WriteJob,
-    run_job,
 )
 from airflow_provider_milvus.core.queries import normalize_queries, top_k_problem
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -81,7 +81,7 @@ class BaseMilvusOperator(BaseOperator):
     :param vector_field: The dense vector field to use, when the collection has several.
     :param partition_key_value: Scope the task to one tenant of a partition-key collection: writes set
         the field, searches, deletes and counts filter on it.
-    :param batch_size: Items per Milvus request (and per embedding request).
+    :param batch_size: Items per Milvus request (and per embedding request) of writes and searches.
     :param max_concurrency: At most this many batches in flight at once.
     :param deferrable: Run in the triggerer instead of occupying a worker slot.
     :param timeout: Deferral timeout (always set: Airflow 3.3 does not enforce ``execution_timeout``
@@ -160,12 +160,7 @@ class BaseMilvusOperator(BaseOperator):
                 timeout=self.timeout,
                 kwargs={"staged": staged},
             )
-        try:
-            result = asyncio.run(_run_inline(job, self.timeout.total_seconds()))
-        except TimeoutError:
-            raise MilvusProviderError(
-                f"{job.operation} on '{self.collection_name}' did not finish within {self.timeout}."
-            ) from None
+        result = run_inline(job, timeout=self.timeout)
         return self.finish(result)
 
     def execute_complete(
@@ -219,7 +214,6 @@ class _BaseWriteOperator(BaseMilvusOperator):
         "replace_by",
         "new_collection",
     )
-    label = "write"
 
     def __init__(
         self,
@@ -276,7 +270,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
                 )
             self.log.info("No documents given: nothing to write to '%s'", self.collection_name)
             return {
-                "operation": self.label,
+                "operation": WriteJob.operation,
                 "collection": self.collection_name,
                 "documents": 0,
                 "chunks": 0,
@@ -297,7 +291,6 @@ class _BaseWriteOperator(BaseMilvusOperator):
             delete_missing=self.delete_missing,
             force=self.force,
             track_sources=self.track_sources,
-            label=self.label,
         )
         return self.run(job, items=estimate_chunks(documents, split))
 
@@ -359,8 +352,6 @@ class MilvusAddDocumentsOperator(_BaseWriteOperator):
     :param text_max_length: Shortcut for ``new_collection["text_max_length"]``.
     """
 
-    label = "add"
-
 
 class MilvusUpsertOperator(_BaseWriteOperator):
     """
@@ -369,8 +360,6 @@ class MilvusUpsertOperator(_BaseWriteOperator):
     Takes the same parameters as ``MilvusAddDocumentsOperator`` and requires ``ids`` or ``id_key``
     (or ``replace_by`` on an auto-id collection).
     """
-
-    label = "upsert"
 
     def execute(self, context: Context) -> Any:
         if not self.ids and not self.id_key and not self.replace_by:
@@ -401,8 +390,8 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
     :param allow_delete_all: Allow an empty filter, or a filter or ids that match every entity.
     :param dry_run: Only count what would be deleted (and, with ``ids``, which are not found).
 
-    A delete is one request: ``batch_size`` does not apply (ids are looked up 1,000 per query, at most
-    ``max_concurrency`` queries at a time).
+    A delete is one request and takes no ``batch_size`` (deprecated here, ignored with a warning): ids
+    are looked up 1,000 per query, at most ``max_concurrency`` queries at a time.
     """
 
     template_fields: Sequence[str] = (*_STORE_FIELDS, "expr", "expr_params", "ids")
@@ -417,6 +406,12 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
         dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
+        if kwargs.pop("batch_size", None) is not None:
+            warnings.warn(
+                "MilvusDeleteByExprOperator ignores batch_size (a delete is one request); drop the argument.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
         super().__init__(**kwargs)
         if ids is not None and (expr or expr_params):
             raise ValueError("Pass expr (a filter, with expr_params) or ids, not both.")
@@ -438,7 +433,6 @@ class MilvusDeleteByExprOperator(BaseMilvusOperator):
             raise MilvusProviderError(f"expr_params must be a dict, got {type(params).__name__}.")
         job = DeleteJob(
             store=self.store_config(),
-            batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             expr=self.expr or "",
             expr_params=params,
@@ -558,29 +552,6 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     def finish(self, result: Any) -> Any:
         hits = super().finish(result)
         return hits[0] if hits and normalize_queries(_native(self.queries)).single else hits
-
-
-async def _run_inline(job: Job, seconds: float) -> Any:
-    """
-    Run ``job`` on this short-lived loop, then close the loop's pymilvus channels.
-
-    pymilvus keeps one connection manager per loop id and never drops it: without this, every inline
-    run leaves an open gRPC channel bound to a closed loop behind (one per task in a long-lived process).
-    Never done in the trigger: the triggerer's loop and its channels are shared by every trigger.
-    """
-    try:
-        return await asyncio.wait_for(run_job(job.operation, job.to_dict()), seconds)
-    finally:
-        await _close_loop_connections()
-
-
-async def _close_loop_connections() -> None:
-    with contextlib.suppress(Exception):
-        from pymilvus.client.connection_manager import AsyncConnectionManager
-
-        await AsyncConnectionManager.get_instance().close_all()
-        with AsyncConnectionManager._instances_lock:
-            AsyncConnectionManager._instances.pop(id(asyncio.get_running_loop()), None)
 
 
 def _native(value: Any) -> Any:
