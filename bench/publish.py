@@ -2,7 +2,7 @@
 
 ``python -m bench.publish`` replaces the text between the ``bench:start`` / ``bench:end`` markers:
 in README.md with ``bench/results/summary*.md`` (plus each run's backend, machine and commit), in
-docs/benchmark.md with the full ``bench/results/latest*.md``. ``tests/unit/test_benchmark_tables.py``
+docs/benchmark.md with the full ``bench/results/latest*.md``. ``tests/infrastructure/test_benchmark_tables.py``
 checks that both still equal what this module renders, so no hand-edited number survives.
 """
 

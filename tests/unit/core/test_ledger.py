@@ -1,8 +1,8 @@
-"""Source digests: what makes a source "unchanged" to the ledger."""
+"""The source ledger's pure parts: what makes a source "unchanged" (digests) and "intact" (its stored rows)."""
 
 from __future__ import annotations
 
-from airflow_provider_milvus.core.ledger import source_digests, source_key
+from airflow_provider_milvus.core.ledger import DIGEST_FIELD, Entry, intact_sources, source_digests, source_key
 
 OPTIONS = {"chunk_size": 200, "chunk_overlap": 0, "id_key": None}
 
@@ -47,3 +47,24 @@ def test_the_replace_by_key_and_the_embedding_identity_change_every_digest():
     other_model = source_digests(docs, None, key="source", options={**OPTIONS, "embedding": {"model": "two"}})
     assert base[source_key("a.md")] != other_key[source_key("p")]
     assert base != other_model
+
+
+def row(pk: str, digest: str | None = None) -> dict:
+    stored = {"pk": pk, "text": "t", "source": "a.md"}
+    if digest is not None:
+        stored[DIGEST_FIELD] = digest
+    return stored
+
+
+def test_a_source_is_intact_only_with_its_exact_rows():
+    entries = {'"a.md"': Entry("d", 2)}
+
+    def intact(*rows: dict) -> bool:
+        return bool(intact_sources(entries, rows, key="source", primary="pk"))
+
+    assert intact(row("1", digest="d"), row("2", digest="d"))
+    assert not intact(row("1", digest="d")), "a row missing"
+    assert not intact(row("1", digest="d"), row("2", digest="other")), "a row of another version"
+    assert not intact(row("1", digest="d"), row("2")), "a row rewritten by another writer"
+    assert not intact(row("1", digest="d"), row("1", digest="d")), "a duplicated key"
+    assert not intact(row("1", digest="d"), row("2", digest="d"), row("3", digest="d")), "an extra row"

@@ -1,9 +1,9 @@
-"""The write's pure decisions (``plan.decide``) and the ledger's verification of stored rows."""
+"""The write's pure decisions (``plan.decide``): what to write, keep, delete and re-digest."""
 
 from __future__ import annotations
 
 from airflow_provider_milvus.core.jobs import StoreConfig, WriteJob
-from airflow_provider_milvus.core.ledger import DIGEST_FIELD, Entry, intact_sources
+from airflow_provider_milvus.core.ledger import DIGEST_FIELD
 from airflow_provider_milvus.core.plan import decide
 from airflow_provider_milvus.core.rows import RowBuilder
 from airflow_provider_milvus.core.schema import CollectionSchema
@@ -65,17 +65,3 @@ def test_an_untracked_rewrite_names_the_digests_it_breaks_and_clears_them():
     assert plan.stale == ["2"]
     assert plan.replaced_digests == {"d1"}
     assert plan.clear_digest == {"1"}
-
-
-def test_a_source_is_intact_only_with_its_exact_rows():
-    entries = {'"a.md"': Entry("d", 2)}
-
-    def intact(*rows: dict) -> bool:
-        return bool(intact_sources(entries, rows, key="source", primary="pk"))
-
-    assert intact(row("1", digest="d"), row("2", digest="d"))
-    assert not intact(row("1", digest="d")), "a row missing"
-    assert not intact(row("1", digest="d"), row("2", digest="other")), "a row of another version"
-    assert not intact(row("1", digest="d"), row("2")), "a row rewritten by another writer"
-    assert not intact(row("1", digest="d"), row("1", digest="d")), "a duplicated key"
-    assert not intact(row("1", digest="d"), row("2", digest="d"), row("3", digest="d")), "an extra row"
