@@ -52,7 +52,8 @@ def test_a_removed_object_is_gone_and_reading_it_names_the_host_that_staged_it(t
 
 def test_removing_twice_is_not_an_error(tmp_path: Path):
     reference = staging.stage_json([1], staging_url=str(tmp_path), name_hint="t")
-    assert staging.remove(reference) and staging.remove(reference)
+    assert staging.remove(reference)
+    assert staging.remove(reference)
 
 
 def test_an_unwritable_location_fails_with_a_clear_error(tmp_path: Path):

@@ -19,7 +19,7 @@ from airflow_provider_milvus.triggers.milvus import MAX_INLINE_EVENT_BYTES, Milv
 
 from tests.compat import serde
 
-SECRET = "sentinel-password-4f1c"  # noqa: S105 (a marker to look for, not a credential)
+SECRET = "sentinel-password-4f1c"  # a marker to look for in the kwargs, not a credential
 STORE = StoreConfig(milvus_conn_id="m", collection_name="c", embedding_conn_id="e", partition_key_value="acme")
 JOBS = [
     WriteJob(store=STORE, documents=[{"page_content": "a", "metadata": {"source": "a.md"}}], replace_by="source"),
