@@ -59,7 +59,7 @@ def main() -> None:
     quiet_logs()
     from pymilvus import MilvusClient
 
-    from tests.servers.embeddings_server import embed_text
+    from testing.servers.embeddings_server import embed_text
 
     vectors = [embed_text(q, DIMENSIONS) for q in queries(100)]
     with (

@@ -22,7 +22,7 @@ MODEL = "bench-embedding"
 
 def _serve(port: int, dimensions: int, latency: float, latency_per_input: float) -> None:
     """Child process: EmbeddingServer with a stats endpoint and a deep listen backlog."""
-    from tests.servers.embeddings_server import EmbeddingServer
+    from testing.servers.embeddings_server import EmbeddingServer
 
     # The stdlib default backlog (5) would make 1,000 simultaneous connects wait for SYN retries (1 s+),
     # which a real API does not do; the unbounded gather would be penalised for the test server's sake.

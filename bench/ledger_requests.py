@@ -41,7 +41,7 @@ def main() -> None:
     from airflow_provider_milvus.local_server import start_local_server, stop_local_server
     from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
-    from tests.servers.embeddings_server import EmbeddingServer
+    from testing.servers.embeddings_server import EmbeddingServer
 
     data_dir = tempfile.mkdtemp(prefix="ledger-requests-milvus-")
     server = start_local_server(data_dir)

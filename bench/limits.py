@@ -87,7 +87,7 @@ def create_collection(uri: str, collection: str, dimensions: int) -> None:
 
 def rows_for(docs: list[Document], dimensions: int) -> list[dict]:
     """Precomputed rows (pk, text, vector, dynamic metadata), embedded like the server embeds."""
-    from tests.servers.embeddings_server import embed_text
+    from testing.servers.embeddings_server import embed_text
 
     return [
         {"pk": d.metadata["id"], "text": d.page_content, "vector": embed_text(d.page_content, dimensions), **d.metadata}

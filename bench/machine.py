@@ -75,7 +75,7 @@ def describe_machine(
         "python": platform.python_version(),
         "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
         "backend": backend.description,
-        "embeddings": f"tests.servers.embeddings_server in a child process, {embeddings.dimensions} dims, "
+        "embeddings": f"testing.servers.embeddings_server in a child process, {embeddings.dimensions} dims, "
         f"latency {embeddings.latency}s/request + {embeddings.latency_per_input}s/input",
         "operator tuning": tuning.describe() + f"; search over 100k: batch_size={args.big_search_batch_size}",
         "repetitions": f"{args.repeat} below 100k items (median), 1 at 100k; sync loop once",

@@ -23,10 +23,10 @@ def milvus_backend(*, uri: str | None, standalone: bool) -> Iterator[Backend]:
         return
     with tempfile.TemporaryDirectory(prefix="bench-milvus-") as data_dir:
         if standalone:
-            from tests.servers.milvus_standalone import MilvusStandaloneServer
+            from testing.servers.milvus_standalone import MilvusStandaloneServer
 
             with MilvusStandaloneServer(data_dir=Path(data_dir)) as server:
-                yield Backend(server.uri, "Milvus standalone 2.3.5 (PyPI milvus, tests/servers/milvus_standalone.py)")
+                yield Backend(server.uri, "Milvus standalone 2.3.5 (PyPI milvus, testing/servers/milvus_standalone.py)")
             return
         from airflow_provider_milvus.local_server import start_local_server, stop_local_server
 

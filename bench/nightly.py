@@ -239,7 +239,7 @@ def db_growth(files: int, embeddings: EmbeddingService, uri: str, home: Path) ->
     """
     import json
 
-    from tests.airflow_cli import AirflowCLI
+    from testing.airflow_cli import AirflowCLI
 
     corpus = home / f"corpus-{files}"
     build_corpus(corpus, files, suffix=".txt")

@@ -213,7 +213,7 @@ class Suite:
         """
         import dataclasses
 
-        from tests.servers.embeddings_server import embed_text
+        from testing.servers.embeddings_server import embed_text
 
         tuning = dataclasses.replace(self.tuning, search_batch_size=batch_size or self.tuning.search_batch_size)
         saved_repeat, self.repeat = self.repeat, repeat or self.repeat
@@ -308,7 +308,7 @@ class Suite:
         (c) one ``SearchJob`` of the vectors (nq-batched, no embedding model), (d) raw nq-batched searches
         of the same vectors at (c)'s batch size and concurrency. No method calls the embedding API.
         """
-        from tests.servers.embeddings_server import embed_text
+        from testing.servers.embeddings_server import embed_text
 
         vectors = [embed_text(q, self.embeddings.dimensions) for q in queries(workload.n)]
         corpus = documents(corpus_n)

@@ -19,7 +19,7 @@ python="${MILVUS_STANDALONE_PYTHON:-python3.11}"
 version="${MILVUS_STANDALONE_VERSION:-2.3.5}"
 server="${venv}/bin/milvus-server"
 # The package unpacks ~250 MB of binaries into every data dir it runs with;
-# we unpack them once here and tests/servers/milvus_standalone.py links to them.
+# we unpack them once here and testing/servers/milvus_standalone.py links to them.
 bin_cache="${venv}/milvus-bin-cache"
 
 log() { echo "install_milvus_standalone: $*" >&2; }

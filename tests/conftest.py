@@ -20,7 +20,7 @@ import pytest
 
 from airflow_provider_milvus.local_server import LocalServer, start_local_server, stop_local_server
 
-from tests.servers.embeddings_server import EmbeddingServer
+from testing.servers.embeddings_server import EmbeddingServer
 
 EMBEDDING_DIMENSIONS = 32
 EMBEDDING_API_KEY = "sk-test-embedding-key-0000"
@@ -51,7 +51,7 @@ def embeddings(embedding_server: EmbeddingServer) -> EmbeddingServer:
 
 def require_standalone_executable() -> str:
     """The Milvus standalone server binary; skip locally without it, fail in CI (which installs it)."""
-    from tests.servers.milvus_standalone import find_milvus_server_executable
+    from testing.servers.milvus_standalone import find_milvus_server_executable
 
     executable = find_milvus_server_executable()
     if executable is None:
@@ -65,7 +65,7 @@ def require_standalone_executable() -> str:
 @pytest.fixture(scope="session")
 def milvus_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One real Milvus standalone server (PyPI ``milvus`` 2.3.5) for the session."""
-    from tests.servers.milvus_standalone import MilvusStandaloneServer
+    from testing.servers.milvus_standalone import MilvusStandaloneServer
 
     executable = require_standalone_executable()
     with MilvusStandaloneServer(data_dir=tmp_path_factory.mktemp("milvus-standalone"), executable=executable) as server:

@@ -19,8 +19,8 @@ from airflow_provider_milvus.core.jobs import DeleteJob
 from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusDeleteByExprOperator
 
+from testing.servers.embeddings_server import embed_text
 from tests.conftest import EMBEDDING_DIMENSIONS, Tier
-from tests.servers.embeddings_server import embed_text
 from tests.test_operators import MODES, run
 
 ROWS = 20

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
-from tests.airflow_cli import AirflowCLI
+from testing.airflow_cli import AirflowCLI
 from tests.conftest import milvus_connection_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,8 +236,8 @@ def test_tenant_maintenance_works_on_an_application_collection_without_field_map
     """A collection made with pymilvus (own names, VARCHAR key, partition key, IP index, no dynamic field)."""
     from pymilvus import DataType, MilvusClient
 
+    from testing.servers.embeddings_server import embed_text
     from tests.conftest import EMBEDDING_API_KEY, EMBEDDING_DIMENSIONS
-    from tests.servers.embeddings_server import embed_text
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("ticket_id", DataType.VARCHAR, is_primary=True, max_length=32)

@@ -24,8 +24,8 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusUpsertOperator,
 )
 
+from testing.servers.embeddings_server import embed_text
 from tests.conftest import EMBEDDING_DIMENSIONS
-from tests.servers.embeddings_server import embed_text
 from tests.test_incremental_ingest import corpus, ingest
 from tests.test_operators import run
 

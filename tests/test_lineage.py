@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_milvus.lineage import dataset_name
 
-from tests.airflow_cli import AirflowCLI
+from testing.airflow_cli import AirflowCLI
 from tests.conftest import milvus_connection_json
 
 pytest.importorskip("airflow.providers.openlineage", reason="needs the [openlineage] extra")

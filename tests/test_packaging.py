@@ -63,7 +63,7 @@ def test_the_sdist_carries_the_package_license_and_changelog_but_no_tests(dist):
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "airflow_provider_milvus/py.typed"} <= names
     assert "airflow_provider_milvus/version_compat.py" in names
-    for unwanted in ("tests/", "bench/", "scripts/", "dags/", "docs/", "docker/", ".ci/"):
+    for unwanted in ("tests/", "testing/", "bench/", "scripts/", "dags/", "docs/", "docker/", ".ci/"):
         assert not [n for n in names if n.startswith(unwanted)], unwanted
 
 

@@ -12,8 +12,8 @@ import pytest
 from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.operators.milvus import MilvusSearchToXComOperator
 
+from testing.servers.embeddings_server import embed_text
 from tests.conftest import EMBEDDING_DIMENSIONS
-from tests.servers.embeddings_server import embed_text
 
 INDEXES = {
     "HNSW_SQ": ({"M": 8, "efConstruction": 64, "sq_type": "SQ8"}, {"ef": 32}),

@@ -16,8 +16,8 @@ import pytest
 from airflow_provider_milvus.core.ledger import ledger_name
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
+from testing.servers.embeddings_server import embed_text
 from tests.conftest import EMBEDDING_DIMENSIONS
-from tests.servers.embeddings_server import embed_text
 from tests.test_incremental_ingest import corpus, ingest, pks
 from tests.test_operators import MODES
 

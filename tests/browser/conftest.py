@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow_cli import AIRFLOW, AirflowCLI
+from testing.airflow_cli import AIRFLOW, AirflowCLI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"

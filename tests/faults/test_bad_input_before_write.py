@@ -23,10 +23,10 @@ from airflow_provider_milvus.operators.milvus import (
     MilvusUpsertOperator,
 )
 
+from testing.servers.embeddings_server import embed_text
 from tests.conftest import EMBEDDING_DIMENSIONS
 from tests.faults.conftest import assert_clear_error, assert_exact_ids, count_entities, documents
 from tests.faults.report import ACCEPTED
-from tests.servers.embeddings_server import embed_text
 
 TENANTS = ("acme", "globex", "initech")
 PER_TENANT = 5

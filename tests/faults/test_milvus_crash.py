@@ -11,6 +11,7 @@ from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 from airflow_provider_milvus.triggers.milvus import MilvusOperationTrigger
 
+from testing.servers.milvus_standalone import MilvusStandaloneServer
 from tests.conftest import require_standalone_executable
 from tests.faults.conftest import (
     CONNECTION_TIMEOUT,
@@ -22,7 +23,6 @@ from tests.faults.conftest import (
     run_trigger,
     wait_for,
 )
-from tests.servers.milvus_standalone import MilvusStandaloneServer
 
 N_CHUNKS = 10_000
 BATCH_SIZE = 50  # 200 batches

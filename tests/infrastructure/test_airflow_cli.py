@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.airflow_cli import first_error
+from testing.airflow_cli import first_error
 
 TASK_LOG = """\
 2026-12-06 19:51:58 [info     ] Task started                   [task]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.servers import milvus_standalone
+from testing.servers import milvus_standalone
 
 if TYPE_CHECKING:
     import pytest

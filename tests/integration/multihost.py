@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
+from testing.servers.embeddings_server import EmbeddingServer
 from tests.integration.airflow_stack import DAGS_FOLDER, AirflowStack, airflow_stack, connection_env
-from tests.servers.embeddings_server import EmbeddingServer
 
 EMBEDDING_KEY = "sk-multihost-embedding-key"
 MILVUS_TOKEN = "multihost-milvus-token"
@@ -278,7 +278,7 @@ def multihost(
     pytest.importorskip("airflow.providers.amazon")
     if _RUNNING.get("stopped"):
         pytest.fail("the multi-host deployment was stopped after its last adjacent test: keep its tests together")
-    from tests.servers.milvus_standalone import find_milvus_server_executable
+    from testing.servers.milvus_standalone import find_milvus_server_executable
 
     # The real server too, where one is installed (CI installs it): inserts there keep duplicate keys.
     standalone = request.getfixturevalue("milvus_standalone") if find_milvus_server_executable() else None
@@ -299,7 +299,7 @@ def stop_multihost() -> None:
 def _start(
     resources: contextlib.ExitStack, milvus_lite: Any, tmp_path_factory: pytest.TempPathFactory, standalone: Any
 ) -> MultiHost:
-    from tests.servers.s3_server import S3Server
+    from testing.servers.s3_server import S3Server
 
     root = tmp_path_factory.mktemp("multihost")
     tmpdirs = {name: root / f"tmp-{name}" for name in ("worker", *TRIGGERERS)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from testing.servers.embeddings_server import EmbeddingServer
 from tests.integration.airflow_stack import (
     DAGS_FOLDER,
     AirflowStack,
@@ -23,7 +24,6 @@ from tests.integration.airflow_stack import (
     connection_env,
 )
 from tests.integration.retries import assert_no_unexplained_retries
-from tests.servers.embeddings_server import EmbeddingServer
 
 pytestmark = pytest.mark.integration
 

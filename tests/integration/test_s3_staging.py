@@ -37,7 +37,7 @@ pytest.importorskip("moto", reason="needs the test extra (moto[server], s3fs, ap
 pytest.importorskip("s3fs")
 pytest.importorskip("airflow.providers.amazon")
 
-from tests.servers.s3_server import REGION, SECRET_KEY, S3Server  # noqa: E402
+from testing.servers.s3_server import REGION, SECRET_KEY, S3Server  # noqa: E402
 
 BUCKET = "staging-tests"
 

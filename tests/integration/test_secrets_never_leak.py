@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from testing.servers.embeddings_server import EmbeddingServer
 from tests.faults.report import FIGURES
 from tests.integration.airflow_stack import (
     COMPONENTS,
@@ -25,7 +26,6 @@ from tests.integration.airflow_stack import (
     connection_env,
 )
 from tests.integration.retries import assert_no_unexplained_retries
-from tests.servers.embeddings_server import EmbeddingServer
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testing.servers.milvus_standalone import MilvusStandaloneServer
 from tests.conftest import milvus_connection_json, require_standalone_executable
-from tests.servers.milvus_standalone import MilvusStandaloneServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

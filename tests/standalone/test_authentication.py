@@ -18,7 +18,7 @@ from airflow_provider_milvus.hooks.milvus import MilvusHook
 from airflow_provider_milvus.operators.milvus import MilvusSearchToXComOperator
 
 if TYPE_CHECKING:
-    from tests.servers.milvus_standalone import MilvusStandaloneServer
+    from testing.servers.milvus_standalone import MilvusStandaloneServer
 
 TIMEOUT = 10  # the connection's timeout (extra.timeout), seconds
 MARGIN = 1.0  # over the right token's connect time in the same run: scheduling noise on a loaded machine

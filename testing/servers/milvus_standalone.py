@@ -452,7 +452,7 @@ class MilvusStandaloneServer:
             link.symlink_to(cache, target_is_directory=True)
 
 
-def _main() -> None:  # python -m tests.servers.milvus_standalone DATA_DIR: run one by hand
+def _main() -> None:  # python -m testing.servers.milvus_standalone DATA_DIR: run one by hand
     data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/milvus-standalone")
     with MilvusStandaloneServer(data_dir=data_dir) as server:
         print(f"ready at {server.uri}, log {server.log_path}; Ctrl+C to stop", flush=True)

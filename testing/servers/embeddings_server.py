@@ -209,7 +209,7 @@ class EmbeddingServer:
 
 
 def main() -> None:
-    """Run standalone: ``python -m tests.servers.embeddings_server --port 8089 --latency 0.1``."""
+    """Run standalone: ``python -m testing.servers.embeddings_server --port 8089 --latency 0.1``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
