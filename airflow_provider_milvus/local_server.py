@@ -33,6 +33,8 @@ STATE_FILENAME = "airflow-provider-milvus-server.json"
 START_LOCK_FILENAME = "airflow-provider-milvus-server.start.lock"
 LOG_FILENAME = "airflow-provider-milvus-server.log"
 LOCK_FILENAME = "LOCK"
+# Where a server started with no port writes the port it bound (port 0: the kernel picks, no race).
+PORT_FILENAME = "airflow-provider-milvus-server.port"
 
 
 class LocalServerError(RuntimeError):
@@ -146,7 +148,10 @@ def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -
             f"Port {port} on {host} is already in use by another process. Choose another --port, or "
             "--port 0 for a free one."
         )
-    port = port or _free_port(host)
+    # No port given: the server binds port 0 itself and writes the port it got (picking a free port here
+    # and binding it in the child would leave a gap in which another process can take it).
+    port_file = directory / PORT_FILENAME
+    port_file.unlink(missing_ok=True)
     log_file = open(directory / LOG_FILENAME, "ab")
     process = subprocess.Popen(
         [
@@ -160,6 +165,7 @@ def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -
             host,
             "--port",
             str(port),
+            *(["--port-file", str(port_file)] if not port else []),
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -167,8 +173,21 @@ def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -
         start_new_session=True,
     )
     log_file.close()
-    server = LocalServer(data_dir=str(directory), host=host, port=port, pid=process.pid)
     deadline = time.monotonic() + ready_timeout
+    while not port:
+        port = _bound_port(port_file)
+        if port:
+            break
+        if process.poll() is not None:
+            raise LocalServerError(
+                f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise LocalServerError(f"Milvus Lite server for {directory} bound no port after {ready_timeout}s")
+        time.sleep(0.1)
+    server = LocalServer(data_dir=str(directory), host=host, port=port, pid=process.pid)
     while not _port_open(host, port):
         if process.poll() is not None:
             raise LocalServerError(
@@ -264,10 +283,12 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def _bound_port(port_file: Path) -> int:
+    """Return the port a server started without one wrote after binding, or 0 while it has not yet."""
+    try:
+        return int(port_file.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _lock_held(directory: Path) -> bool:
@@ -304,15 +325,32 @@ _KEEPALIVE_OPTIONS = [
 ]
 
 
-def _serve(data_dir: str, host: str, port: int) -> int:
-    """Run ``milvus-lite server`` in this process, accepting pymilvus's keepalive pings."""
+def _serve(data_dir: str, host: str, port: int, port_file: str | None = None) -> int:
+    """
+    Run ``milvus-lite server`` in this process, accepting pymilvus's keepalive pings.
+
+    With ``port_file``, ``port`` may be 0: the kernel picks a free port as the server binds it, and the
+    port it got is written to ``port_file`` (atomically) for the process that started this one.
+    """
     import grpc
     from milvus_lite.cmdline import main as milvus_lite_main
 
     build_server = grpc.server
 
     def server_accepting_keepalive(*args: Any, options: Any = (), **kwargs: Any) -> Any:
-        return build_server(*args, options=[*(options or ()), *_KEEPALIVE_OPTIONS], **kwargs)
+        server = build_server(*args, options=[*(options or ()), *_KEEPALIVE_OPTIONS], **kwargs)
+        if port_file:
+            add_port = server.add_insecure_port
+
+            def add_port_and_report(address: str) -> int:
+                bound = add_port(address)
+                partial = Path(f"{port_file}.tmp")
+                partial.write_text(str(bound))
+                os.replace(partial, port_file)
+                return bound
+
+            server.add_insecure_port = add_port_and_report
+        return server
 
     grpc.server = server_accepting_keepalive
     return milvus_lite_main(["server", "--data-dir", data_dir, "--host", host, "--port", str(port)]) or 0
@@ -332,9 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="Milvus Lite data directory")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)  # serve: where a picked port is written
     args = parser.parse_args(argv)
     if args.command == "serve":  # the server process itself, started by "start"
-        return _serve(args.data_dir, args.host, args.port or 19530)
+        return _serve(args.data_dir, args.host, args.port or (0 if args.port_file else 19530), args.port_file)
     try:
         if args.command == "start":
             running = find_local_server(args.data_dir)

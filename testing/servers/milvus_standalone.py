@@ -44,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+from testing.ports import ATTEMPTS, PortTaken, port_taken
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-milvus-standalone"
 # Where scripts/install_milvus_standalone.sh unpacks the server binaries once.
@@ -235,13 +237,20 @@ class MilvusStandaloneServer:
             )
         self.executable = executable
         self.data_dir = Path(data_dir).resolve()
-        # Chosen once, so a restart keeps the uri and the etcd member's peer url.
-        names = _PORT_KEYS + _EXTRA_PORT_KEYS
-        self.ports: dict[str, int] = dict(zip(names, _free_ports(len(names))))
-        if port is not None:
-            self.ports["proxy_port"] = port
+        # Chosen once, so a restart keeps the uri and the etcd member's peer url; only a first start
+        # that finds one of them taken picks new ones (start).
+        self._given_port = port
+        self.ports: dict[str, int] = self._pick_ports()
         self.authorization = authorization
         self._proc: subprocess.Popen | None = None
+        self._started = False
+
+    def _pick_ports(self) -> dict[str, int]:
+        names = _PORT_KEYS + _EXTRA_PORT_KEYS
+        ports = dict(zip(names, _free_ports(len(names))))
+        if self._given_port is not None:
+            ports["proxy_port"] = self._given_port
+        return ports
 
     # -- info ---------------------------------------------------------------
 
@@ -266,6 +275,14 @@ class MilvusStandaloneServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def _this_start_log(self) -> str:
+        """The log since the last ``=== start`` line (the log file keeps every start)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[text.rfind("\n=== start ") :]
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -283,6 +300,20 @@ class MilvusStandaloneServer:
         """
         if self.running:
             raise RuntimeError("server already running")
+        # Ports are picked free, then bound by milvus seconds later: another process can take one in
+        # between. A first start then tries new ones; a restart must keep them (the uri, etcd's peer url).
+        attempts = 1 if self._started or self._given_port is not None else ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout, wait_loaded)
+                break
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                self.ports = self._pick_ports()
+        self._started = True
+
+    def _start_once(self, timeout: float, wait_loaded: bool) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._link_bin_cache()
         etcd_config = self._write_etcd_config()
@@ -387,6 +418,8 @@ class MilvusStandaloneServer:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
+                if port_taken(self._this_start_log()):
+                    raise PortTaken(f"milvus-server: one of the ports {self.ports} was taken; log {self.log_path}")
                 raise RuntimeError(
                     f"milvus-server exited during startup (code {self._proc and self._proc.returncode});"
                     f" log {self.log_path}:\n{self.log_tail()}"

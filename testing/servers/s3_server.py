@@ -12,29 +12,25 @@ their real request paths. Unknown buckets answer NoSuchBucket, as S3 does.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from testing.ports import PortTaken, port_taken, start_on_free_port
 
 ACCESS_KEY = "staging-test-access-key"
 SECRET_KEY = "staging-test-secret-key"  # moto accepts any; a real key would never be in a repo
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class S3Server:
     def __init__(self, *, log_path: Path | None = None, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.port = _free_port()
+        self.port = 0  # chosen by start()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -43,23 +39,36 @@ class S3Server:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60) -> S3Server:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        """Start moto's server on a free port (another one if the port is taken before moto binds it)."""
+        return start_on_free_port(lambda port: self._start_on(port, timeout), host=self.host)
+
+    def _start_on(self, port: int, timeout: float) -> S3Server:
+        self.port = port
+        log_path = self.log_path or Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+        start = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self.process.returncode}")
+                output = log_path.read_bytes()[start:].decode(errors="replace")
+                if port_taken(output):
+                    raise PortTaken(f"moto server: port {self.port} taken")
+                raise RuntimeError(f"moto server exited with {self.process.returncode}: {output[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=2):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.2)
+                continue
+            if self.process.poll() is None:  # ours still runs: it bound the port (a taker would have made it exit)
+                return self
         self.stop()
         raise RuntimeError(f"moto server not answering on {self.endpoint_url} after {timeout}s")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from testing.airflow_cli import AIRFLOW, AirflowCLI
+from testing.ports import PortTaken, port_taken, start_on_free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
@@ -72,12 +72,6 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class ApiServer:
     base_url: str
@@ -95,12 +89,14 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], url: str, log_path: Pa
     deadline = time.monotonic() + SERVER_READY_TIMEOUT
     while True:
         if process.poll() is not None:
+            if port_taken(log_path.read_text(errors="replace")):
+                raise PortTaken(f"airflow api-server: {url} taken by another process")
             raise AssertionError(
                 f"airflow api-server exited with code {process.returncode}:\n{log_path.read_text()[-6000:]}"
             )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
+                if response.status == 200 and process.poll() is None:  # ours answered
                     return
         except (urllib.error.URLError, OSError):
             pass
@@ -148,20 +144,29 @@ def airflow_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api
         },
     )
     cli.migrate()
-    port = _free_port()
     log_path = home / "api-server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)],
-            env=cli.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = ApiServer(base_url=f"http://127.0.0.1:{port}", home=home, log_path=log_path)
+
+    def start(port: int) -> tuple[subprocess.Popen[bytes], ApiServer]:
+        with open(log_path, "wb") as log:  # one log per attempt: a taken port is read from this one
+            process = subprocess.Popen(
+                [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                env=cli.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        server = ApiServer(base_url=f"http://127.0.0.1:{port}", home=home, log_path=log_path)
+        try:
+            _wait_until_healthy(process, f"{server.base_url}/api/v2/monitor/health", log_path)
+        except BaseException:
+            _stop(process)
+            raise
+        return process, server
+
+    # The port is picked free and bound by the api-server seconds later: a port taken meanwhile gets another.
+    process, server = start_on_free_port(start)
     try:
-        _wait_until_healthy(process, f"{server.base_url}/api/v2/monitor/health", log_path)
         yield server
     finally:
         _stop(process)

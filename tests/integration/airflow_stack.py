@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testing.ports import ATTEMPTS, free_port, port_taken
+
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -44,12 +45,6 @@ DEFERRAL_RACE_MESSAGE = "but the task instance's state attribute is queued"
 
 class AirflowStackError(RuntimeError):
     """The stack did not start, or a run did not reach a final state in time."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _fernet_key() -> str:
@@ -198,8 +193,10 @@ class AirflowStack:
         self.process_logs_folder.mkdir(exist_ok=True)
         self.staging_folder.mkdir(exist_ok=True)
         self.cli("db", "migrate", timeout=300)
+        self._start_api_server(ready_timeout)
         for name in self.component_names:
-            self.start_component(name)
+            if name != "api-server":  # the others get its port, final now, in their environment
+                self.start_component(name)
         self.recorder = TriggerRecorder(self.db_path)
         self.recorder.start()
         self._wait_healthy(ready_timeout)
@@ -223,6 +220,29 @@ class AirflowStack:
         )
         log_file.close()
         return self.processes[name]
+
+    def _start_api_server(self, timeout: float) -> None:
+        """
+        Start the api-server first and wait until it serves; if its port was taken meanwhile, use another.
+
+        The port is picked free, then bound by the api-server seconds later: another process can take it
+        in between. Every other component is told the port, so they start only once the api-server holds it.
+        """
+        log_path = self.process_logs_folder / "api-server.log"
+        for attempt in range(1, ATTEMPTS + 1):
+            start = log_path.stat().st_size if log_path.exists() else 0
+            process = self.start_component("api-server")
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(OSError, ValueError):
+                    self.api("GET", "/api/v2/monitor/health")
+                    if process.poll() is None:  # still ours: a server holding the port first makes it exit
+                        return
+                time.sleep(0.5)
+            output = log_path.read_bytes()[start:].decode(errors="replace")
+            if process.poll() is None or attempt == ATTEMPTS or not port_taken(output):
+                raise AirflowStackError(f"airflow api-server not serving on {self.base_url}\n{self.diagnostics()}")
+            self.port = free_port()
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -426,7 +446,7 @@ def airflow_stack(
     stack = AirflowStack(
         home=Path(home),
         dags_folder=Path(dags_folder),
-        port=_free_port(),
+        port=free_port(),
         env_overrides=overrides,
         component_env={name: dict(values) for name, values in (component_env or {}).items()},
         triggerers=triggerers,
