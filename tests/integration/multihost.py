@@ -46,6 +46,7 @@ DAG_IDS = [
     "milvus_it_failover_search",
     "milvus_it_writers_inline",
     "milvus_it_writers_deferred",
+    "milvus_it_writers_forced",
 ]
 
 

@@ -101,8 +101,16 @@ def milvus_it_writers_deferred():
     MilvusAddDocumentsOperator(task_id="write", documents=make_source_docs(), **WRITER, **DEFERRED)
 
 
+# Rewrites every chunk of its sources, stored or not: on a server that keeps duplicate primary keys (2.3.5),
+# a write path that inserted instead of upserting would store the sources the collection already holds twice.
+@dag(dag_id="milvus_it_writers_forced", schedule=None, catchup=False, default_args=DEFAULT_ARGS, tags=["integration"])
+def milvus_it_writers_forced():
+    MilvusAddDocumentsOperator(task_id="write", documents=make_source_docs(), force=True, **WRITER, **DEFERRED)
+
+
 milvus_it_failover_add()
 milvus_it_failover_delete()
 milvus_it_failover_search()
 milvus_it_writers_inline()
 milvus_it_writers_deferred()
+milvus_it_writers_forced()
