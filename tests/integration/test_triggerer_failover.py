@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_standalone_executable
 from tests.integration.multihost import MultiHost, record_figure
 
 pytestmark = pytest.mark.integration
@@ -172,6 +173,63 @@ def test_killed_triggerer_mid_ingest_other_takes_over_exactly_once_each(
     assert summary["chunks"] == INGEST_CHUNKS
     # The triggerer that took over wrote its own log for this trigger.
     assert any(f".trigger.{outcome['second'][0]}." in name for name in outcome["trigger_logs"]), outcome
+    assert_nothing_staged_left(mh)
+
+
+STANDALONE_CHUNKS = 10_000
+
+
+@pytest.mark.standalone
+def test_killed_triggerer_mid_ingest_on_standalone_leaves_each_id_once(multihost: MultiHost) -> None:
+    """
+    The mid-ingest kill against the real standalone 2.3.5 server, which keeps duplicate primary keys.
+
+    On Milvus Lite (above) a write path that inserted twice would be deduplicated by the server; here the
+    rerun by the surviving triggerer would leave a second copy of every chunk it wrote again.
+    """
+    from pymilvus import MilvusClient
+
+    mh = multihost
+    if mh.standalone_uri is None:
+        require_standalone_executable()  # skips locally without the server, fails in CI
+    collection = f"fs_{uuid.uuid4().hex[:10]}"
+    requests = STANDALONE_CHUNKS // 100
+    mh.embeddings.reset_stats()
+    mh.embeddings.latency = 0.1
+    started = time.monotonic()
+    try:
+        run_id = mh.stack.trigger(
+            "milvus_it_failover_add",
+            {"collection": collection, "n": STANDALONE_CHUNKS, "prefix": "fs", "milvus_conn_id": "milvus_standalone"},
+        )
+        at_kill = [0]
+
+        def mid_gather() -> bool:
+            at_kill[0] = mh.embeddings.stats.requests
+            return at_kill[0] >= requests // 4
+
+        outcome = failover(mh, "milvus_it_failover_add", run_id, "add", mid_run=mid_gather)
+    finally:
+        mh.embeddings.latency = 0.0
+    reader = MilvusClient(uri=mh.standalone_uri)
+    try:
+        pks = all_pks(reader, collection)
+        # count(*) counts every stored row; 2.3.5's queries return one row per primary key (test_several_writers).
+        stored = int(reader.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        reader.drop_collection(collection)
+    finally:
+        reader.close()
+    print(
+        f"\n[failover ingest, standalone] {outcome} requests_at_kill={at_kill[0]} total_requests="
+        f"{mh.embeddings.stats.requests} elapsed={time.monotonic() - started:.1f}s entities={len(pks)} "
+        f"duplicates={len(pks) - len(set(pks))} stored={stored}"
+    )
+    assert stored == STANDALONE_CHUNKS, f"{stored} rows stored for {STANDALONE_CHUNKS} ids"
+    assert len(pks) - len(set(pks)) == 0
+    assert set(pks) == {f"fs-{i}" for i in range(STANDALONE_CHUNKS)}
+    assert outcome["tries"] == 1, "the task was retried instead of its trigger being taken over"
+    assert outcome["first"][0] != outcome["second"][0]
+    assert mh.embeddings.stats.requests > requests, "the surviving triggerer did not run the job again"
     assert_nothing_staged_left(mh)
 
 

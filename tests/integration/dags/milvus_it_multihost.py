@@ -35,7 +35,13 @@ def make_queries() -> list[str]:
 @dag(dag_id="milvus_it_failover_add", schedule=None, catchup=False, default_args=FAILOVER_ARGS, tags=["integration"])
 def milvus_it_failover_add():
     MilvusAddDocumentsOperator(
-        task_id="add", documents=make_docs(), id_key="doc_id", batch_size=100, max_concurrency=4, **DEFERRED
+        task_id="add",
+        documents=make_docs(),
+        id_key="doc_id",
+        batch_size=100,
+        max_concurrency=4,
+        milvus_conn_id="{{ dag_run.conf.get('milvus_conn_id', 'milvus_default') }}",
+        **DEFERRED,
     )
 
 
