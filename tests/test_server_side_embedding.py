@@ -75,14 +75,23 @@ def make_collection(client: Any, name: str, provider: EmbeddingServer, *, bm25: 
     if bm25:
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_function(
-            Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["passage"], output_field_names=["sparse"])
+            Function(
+                name="bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["passage"],
+                output_field_names=["sparse"],
+            )
         )
-        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={"drop_ratio_build": 0})
+        index.add_index(
+            "sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={"drop_ratio_build": 0}
+        )
     client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
 
 
 def documents(corpus: dict[str, list[str]] = CORPUS) -> list[dict[str, Any]]:
-    return [{"page_content": text, "metadata": {"source": source}} for source, texts in corpus.items() for text in texts]
+    return [
+        {"page_content": text, "metadata": {"source": source}} for source, texts in corpus.items() for text in texts
+    ]
 
 
 def add(conn_id: str, name: str, docs: list[dict[str, Any]], mode: str = "inline", **kwargs: Any) -> dict[str, Any]:
@@ -155,7 +164,9 @@ def test_an_edit_rewrites_the_changed_source_and_removes_the_old_chunk(
     assert provider.stats.inputs == rewritten, "Milvus embedded each rewritten text, nothing else"
     rows = stored(milvus, ingested)
     assert "dogs fetch sticks in the park" not in rows
-    assert rows["dogs chase balls on the beach"]["dense"] == pytest.approx(embed_text("dogs chase balls on the beach", DIM))
+    assert rows["dogs chase balls on the beach"]["dense"] == pytest.approx(
+        embed_text("dogs chase balls on the beach", DIM)
+    )
 
 
 def test_a_source_gone_from_the_corpus_is_deleted(milvus, provider, milvus_conn_id, ingested):

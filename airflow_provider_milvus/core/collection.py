@@ -129,7 +129,7 @@ class NewCollection:
         return full_text
 
     def schema_and_index(self, dimension: int | None) -> tuple[Any, Any]:
-        """The schema and index params; ``dimension`` sizes a client-embedded vector (ignored with a function)."""
+        """Return the schema and index params; ``dimension`` sizes a client-embedded vector (a function's dim wins)."""
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
         dimension = self.server_dimension or dimension

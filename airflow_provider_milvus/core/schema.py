@@ -103,10 +103,10 @@ class ServerEmbedding:
     output: str
     provider: str | None
     model: str | None
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def identity(self, dimensions: int | None) -> dict[str, Any]:
-        """What makes the vectors, as recorded in ``EMBEDDING_PROPERTY`` and the source ledger."""
+        """Return what makes the vectors, as recorded in ``EMBEDDING_PROPERTY`` and the source ledger."""
         return {
             "kind": "milvus_function",
             "function": self.name,
@@ -275,7 +275,7 @@ def _bm25_pairs(description: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _text_embeddings(description: dict[str, Any]) -> tuple[ServerEmbedding, ...]:
-    """The collection's TEXT_EMBEDDING functions (Milvus reports their params as strings)."""
+    """Return the collection's TEXT_EMBEDDING functions (Milvus reports their params as strings)."""
     found = []
     for function, inputs, outputs in _functions(description, TEXT_EMBEDDING_FUNCTION, "TEXTEMBEDDING"):
         params = function.get("params") or {}
@@ -295,7 +295,7 @@ def _text_embeddings(description: dict[str, Any]) -> tuple[ServerEmbedding, ...]
 
 
 def _functions(description: dict[str, Any], *types: int | str) -> list[tuple[dict[str, Any], list[str], list[str]]]:
-    """(function, input names, output names) of the collection's functions of ``types`` with fields on both sides."""
+    """Return (function, inputs, outputs) of each function of ``types`` that names fields on both sides."""
     found = []
     for function in description.get("functions", []) or []:
         kind = function.get("type")
