@@ -144,7 +144,7 @@ def test_an_unchanged_rerun_writes_nothing_and_embeds_nothing(milvus, provider, 
     assert provider.stats.requests == 0
 
 
-def test_an_unchanged_rerun_without_the_ledger_compares_chunks_without_reading_vectors(
+def test_an_unchanged_rerun_without_the_ledger_compares_each_chunk_and_writes_nothing(
     milvus, provider, milvus_conn_id, ingested
 ):
     summary = add(milvus_conn_id, ingested, documents(), track_sources=False)
