@@ -53,12 +53,17 @@ def function_params(provider: EmbeddingServer) -> dict[str, Any]:
     return {"provider": "openai", "model_name": "test-embedding", "base_url": provider.base_url, "api_key": API_KEY}
 
 
-def make_collection(client: Any, name: str, provider: EmbeddingServer, *, bm25: bool = False) -> None:
+def make_collection(
+    client: Any, name: str, provider: EmbeddingServer, *, bm25: bool = False, auto_id: bool = False
+) -> None:
     """What another application makes with pymilvus: its own field names, Milvus embeds ``passage``."""
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
-    schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=128)
+    schema = MilvusClient.create_schema(auto_id=auto_id, enable_dynamic_field=True)
+    if auto_id:
+        schema.add_field("doc_id", DataType.INT64, is_primary=True, auto_id=True)
+    else:
+        schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=128)
     schema.add_field("passage", DataType.VARCHAR, max_length=2000, **({"enable_analyzer": True} if bm25 else {}))
     schema.add_field("dense", DataType.FLOAT_VECTOR, dim=DIM)
     schema.add_function(
@@ -111,7 +116,7 @@ def search(conn_id: str, name: str, queries: Any, **kwargs: Any) -> list[list[di
 
 
 def stored(client: Any, name: str) -> dict[str, dict[str, Any]]:
-    rows = client.query(name, filter='doc_id != ""', output_fields=["doc_id", "passage", "dense"], limit=100)
+    rows = client.query(name, filter='passage != ""', output_fields=["doc_id", "passage", "dense"], limit=100)
     return {row["passage"]: row for row in rows}
 
 
@@ -200,6 +205,18 @@ def test_an_upsert_by_id_sends_text_only(milvus, provider, milvus_conn_id, inges
     assert run(operator, "inline")["written"] == 1
     assert provider.stats.inputs == 1
     assert stored(milvus, ingested)["comets have icy tails"]["doc_id"] == "c1"
+
+
+def test_an_auto_id_collection_replaces_a_changed_source_by_inserting_text_only(
+    milvus, provider, milvus_conn_id, collection_name
+):
+    make_collection(milvus, collection_name, provider, auto_id=True)
+    add(milvus_conn_id, collection_name, documents())
+    provider.reset_stats()
+    corpus = {**CORPUS, "food.md": ["bakers knead rye bread"]}
+    summary = add(milvus_conn_id, collection_name, documents(corpus))
+    assert (summary["written"], summary["stale_deleted"], provider.stats.inputs) == (1, 1, 1)
+    assert sorted(stored(milvus, collection_name)) == sorted(t for texts in corpus.values() for t in texts)
 
 
 @pytest.mark.parametrize("mode", ["inline", "deferred"])
