@@ -4,12 +4,13 @@ New collections as the user chooses them, and reading any collection's schema fo
 A new collection gets this provider's defaults unless the DAG says otherwise (``NewCollection``):
 ``pk`` VARCHAR, ``text`` VARCHAR, a dense ``vector`` (with embeddings, COSINE/AUTOINDEX) and/or a
 ``sparse`` BM25 output field, metadata in the dynamic field, Strong consistency, and the embedding
-identity as a collection property. ``NewCollection.expected_schema`` is the schema ``create`` would
-make, so input is checked against it before anything is created. Existing collections are used as
-they are: ``read_schema`` / ``aread_schema`` describe them (fields, indexes' metrics) as a
-``CollectionSchema`` instead of assuming names, and ``check_dimension`` / ``check_embedding_identity``
-refuse vectors of another size or from another model. Opening a collection for a run (load, tenant
-checks) is ``core/session.py``'s.
+identity as a collection property. With ``embedding_function`` the dense field is filled by Milvus
+itself (a ``TEXT_EMBEDDING`` function, Milvus 2.6+ or Milvus Lite 3.2).
+``NewCollection.expected_schema`` is the schema ``create`` would make, so input is checked against it
+before anything is created. Existing collections are used as they are: ``read_schema`` /
+``aread_schema`` describe them (fields, indexes' metrics) as a ``CollectionSchema`` instead of assuming
+names, and ``check_dimension`` / ``check_embedding_identity`` refuse vectors of another size or from
+another model. Opening a collection for a run (load, tenant checks) is ``core/session.py``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_milvus.core.schema import EMBEDDING_PROPERTY, VECTOR_TYPES, CollectionSchema, FieldChoice
+from airflow_provider_milvus.core.schema import (
+    EMBEDDING_PROPERTY,
+    VECTOR_TYPES,
+    CollectionSchema,
+    FieldChoice,
+    ServerEmbedding,
+)
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ PRIMARY_FIELD = "pk"
 TEXT_FIELD = "text"
 DENSE_FIELD = "vector"
 SPARSE_FIELD = "sparse"
+EMBEDDING_FUNCTION = "text_embedding"  # the TEXT_EMBEDDING function of a new collection that embeds server-side
 PK_MAX_LENGTH = 512
 DEFAULT_TEXT_MAX_LENGTH = 65535
 # Tasks that write and tasks that search run in different processes: "Session" consistency would
@@ -56,6 +64,11 @@ class NewCollection:
     :param dynamic_field: Keep other metadata keys in the dynamic field; off rejects unknown keys.
     :param full_text_search: Add BM25 full-text search (default: only when there are no embeddings).
     :param text_max_length: VARCHAR size of the text field; longer chunks are rejected, never truncated.
+    :param embedding_function: Let Milvus embed (a ``TEXT_EMBEDDING`` function from ``text`` to ``vector``;
+        Milvus 2.6+ or Milvus Lite 3.2): the function's params as Milvus takes them, e.g.
+        ``{"provider": "openai", "model_name": "text-embedding-3-small", "dim": 1536, "credential":
+        "apikey_prod"}``. ``dim`` is required (it sizes the vector field); every key goes to Milvus as it
+        is. Writes then send text only and searches send query text: no embedding connection is used.
     """
 
     metric_type: str = "COSINE"
@@ -66,6 +79,30 @@ class NewCollection:
     dynamic_field: bool = True
     full_text_search: bool | None = None
     text_max_length: int = DEFAULT_TEXT_MAX_LENGTH
+    embedding_function: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.embedding_function is not None:
+            _check_embedding_function(self.embedding_function)
+
+    @property
+    def server_embedding(self) -> ServerEmbedding | None:
+        """The ``TEXT_EMBEDDING`` function this collection gets; None when the client embeds."""
+        params = self.embedding_function
+        if params is None:
+            return None
+        return ServerEmbedding(
+            name=EMBEDDING_FUNCTION,
+            input=TEXT_FIELD,
+            output=DENSE_FIELD,
+            provider=str(params["provider"]),
+            model=str(params["model_name"]),
+        )
+
+    @property
+    def server_dimension(self) -> int | None:
+        """The vector size ``embedding_function`` names; None when the client embeds."""
+        return int(self.embedding_function["dim"]) if self.embedding_function is not None else None
 
     @classmethod
     def from_value(cls, value: NewCollection | dict[str, Any] | None) -> NewCollection:
@@ -91,13 +128,15 @@ class NewCollection:
         if not dense and not full_text:
             raise MilvusProviderError(
                 "A new collection would have no vectors: configure an embedding connection "
-                "(embedding_conn_id) or leave full_text_search enabled."
+                "(embedding_conn_id), set new_collection.embedding_function, or leave full_text_search enabled."
             )
         return full_text
 
     def schema_and_index(self, dimension: int | None) -> tuple[Any, Any]:
+        """Return the schema and index params; ``dimension`` sizes a client-embedded vector (a function's dim wins)."""
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+        dimension = self.server_dimension or dimension
         dense = dimension is not None
         full_text = self.with_full_text(dense)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=self.dynamic_field)
@@ -113,6 +152,16 @@ class NewCollection:
         index = MilvusClient.prepare_index_params()
         if dense:
             schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+            if self.embedding_function is not None:
+                schema.add_function(
+                    Function(
+                        name=EMBEDDING_FUNCTION,
+                        function_type=FunctionType.TEXTEMBEDDING,
+                        input_field_names=[TEXT_FIELD],
+                        output_field_names=[DENSE_FIELD],
+                        params=dict(self.embedding_function),
+                    )
+                )
             index.add_index(
                 field_name=DENSE_FIELD,
                 index_type=self.index_type,
@@ -156,10 +205,16 @@ class NewCollection:
         Create ``name`` unless it exists; a concurrent creator winning the race is not an error.
 
         ``identity`` (what makes its vectors: connection kind, model, dimensions) is recorded as a
-        collection property, so later writes and searches with another model are refused.
+        collection property, so later writes and searches with another model are refused. With
+        ``embedding_function`` the identity is the function's, and a server without functions
+        (before Milvus 2.6) is refused before anything is created.
         """
         if client.has_collection(name):
             return
+        server = self.server_embedding
+        if server is not None:
+            check_functions_supported(client.get_server_version(), name)
+            identity = server.identity(self.server_dimension)
         schema, index = self.schema_and_index(dimension)
         recorded = identity or ({"kind": "bm25", "function": "text_bm25"} if dimension is None else None)
         properties = {EMBEDDING_PROPERTY: json.dumps(recorded, sort_keys=True)} if recorded else None
@@ -175,6 +230,43 @@ class NewCollection:
             if client.has_collection(name):
                 client.drop_collection(name)
             raise
+
+
+def check_functions_supported(version: str, name: str) -> None:
+    """
+    Refuse ``new_collection.embedding_function`` on a server without ``TEXT_EMBEDDING`` functions.
+
+    Milvus before 2.6 does not know functions: it would create the collection without one, and every
+    write would then need client-side vectors. Milvus Lite 3.x has them; an unreadable version is left
+    to the server.
+    """
+    match = re.fullmatch(r"v?(\d+)\.(\d+)\.\d+.*", version.strip())
+    if match is None or (int(match.group(1)), int(match.group(2))) >= (2, 6):
+        return
+    raise MilvusProviderError(
+        f"Cannot create collection '{name}' with new_collection.embedding_function: this Milvus server "
+        f"({version}) cannot embed server-side (TEXT_EMBEDDING functions need Milvus 2.6+ or Milvus Lite 3.2). "
+        "Drop embedding_function and configure an embedding connection (embedding_conn_id) instead. "
+        "Nothing was created or written."
+    )
+
+
+def _check_embedding_function(params: Any) -> None:
+    """``embedding_function`` names a provider and a model and sizes the vector field; refused otherwise."""
+    if not isinstance(params, dict):
+        raise MilvusProviderError(
+            f"new_collection.embedding_function must be a dict of the function's params, got {type(params).__name__}."
+        )
+    missing = [k for k in ("provider", "model_name", "dim") if params.get(k) in (None, "")]
+    if missing:
+        raise MilvusProviderError(
+            f"new_collection.embedding_function needs {', '.join(missing)}, e.g. "
+            '{"provider": "openai", "model_name": "text-embedding-3-small", "dim": 1536, "credential": "apikey_prod"} '
+            "(dim sizes the vector field: the model's output size)."
+        )
+    dim = params["dim"]
+    if isinstance(dim, bool) or not str(dim).isdigit() or int(dim) <= 0:
+        raise MilvusProviderError(f"new_collection.embedding_function: dim must be a positive integer, got {dim!r}.")
 
 
 def _wait_until_indexed(client: MilvusClient, name: str, timeout: float = 60.0) -> None:

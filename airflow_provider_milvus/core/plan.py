@@ -92,7 +92,8 @@ def decide(
                 if row[schema.primary] in stored:  # a real Milvus keeps duplicate keys: rewrite them
                     duplicated.add(row[schema.primary])
                 stored[row[schema.primary]] = row
-        _plan_chunks(plan, job, builder, chunks, stored, schema.has_dense, text_in_id, duplicated)
+        # writes_vectors: stored vectors are reused only where writes send vectors (not server-side).
+        _plan_chunks(plan, job, builder, chunks, stored, schema.writes_vectors, text_in_id, duplicated)
         if job.replace_by:
             current = {builder.primary_key(c) for c in chunks}
             sources = {c["metadata"][job.replace_by] for c in chunks}

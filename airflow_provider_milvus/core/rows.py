@@ -4,7 +4,8 @@ Chunks to Milvus rows for any schema, checked before anything is written.
 Metadata goes into the collection's own scalar fields where the names match and into the dynamic
 field otherwise. Keys that would overwrite the primary key, the text or a vector, keys a collection
 without a dynamic field cannot hold, missing required fields, wrong value types, wrong vector sizes
-and over-long texts or ids all fail for the whole input, before the first write.
+and over-long texts or ids all fail for the whole input, before the first write. A collection that
+embeds server-side (a ``TEXT_EMBEDDING`` function fills its dense field) gets rows without vectors.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ class RowBuilder:
                 f"(its fields: {', '.join(schema.scalars) or 'none'}). Drop or rename them; nothing was written."
             )
         check_text_sizes(chunks, schema.text_max_length, schema.text)
+        server = schema.server_embedding
+        if server is not None and any(c.get("vector") is not None for c in chunks):
+            raise MilvusProviderError(
+                f"Collection '{schema.name}' computes its vectors in Milvus (function '{server.name}' embeds "
+                f"'{server.input}' into '{server.output}'), so documents must not carry a 'vector': Milvus "
+                "refuses a value for a function's output field. Drop the vectors; nothing was written."
+            )
         for chunk in chunks:
             self._check_chunk(chunk)
 

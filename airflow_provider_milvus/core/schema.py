@@ -5,6 +5,10 @@ Collections come from anywhere (this provider, another application, the Zilliz c
 field name is assumed. ``CollectionSchema.describe`` reads ``describe_collection`` and the indexes,
 and resolves the primary key, the text field, the dense vector field and the BM25 output field.
 When a choice is ambiguous the error names the parameter to set and lists the candidates.
+
+A dense field that a ``TEXT_EMBEDDING`` function fills (Milvus 2.6+, Milvus Lite 3.2) is embedded
+by Milvus itself: ``CollectionSchema.server_embedding`` describes that function, and writes then
+send text only and searches send query text.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ TYPE_NAMES = {
     105: "INT8_VECTOR",
 }
 BM25_FUNCTION = 1
+TEXT_EMBEDDING_FUNCTION = 2
 # The collection property where this package records what makes a collection's vectors (JSON).
 EMBEDDING_PROPERTY = "airflow_provider_milvus.embedding"
 # Names that say "this VARCHAR holds the document" when a collection has several VARCHAR fields.
@@ -85,6 +90,33 @@ class VectorField:
 
 
 @dataclass(frozen=True)
+class ServerEmbedding:
+    """
+    A ``TEXT_EMBEDDING`` function: Milvus embeds ``input`` into ``output`` on write and query text on search.
+
+    Only what identifies the model is kept; the function's other parameters (an ``api_key`` among
+    them) stay on the server, except ``secrets``, kept to scrub them out of error messages.
+    """
+
+    name: str
+    input: str
+    output: str
+    provider: str | None
+    model: str | None
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def identity(self, dimensions: int | None) -> dict[str, Any]:
+        """Return what makes the vectors, as recorded in ``EMBEDDING_PROPERTY`` and the source ledger."""
+        return {
+            "kind": "milvus_function",
+            "function": self.name,
+            "provider": self.provider,
+            "model": self.model,
+            "dimensions": dimensions,
+        }
+
+
+@dataclass(frozen=True)
 class CollectionSchema:
     """The resolved fields of one collection; every operation uses these names, never fixed ones."""
 
@@ -103,10 +135,28 @@ class CollectionSchema:
     scalars: dict[str, ScalarField] = field(default_factory=dict)
     other_vector_fields: tuple[str, ...] = ()
     embedding: dict[str, Any] | None = None  # recorded embedding identity (collections made here)
+    text_embeddings: tuple[ServerEmbedding, ...] = ()  # the TEXT_EMBEDDING functions, whatever field they fill
 
     @property
     def int_ids(self) -> bool:
         return self.primary_type == INT64
+
+    @property
+    def server_embedding(self) -> ServerEmbedding | None:
+        """The ``TEXT_EMBEDDING`` function that fills the dense field in use; None when the client embeds."""
+        if self.dense_choice is None:
+            return None
+        return next((f for f in self.text_embeddings if f.output == self.dense_choice), None)
+
+    @property
+    def embeds_server_side(self) -> bool:
+        """Milvus computes the dense vectors: writes send text only, searches send query text."""
+        return self.server_embedding is not None
+
+    @property
+    def writes_vectors(self) -> bool:
+        """Writes must carry the dense vector: a dense field that no Milvus function fills."""
+        return self.has_dense and not self.embeds_server_side
 
     @property
     def has_dense(self) -> bool:
@@ -155,8 +205,10 @@ class CollectionSchema:
             raise MilvusProviderError(f"Collection '{name}': primary key type {primary['type']} is not supported.")
         by_name = {f["name"]: f for f in fields}
         bm25_pairs = _bm25_pairs(description)
+        text_embeddings = _text_embeddings(description)
         partition_key = next((f["name"] for f in fields if f.get("is_partition_key")), None)
-        text = _choose_text_field(name, fields, primary["name"], partition_key, bm25_pairs, choice.text_field)
+        function_inputs = {inp for inp, _ in bm25_pairs} | {f.input for f in text_embeddings}
+        text = _choose_text_field(name, fields, primary["name"], partition_key, function_inputs, choice.text_field)
         dense_fields = tuple(
             VectorField(
                 name=f["name"],
@@ -203,6 +255,7 @@ class CollectionSchema:
             scalars=scalars,
             other_vector_fields=other_vectors,
             embedding=_recorded_embedding(description),
+            text_embeddings=text_embeddings,
         )
 
 
@@ -218,14 +271,40 @@ def _recorded_embedding(description: dict[str, Any]) -> dict[str, Any] | None:
 
 def _bm25_pairs(description: dict[str, Any]) -> list[tuple[str, str]]:
     """(input, output) field names of the collection's BM25 functions."""
-    pairs = []
+    return [(inputs[0], outputs[0]) for _, inputs, outputs in _functions(description, BM25_FUNCTION, "BM25")]
+
+
+def _text_embeddings(description: dict[str, Any]) -> tuple[ServerEmbedding, ...]:
+    """Return the collection's TEXT_EMBEDDING functions (Milvus reports their params as strings)."""
+    found = []
+    for function, inputs, outputs in _functions(description, TEXT_EMBEDDING_FUNCTION, "TEXTEMBEDDING"):
+        params = function.get("params") or {}
+        if isinstance(params, list):  # [{"key": ..., "value": ...}] in some clients' descriptions
+            params = {p.get("key"): p.get("value") for p in params if isinstance(p, dict)}
+        found.append(
+            ServerEmbedding(
+                name=str(function.get("name", "")),
+                input=inputs[0],
+                output=outputs[0],
+                provider=_str_or_none(params.get("provider")),
+                model=_str_or_none(params.get("model_name")),
+                secrets=tuple(str(params[k]) for k in ("api_key", "apikey") if params.get(k)),
+            )
+        )
+    return tuple(found)
+
+
+def _functions(description: dict[str, Any], *types: int | str) -> list[tuple[dict[str, Any], list[str], list[str]]]:
+    """Return (function, inputs, outputs) of each function of ``types`` that names fields on both sides."""
+    found = []
     for function in description.get("functions", []) or []:
-        if function.get("type") not in (BM25_FUNCTION, "BM25"):
+        kind = function.get("type")
+        if kind not in types and getattr(kind, "name", None) not in types:
             continue
         inputs, outputs = _names(function.get("input_field_names")), _names(function.get("output_field_names"))
         if inputs and outputs:
-            pairs.append((inputs[0], outputs[0]))
-    return pairs
+            found.append((function, inputs, outputs))
+    return found
 
 
 def _names(value: Any) -> list[str]:
@@ -243,7 +322,7 @@ def _choose_text_field(
     fields: list[dict[str, Any]],
     primary: str,
     partition_key: str | None,
-    bm25_pairs: list[tuple[str, str]],
+    function_inputs: set[str],
     chosen: str | None,
 ) -> str:
     candidates = [f["name"] for f in fields if f["type"] == VARCHAR and f["name"] not in (primary, partition_key)]
@@ -254,9 +333,8 @@ def _choose_text_field(
                 f"Candidates: {', '.join(candidates) or 'none'}."
             )
         return chosen
-    bm25_inputs = sorted({inp for inp, _ in bm25_pairs})
-    if len(bm25_inputs) == 1:
-        return bm25_inputs[0]
+    if len(function_inputs) == 1:  # the text a BM25 or TEXT_EMBEDDING function reads
+        return next(iter(function_inputs))
     if len(candidates) == 1:
         return candidates[0]
     named = [c for c in candidates if c.lower() in TEXT_FIELD_NAMES]
@@ -291,3 +369,7 @@ def _choose_vector_field(
 
 def _int_or_none(value: Any) -> int | None:
     return int(value) if value not in (None, "") else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None

@@ -11,6 +11,11 @@ Query vectors (computed upstream) skip the embedding stage: no embedding model i
 their size is checked against the dense field before any search, and they search the dense field
 only, also on a hybrid collection (a BM25 field needs text). A BM25-only collection refuses them.
 
+A collection that embeds server-side (a ``TEXT_EMBEDDING`` function fills its dense field) is
+searched with the query texts themselves on that field: Milvus embeds them with the collection's
+model, and no client-side model is built or called. MMR needs the query vectors, which Milvus does
+not return, so it is refused there.
+
 Scores follow one convention for every metric, higher means more relevant: COSINE and IP as Milvus
 returns them, BM25 as a positive score (Milvus Lite reports it negated), L2 as ``1 / (1 + distance)``,
 hybrid as the RRF score.
@@ -96,9 +101,13 @@ class _Searcher:
         self.by_vector = by_vector
         self.embeddings = session.embeddings
         schema = session.schema
+        # Query texts go to Milvus as they are: its TEXT_EMBEDDING function embeds them.
+        self.server_side = schema.embeds_server_side and not by_vector
         if by_vector:
             self.dense: VectorField | None = _dense_for_vectors(schema)
             self.bm25: str | None = None  # BM25 searches text: query vectors search the dense field alone
+        elif self.server_side:
+            self.dense, self.bm25 = schema.dense, schema.bm25_field
         else:
             self.dense = schema.dense if session.embeddings is not None else None
             self.bm25 = schema.bm25_field
@@ -106,6 +115,12 @@ class _Searcher:
             raise MilvusProviderError(
                 f"Collection '{schema.name}' has dense vectors only ({', '.join(f.name for f in schema.dense_fields)}); "
                 "configure the embedding connection and model it was built with (embedding_conn_id / embedding_model)."
+            )
+        if job.search_type == "mmr" and self.server_side:
+            raise MilvusProviderError(
+                f"search_type='mmr' needs the query vectors, and collection '{schema.name}' embeds queries in "
+                "Milvus (a TEXT_EMBEDDING function), which does not return them. Use 'similarity' or "
+                "'similarity_score', or pass query vectors. Nothing was searched."
             )
         if job.search_type == "mmr" and self.dense is None:
             raise MilvusProviderError(
@@ -139,13 +154,14 @@ class _Searcher:
         params: dict[str, Any] = {"params": dict(self.job.search_params or {})}
         return {"metric_type": metric, **params} if metric else params
 
-    async def embed(self, queries: Sequence[Any]) -> list[list[float]] | None:
+    async def embed(self, queries: Sequence[Any]) -> list[Any] | None:
         """
         Embed a batch of queries in one request (``None`` when the collection is searched with BM25 only).
 
-        Query vectors are already embedded: they pass through, with no request.
+        Query vectors are already embedded: they pass through, with no request. So do query texts of a
+        collection that embeds server-side: Milvus embeds them.
         """
-        if self.by_vector:
+        if self.by_vector or self.server_side:
             return list(queries)
         if self.dense is None or self.embeddings is None:
             return None
@@ -153,8 +169,8 @@ class _Searcher:
         check_dimension(self.session.schema, len(vectors[0]), "the query embedding")
         return vectors
 
-    async def search(self, queries: Sequence[Any], vectors: list[list[float]] | None) -> list[list[dict[str, Any]]]:
-        """One Milvus request for a batch of queries (and their vectors, from ``embed``)."""
+    async def search(self, queries: Sequence[Any], vectors: list[Any] | None) -> list[list[dict[str, Any]]]:
+        """One Milvus request for a batch of queries (and their vectors, or texts Milvus embeds, from ``embed``)."""
         session, job, dense = self.session, self.job, self.dense
         if job.search_type == "mmr":
             return await self._mmr(list(queries), vectors or [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from airflow_provider_milvus.core.limits import MAX_QUERY_ROWS
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The dense field's size in the schema a new collection is checked against before the model is probed.
@@ -168,6 +170,7 @@ class Connection:
         so input the new collection would refuse leaves no collection behind.
         """
         stand_in = vector_dimension or (DIMENSION_STAND_IN if self.embeddings is not None else None)
+        # With embedding_function the dense field's size is the function's and the stand-in is ignored.
         expected = await asyncio.to_thread(options.expected_schema, self.name, stand_in, _choice(self.config))
         _check_usable(expected, self.config, self.embeddings)
         return expected
@@ -176,10 +179,12 @@ class Connection:
         """
         Create the missing collection as ``options`` say, recording the embedding identity.
 
-        Its vector size comes from ``vector_dimension`` (precomputed vectors) or one probe of the model.
+        Its vector size comes from ``vector_dimension`` (precomputed vectors) or one probe of the model;
+        with ``options.embedding_function`` from the function, and no model is probed (Milvus embeds).
         A write calls this as its own step, after every check of the input against ``options``.
         """
-        await _create(options, self.settings, self.embeddings, vector_dimension, self.name, self.identity)
+        embeddings = None if options.embedding_function is not None else self.embeddings
+        await _create(options, self.settings, embeddings, vector_dimension, self.name, self.identity)
 
     async def open(self, *, write: bool, metrics: bool, created: bool = False) -> Session:
         """
@@ -192,20 +197,20 @@ class Connection:
         # A write has just checked (or made) the collection: no second has_collection.
         schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created or write)
         _check_usable(schema, config, self.embeddings)
-        check_embedding_identity(schema, self.identity)
+        embeddings, identity, secrets = _embedding_side(schema, self.embeddings, self.identity, self.secrets)
         await client.load_collection(self.name, timeout=self.settings.timeout)
         # Only writes are affected: searches and deletes skip asking the server's version.
         misroutes = write and bool(schema.partition_key) and _before_2_4(await client.get_server_version())
         return Session(
             self.settings,
             client,
-            self.embeddings,
+            embeddings,
             schema,
-            self.secrets,
+            secrets,
             tenant=config.partition_key_value,
             created=created,
             upsert_misroutes_partition_key=misroutes,
-            embedding_identity=self.identity,
+            embedding_identity=identity,
         )
 
 
@@ -291,6 +296,33 @@ def _before_2_4(version: str) -> bool:
     """``v2.3.5`` -> True; Milvus Lite (``milvus_lite-3.2.2``) and unparsable versions -> False."""
     match = re.fullmatch(r"v?(\d+)\.(\d+)\.\d+.*", version.strip())
     return match is not None and (int(match.group(1)), int(match.group(2))) < (2, 4)
+
+
+def _embedding_side(
+    schema: CollectionSchema, embeddings: Embeddings | None, identity: dict[str, Any] | None, secrets: list[str]
+) -> tuple[Embeddings | None, dict[str, Any] | None, list[str]]:
+    """
+    Return the embeddings, identity and secrets a session uses: the client's, or none when Milvus embeds.
+
+    A collection whose dense field a ``TEXT_EMBEDDING`` function fills is written with text and searched
+    with query text: the session gets no client-side model (so none can be called) and the function's
+    identity; an embedding connection configured anyway is ignored, with a warning.
+    """
+    server = schema.server_embedding
+    if server is None:
+        check_embedding_identity(schema, identity)
+        return embeddings, identity, secrets
+    if embeddings is not None:
+        log.warning(
+            "Collection '%s' computes its vectors in Milvus (function '%s': %s model %r from '%s'); the "
+            "embedding connection configured for this task is not used.",
+            schema.name,
+            server.name,
+            server.provider,
+            server.model,
+            server.input,
+        )
+    return None, server.identity(schema.dense.dim), [*secrets, *server.secrets]
 
 
 def _check_usable(schema: CollectionSchema, config: StoreConfig, embeddings: Embeddings | None) -> None:

@@ -194,7 +194,8 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
         )
     if job.replace_by and not schema.dynamic and job.replace_by not in schema.scalars:
         raise MilvusProviderError(f"replace_by={job.replace_by!r} is no field of collection '{schema.name}'.")
-    needs_vector = schema.has_dense and any(c.get("vector") is None for c in chunks)
+    # A collection that embeds server-side (schema.writes_vectors False) is written with text only.
+    needs_vector = schema.writes_vectors and any(c.get("vector") is None for c in chunks)
     if needs_vector and session.embeddings is None:
         raise MilvusProviderError(
             f"Collection '{schema.name}' stores dense vectors in '{schema.dense.name}' but no embedding "
@@ -213,7 +214,7 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
 
 async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Plan, counts: Counts) -> int:
     schema = session.schema
-    dense = schema.dense if schema.has_dense else None
+    dense = schema.dense if schema.writes_vectors else None  # None: no vectors to send (BM25, server-side)
     batches = batched(plan.to_write, job.batch_size)
     if not batches:
         return 0
