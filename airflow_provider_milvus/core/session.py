@@ -7,7 +7,7 @@ import contextlib
 import importlib
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,8 @@ class Session:
     # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
     embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
+    # Texts -> vectors of the same model kept elsewhere (a rebuild's live version), asked before embedding.
+    known_vectors: Callable[[list[str]], Awaitable[dict[str, list[float]]]] | None = None
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
     @property
@@ -190,7 +192,8 @@ class Connection:
         schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created or write)
         _check_usable(schema, config, self.embeddings)
         check_embedding_identity(schema, self.identity)
-        await client.load_collection(self.name, timeout=self.settings.timeout)
+        # The schema names the physical collection: an alias switched meanwhile does not split this run.
+        await client.load_collection(schema.name, timeout=self.settings.timeout)
         # Only writes are affected: searches and deletes skip asking the server's version.
         misroutes = write and bool(schema.partition_key) and _before_2_4(await client.get_server_version())
         return Session(
