@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_milvus.core.documents import SplitOptions, check_ids, estimate_chunks, normalize_documents
+from airflow_provider_milvus.core.documents import (
+    SplitOptions,
+    check_ids,
+    check_split,
+    estimate_chunks,
+    normalize_documents,
+)
 from airflow_provider_milvus.core.jobs import RebuildJob, RollbackJob
 from airflow_provider_milvus.core.rebuild import check_rebuild
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -48,30 +54,51 @@ class MilvusRebuildCollectionOperator(_BaseWriteOperator):
         validated ones); older versions and their source ledgers are dropped. 0 drops the previous version
         right after the switch (searches still running on it may fail).
     :param reuse_vectors: Reuse the live version's vectors for unchanged texts when the model is the same.
+
+    ``chunk_size``, ``chunk_overlap``, ``min_count`` and ``keep_versions`` may be templates (a manually
+    triggered DAG's params): they are checked when the DAG is parsed if given as numbers, else when the task runs.
     """
 
-    template_fields: Sequence[str] = (*_BaseWriteOperator.template_fields, "sample_queries")
+    template_fields: Sequence[str] = (
+        *_BaseWriteOperator.template_fields,
+        "sample_queries",
+        "chunk_size",
+        "chunk_overlap",
+        "min_count",
+        "keep_versions",
+    )
     label = "rebuild"
 
     def __init__(
         self,
         *,
-        sample_queries: list[str] | None = None,
-        min_count: int = 0,
-        keep_versions: int = 1,
+        chunk_size: int | str | None = None,
+        chunk_overlap: int | str = 0,
+        sample_queries: list[str] | str | None = None,
+        min_count: int | str = 0,
+        keep_versions: int | str = 1,
         reuse_vectors: bool = True,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("delete_missing") or kwargs.get("force"):
             raise ValueError("A rebuild always builds the whole new version: delete_missing and force do not apply.")
         super().__init__(**kwargs)
+        self.chunk_size: Any = chunk_size
+        self.chunk_overlap: Any = chunk_overlap
         self.sample_queries = sample_queries
-        self.min_count = min_count
-        self.keep_versions = keep_versions
+        self.min_count: Any = min_count
+        self.keep_versions: Any = keep_versions
         self.reuse_vectors = reuse_vectors
-        check_rebuild(self._job([]))  # bad parameters fail when the DAG is parsed
+        if not any(isinstance(v, str) for v in (chunk_size, chunk_overlap, min_count, keep_versions, sample_queries)):
+            check_split(chunk_size, chunk_overlap)  # bad parameters fail when the DAG is parsed
+            check_rebuild(self._job([]))
 
     def execute(self, context: Context) -> Any:
+        self.chunk_size = _integer(self.chunk_size, "chunk_size") if self.chunk_size not in (None, "") else None
+        self.chunk_overlap = _integer(self.chunk_overlap, "chunk_overlap")
+        self.min_count = _integer(self.min_count, "min_count")
+        self.keep_versions = _integer(self.keep_versions, "keep_versions")
+        check_split(self.chunk_size, self.chunk_overlap)
         documents = normalize_documents(self._documents())
         ids = _native(self.ids)
         split = SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
@@ -130,3 +157,10 @@ class MilvusRollbackAliasOperator(BaseMilvusOperator):
             store=self.store_config(), to_version=int(to_version) if to_version is not None else None
         )
         return self.run(job, items=1)
+
+
+def _integer(value: Any, name: str) -> int:
+    """A rendered template's integer ("500" without ``render_template_as_native_obj``)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise MilvusProviderError(f"{name} must be a whole number >= 0, got {value!r:.60}.")
+    return int(value)
