@@ -29,7 +29,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Milvus",
-                "python-modules": ["airflow_provider_milvus.operators.milvus", "airflow_provider_milvus.operators.rebuild"],
+                "python-modules": [
+                    "airflow_provider_milvus.operators.milvus",
+                    "airflow_provider_milvus.operators.rebuild",
+                ],
             }
         ],
         "triggers": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.triggers.milvus"]}],

@@ -119,7 +119,8 @@ class SearchLoop:
 
 def check_switch_under_search_load(conn_id: str, client: Any, uri: str, alias: str, embeddings: Any) -> None:
     first = rebuild(conn_id, alias, chunk_size=200)
-    assert first["collection"] == f"{alias}_v1" and first["previous"] is None
+    assert first["collection"] == f"{alias}_v1"
+    assert first["previous"] is None
     assert target(client, alias) == f"{alias}_v1"
     old = pks(client, f"{alias}_v1")
     with SearchLoop(uri, alias) as loop:
@@ -132,15 +133,20 @@ def check_switch_under_search_load(conn_id: str, client: Any, uri: str, alias: s
         back = rollback(conn_id, alias)
         rolled_back = time.monotonic()
         time.sleep(0.5)
-    assert loop.failures == [] and loop.empty == 0
+    assert loop.failures == []
+    assert loop.empty == 0
     assert len(loop.results) >= 20
-    assert second["collection"] == f"{alias}_v2" and second["previous"] == f"{alias}_v1"
-    assert second["rows"] == len(new) and new != old
+    assert second["collection"] == f"{alias}_v2"
+    assert second["previous"] == f"{alias}_v1"
+    assert second["rows"] == len(new)
+    assert new != old
     after_switch = [hits for began, hits in loop.results if switched <= began < rolled_back - 0.3]
-    assert after_switch and all(hits <= new for hits in after_switch)
+    assert after_switch
+    assert all(hits <= new for hits in after_switch)
     assert back == {"operation": "rollback", "alias": alias, "collection": f"{alias}_v1", "previous": f"{alias}_v2"}
     assert target(client, alias) == f"{alias}_v1"
-    assert loop.since(rolled_back) and all(hits <= old for hits in loop.since(rolled_back))
+    assert loop.since(rolled_back)
+    assert all(hits <= old for hits in loop.since(rolled_back))
     # Same model, other chunking: the embedding server saw only texts v1 did not hold (+ the new collection's
     # dimension probe and the sample query).
     write = second["write"]
@@ -184,7 +190,8 @@ def check_operators_follow_the_alias(conn_id: str, client: Any, alias: str) -> N
         "inline",
     )
     assert added["written"] == 1
-    assert client.has_collection(f"{live}__sources") and not client.has_collection(f"{alias}__sources")
+    assert client.has_collection(f"{live}__sources")
+    assert not client.has_collection(f"{alias}__sources")
     ledger = client.query(f"{live}__sources", filter='id != ""', output_fields=["source"], consistency_level="Strong")
     assert [row["source"] for row in ledger if "docs/new.md" in row["source"]]
     hits = run(
@@ -211,7 +218,9 @@ def check_operators_follow_the_alias(conn_id: str, client: Any, alias: str) -> N
 
 
 def rebuild_rows(client: Any, collection: str) -> int:
-    return int(client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+    return int(
+        client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
+    )
 
 
 # --- Milvus Lite -----------------------------------------------------------------------------------------------
@@ -280,7 +289,8 @@ def test_bad_input_is_refused_before_any_version_or_alias_exists(lite, collectio
     documents = [*corpus(2), {"page_content": "no source here", "metadata": {}}]
     with pytest.raises(MilvusProviderError, match=r"has no metadata 'source' \(replace_by\)"):
         rebuild(conn_id, collection_name, documents=documents)
-    assert versions(client, collection_name) == [] and not client.has_collection(collection_name)
+    assert versions(client, collection_name) == []
+    assert not client.has_collection(collection_name)
 
 
 def test_rollback_without_an_earlier_version_says_so(lite, collection_name):

@@ -100,21 +100,21 @@ def plain_collection_error(name: str) -> MilvusProviderError:
     )
 
 
-async def resolve_alias(client: AsyncMilvusClient, name: str, timeout: float) -> str | None:
-    """The collection the alias ``name`` points to now; None when nothing has that name; a plain collection is refused."""
-    if not await client.has_collection(name, timeout=timeout):
+async def resolve_alias(client: AsyncMilvusClient, name: str, request_timeout: float) -> str | None:
+    """Return the collection the alias ``name`` points to now (None: no such name); refuse a plain collection."""
+    if not await client.has_collection(name, timeout=request_timeout):
         return None
-    physical = str((await client.describe_collection(name, timeout=timeout))["collection_name"])
+    physical = str((await client.describe_collection(name, timeout=request_timeout))["collection_name"])
     if physical == name:
         raise plain_collection_error(name)
     return physical
 
 
-async def list_versions(client: AsyncMilvusClient, alias: str, timeout: float) -> list[Version]:
+async def list_versions(client: AsyncMilvusClient, alias: str, request_timeout: float) -> list[Version]:
     """Every ``<alias>_v<N>``, newest first, and whether a rebuild validated it."""
     pattern = re.compile(rf"{re.escape(alias)}_v(\d+)")
-    names = [n for n in await client.list_collections(timeout=timeout) if pattern.fullmatch(n)]
-    descriptions = await asyncio.gather(*(client.describe_collection(n, timeout=timeout) for n in names))
+    names = [n for n in await client.list_collections(timeout=request_timeout) if pattern.fullmatch(n)]
+    descriptions = await asyncio.gather(*(client.describe_collection(n, timeout=request_timeout) for n in names))
     versions = [
         Version(int(pattern.fullmatch(n).group(1)), n, VERSION_PROPERTY in (d.get("properties") or {}))  # type: ignore[union-attr]
         for n, d in zip(names, descriptions, strict=True)
@@ -292,9 +292,13 @@ def _write_job(job: RebuildJob, physical: str, documents: list[dict[str, Any]]) 
 
 
 async def _live_vectors(
-    client: AsyncMilvusClient, job: RebuildJob, live: str | None, identity: dict[str, Any] | None, timeout: float
+    client: AsyncMilvusClient,
+    job: RebuildJob,
+    live: str | None,
+    identity: dict[str, Any] | None,
+    request_timeout: float,
 ) -> LiveVectors | None:
-    """The live version's vectors when it was made by this task's model (same kind, model, dimensions)."""
+    """Return the live version's vectors when this task's model made them (same kind, model, dimensions)."""
     if not job.reuse_vectors or live is None or identity is None:
         return None
     choice = FieldChoice(text_field=job.store.text_field, vector_field=job.store.vector_field)
@@ -308,23 +312,31 @@ async def _live_vectors(
         )
         return None
     log.info("rebuild: same model as '%s' (%r): its vectors are reused for unchanged texts", live, identity["model"])
-    return LiveVectors(client, schema, timeout)
+    return LiveVectors(client, schema, request_timeout)
 
 
 async def _validate(
-    client: AsyncMilvusClient, job: RebuildJob, physical: str, written: dict[str, Any], timeout: float
+    client: AsyncMilvusClient, job: RebuildJob, physical: str, written: dict[str, Any], request_timeout: float
 ) -> int:
     """Rows equal the corpus's chunks, at least ``min_count``, and every sample query finds a hit."""
-    reply = await client.query(physical, filter="", output_fields=["count(*)"], consistency_level="Strong", timeout=timeout)
+    reply = await client.query(
+        physical, filter="", output_fields=["count(*)"], consistency_level="Strong", timeout=request_timeout
+    )
     rows = int(reply[0]["count(*)"]) if reply else 0
     expected = int(written["chunks"])
     if rows != expected:
-        raise MilvusProviderError(f"Validation of '{physical}' failed: it holds {rows} rows, the corpus has {expected} chunks.")
+        raise MilvusProviderError(
+            f"Validation of '{physical}' failed: it holds {rows} rows, the corpus has {expected} chunks."
+        )
     if rows < job.min_count:
-        raise MilvusProviderError(f"Validation of '{physical}' failed: {rows} rows, fewer than min_count={job.min_count}.")
+        raise MilvusProviderError(
+            f"Validation of '{physical}' failed: {rows} rows, fewer than min_count={job.min_count}."
+        )
     if job.sample_queries:
         store = dataclasses.replace(job.store, collection_name=physical, new_collection=None)
-        results = await run_search(SearchJob(store=store, queries=list(job.sample_queries), k=1, search_type="similarity"))
+        results = await run_search(
+            SearchJob(store=store, queries=list(job.sample_queries), k=1, search_type="similarity")
+        )
         empty = [query for query, hits in zip(job.sample_queries, results, strict=True) if not hits]
         if empty:
             raise MilvusProviderError(
@@ -335,20 +347,26 @@ async def _validate(
 
 
 async def _discard(
-    client: AsyncMilvusClient, alias: str, live: str | None, physical: str, timeout: float, error: BaseException
+    client: AsyncMilvusClient, alias: str, live: str | None, physical: str, request_timeout: float, error: BaseException
 ) -> None:
     """After a failure or cancellation: drop the half-built version, unless the alias already points at it."""
     reason = "cancelled" if isinstance(error, asyncio.CancelledError) else f"failed ({error})"
     try:
-        if await client.has_collection(alias, timeout=timeout):
-            now = (await client.describe_collection(alias, timeout=timeout))["collection_name"]
+        if await client.has_collection(alias, timeout=request_timeout):
+            now = (await client.describe_collection(alias, timeout=request_timeout))["collection_name"]
             if now == physical:  # the switch went through before the error: the new version is live
                 log.error("rebuild %s %s after the switch: '%s' is live and kept", alias, reason, physical)
                 return
         for name in (physical, ledger_name(physical)):
-            if await client.has_collection(name, timeout=timeout):
-                await client.drop_collection(name, timeout=timeout)
-        log.error("rebuild %s %s: the alias still points at %s; the half-built '%s' was dropped", alias, reason, live, physical)
+            if await client.has_collection(name, timeout=request_timeout):
+                await client.drop_collection(name, timeout=request_timeout)
+        log.error(
+            "rebuild %s %s: the alias still points at %s; the half-built '%s' was dropped",
+            alias,
+            reason,
+            live,
+            physical,
+        )
     except Exception as cleanup_error:  # the rebuild's own error is what the task reports
         log.error(
             "rebuild %s %s: the alias still points at %s; the half-built '%s' could not be dropped (%s): drop it "
@@ -369,7 +387,7 @@ async def _prune(
     previous: str | None,
     versions: Sequence[Version],
     keep_versions: int,
-    timeout: float,
+    request_timeout: float,
 ) -> list[str]:
     """Keep the previous live version and the newest validated ones (``keep_versions`` in all); drop the rest."""
     ordered = [v for v in versions if v.name == previous] + [v for v in versions if v.validated and v.name != previous]
@@ -378,14 +396,14 @@ async def _prune(
     for version in versions:
         if version.name in kept:
             continue
-        reply = await client.list_aliases(version.name, timeout=timeout)
+        reply = await client.list_aliases(version.name, timeout=request_timeout)
         aliases = list((reply.get("aliases") if isinstance(reply, dict) else reply) or [])  # the async client: a list
         if aliases:  # another alias (or this one, switched meanwhile) still names it
             log.warning("rebuild %s: keeping '%s', named by alias(es) %s", alias, version.name, aliases)
             continue
         for name in (version.name, ledger_name(version.name)):
-            if await client.has_collection(name, timeout=timeout):
-                await client.drop_collection(name, timeout=timeout)
+            if await client.has_collection(name, timeout=request_timeout):
+                await client.drop_collection(name, timeout=request_timeout)
         dropped.append(version.name)
     if dropped:
         log.info("rebuild %s: dropped %s (kept for rollback: %s)", alias, dropped, sorted(kept - {physical}))

@@ -153,14 +153,12 @@ class MilvusRollbackAliasOperator(BaseMilvusOperator):
         to_version = _native(self.to_version)
         if to_version is not None and (isinstance(to_version, bool) or not str(to_version).isdigit()):
             raise MilvusProviderError(f"to_version must be a version number (3 for '<alias>_v3'), got {to_version!r}.")
-        job = RollbackJob(
-            store=self.store_config(), to_version=int(to_version) if to_version is not None else None
-        )
+        job = RollbackJob(store=self.store_config(), to_version=int(to_version) if to_version is not None else None)
         return self.run(job, items=1)
 
 
 def _integer(value: Any, name: str) -> int:
-    """A rendered template's integer ("500" without ``render_template_as_native_obj``)."""
+    """Read a rendered template's integer ("500" without ``render_template_as_native_obj``)."""
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
         raise MilvusProviderError(f"{name} must be a whole number >= 0, got {value!r:.60}.")
     return int(value)
