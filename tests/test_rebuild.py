@@ -299,3 +299,29 @@ def test_rollback_without_an_earlier_version_says_so(lite, collection_name):
     with pytest.raises(MilvusProviderError, match=r"no earlier validated version is kept"):
         rollback(conn_id, collection_name)
     assert target(client, collection_name) == f"{collection_name}_v1"
+
+
+def test_a_cancelled_rebuild_leaves_the_alias_and_drops_the_half_built_version(lite, collection_name, embeddings):
+    import asyncio
+
+    from airflow_provider_milvus.core.jobs import RebuildJob, StoreConfig
+    from airflow_provider_milvus.core.rebuild import run_rebuild
+
+    conn_id, client, _ = lite
+    rebuild(conn_id, collection_name)
+    store = StoreConfig(milvus_conn_id=conn_id, collection_name=collection_name, embedding_conn_id=EMBEDDINGS)
+    job = RebuildJob(store=store, documents=corpus(), chunk_size=120, replace_by="source", batch_size=4)
+    embeddings.latency = 0.3  # each embedding request takes a while: the cancel lands mid-write
+
+    async def cancel_mid_write() -> None:
+        task = asyncio.create_task(run_rebuild(job))
+        while not client.has_collection(f"{collection_name}_v2"):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_write())
+    assert target(client, collection_name) == f"{collection_name}_v1"
+    assert versions(client, collection_name) == [f"{collection_name}_v1", f"{collection_name}_v1__sources"]
