@@ -315,7 +315,9 @@ def test_a_cancelled_rebuild_leaves_the_alias_and_drops_the_half_built_version(l
 
     async def cancel_mid_write() -> None:
         task = asyncio.create_task(run_rebuild(job))
-        while not client.has_collection(f"{collection_name}_v2"):
+        for _ in range(600):  # until the new version exists (the write is under way), at most 30 s
+            if client.has_collection(f"{collection_name}_v2"):
+                break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
         task.cancel()
