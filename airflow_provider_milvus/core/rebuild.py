@@ -139,10 +139,10 @@ class LiveVectors:
     in flight; ``reused`` counts the texts it answered.
     """
 
-    def __init__(self, client: AsyncMilvusClient, schema: CollectionSchema, timeout: float) -> None:
+    def __init__(self, client: AsyncMilvusClient, schema: CollectionSchema, request_timeout: float) -> None:
         self.client = client
         self.schema = schema
-        self.timeout = timeout
+        self.request_timeout = request_timeout
         self.reused = 0
         self.lookups = 0
 
@@ -150,17 +150,21 @@ class LiveVectors:
         text_field, vector_field = self.schema.text, self.schema.dense.name
         found: dict[str, list[float]] = {}
         for batch in _by_size(list(dict.fromkeys(texts)), LOOKUP_TEXT_BYTES):
-            self.lookups += 1
-            rows = await self.client.query(
-                self.schema.name,
-                filter=f"{text_field} in {to_literal(batch)}",
-                output_fields=[text_field, vector_field],
-                limit=min(QUERY_CAP, LOOKUP_ROWS_PER_TEXT * len(batch)),
-                consistency_level="Strong",
-                timeout=self.timeout,
-            )
-            for row in rows:
-                found.setdefault(row[text_field], [float(x) for x in row[vector_field]])
+            pending = batch
+            while pending:  # a text stored many times can fill the limit: ask again for the texts not found
+                limit = min(QUERY_CAP, LOOKUP_ROWS_PER_TEXT * len(pending))
+                self.lookups += 1
+                rows = await self.client.query(
+                    self.schema.name,
+                    filter=f"{text_field} in {to_literal(pending)}",
+                    output_fields=[text_field, vector_field],
+                    limit=limit,
+                    consistency_level="Strong",
+                    timeout=self.request_timeout,
+                )
+                for row in rows:
+                    found.setdefault(row[text_field], [float(x) for x in row[vector_field]])
+                pending = [text for text in pending if text not in found] if len(rows) >= limit else []
         self.reused += sum(1 for text in texts if text in found)
         return found
 
