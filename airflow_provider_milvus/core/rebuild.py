@@ -222,7 +222,9 @@ async def run_rebuild(job: RebuildJob) -> dict[str, Any]:
                 else:
                     await client.alter_alias(physical, alias, timeout=timeout)
         except BaseException as error:
-            await _discard(client, alias, live, physical, timeout, error)
+            outcome = await _discard(client, alias, live, physical, timeout, error)
+            if isinstance(error, MilvusProviderError):
+                raise MilvusProviderError(f"{error} {outcome}") from error
             raise
         log.info("rebuild %s: alias switched from %s to %s (%d rows)", alias, live or "(none)", physical, rows)
         with connection.errors(action=f"drop old versions of '{alias}'"):
@@ -351,37 +353,37 @@ async def _validate(
 
 
 async def _discard(
-    client: AsyncMilvusClient, alias: str, live: str | None, physical: str, request_timeout: float, error: BaseException
-) -> None:
-    """After a failure or cancellation: drop the half-built version, unless the alias already points at it."""
-    reason = "cancelled" if isinstance(error, asyncio.CancelledError) else f"failed ({error})"
+    client: AsyncMilvusClient,
+    alias: str,
+    live: str | None,
+    physical: str,
+    request_timeout: float,
+    error: BaseException,
+) -> str:
+    """After a failure or cancellation: drop the half-built version (unless the alias points at it); say what happened."""
+    reason = "was cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+    where = f"'{alias}' still points at '{live}'" if live else f"the alias '{alias}' was not created"
     try:
         if await client.has_collection(alias, timeout=request_timeout):
             now = (await client.describe_collection(alias, timeout=request_timeout))["collection_name"]
             if now == physical:  # the switch went through before the error: the new version is live
-                log.error("rebuild %s %s after the switch: '%s' is live and kept", alias, reason, physical)
-                return
+                outcome = f"The rebuild of '{alias}' {reason} after the switch: '{physical}' is live and kept."
+                log.error("%s", outcome)
+                return outcome
+        dropped = []
         for name in (physical, ledger_name(physical)):
             if await client.has_collection(name, timeout=request_timeout):
                 await client.drop_collection(name, timeout=request_timeout)
-        log.error(
-            "rebuild %s %s: the alias still points at %s; the half-built '%s' was dropped",
-            alias,
-            reason,
-            live,
-            physical,
-        )
+                dropped.append(name)
+        built = f"the half-built '{physical}' was dropped" if dropped else f"'{physical}' was never created"
+        outcome = f"The rebuild of '{alias}' {reason}: {where}; {built}."
     except Exception as cleanup_error:  # the rebuild's own error is what the task reports
-        log.error(
-            "rebuild %s %s: the alias still points at %s; the half-built '%s' could not be dropped (%s): drop it "
-            "by hand (and '%s')",
-            alias,
-            reason,
-            live,
-            physical,
-            cleanup_error,
-            ledger_name(physical),
+        outcome = (
+            f"The rebuild of '{alias}' {reason}: {where}; the half-built '{physical}' could not be dropped "
+            f"({cleanup_error}): drop it and '{ledger_name(physical)}' by hand."
         )
+    log.error("%s", outcome)
+    return outcome
 
 
 async def _prune(
