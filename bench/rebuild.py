@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> str:
 
         # Warm-up (imports, first connection, first collection), not measured: the first run would pay it.
         MilvusAddDocumentsOperator(
-            task_id="warm_up", collection_name=f"{plain}_warm_up", documents=["warm up"], **common
+            task_id="warm_up",
+            collection_name=f"{plain}_warm_up",
+            documents=[{"page_content": "warm up", "metadata": {"source": "warm-up"}}],
+            **common,
         ).execute(context={})
 
         def measure(label: str, operator: Any, expected: str) -> None:
