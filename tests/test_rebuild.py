@@ -330,3 +330,12 @@ def test_a_cancelled_rebuild_leaves_the_alias_and_drops_the_half_built_version(l
     asyncio.run(cancel_mid_write())
     assert target(client, collection_name) == f"{collection_name}_v1"
     assert versions(client, collection_name) == [f"{collection_name}_v1", f"{collection_name}_v1__sources"]
+
+
+def test_a_sample_query_without_hits_fails_the_rebuild_before_the_switch(lite, collection_name):
+    conn_id, client, _ = lite  # BM25 (no embedding connection): a word no chunk holds finds nothing
+    rebuild(conn_id, collection_name, embedding_conn_id=None, sample_queries=["w24"])
+    with pytest.raises(MilvusProviderError, match=r"1 of 2 sample queries found nothing: \['zzzunknownword'\]"):
+        rebuild(conn_id, collection_name, embedding_conn_id=None, sample_queries=["w24", "zzzunknownword"])
+    assert target(client, collection_name) == f"{collection_name}_v1"
+    assert not client.has_collection(f"{collection_name}_v2")
