@@ -16,6 +16,9 @@ from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 
+# Texts -> vectors the same model made already (a rebuild's live version): asked before the embedding API.
+KnownVectors = Callable[[list[str]], Awaitable[dict[str, list[float]]]]
+
 # The dense field's size in the schema a new collection is checked against before the model is probed.
 DIMENSION_STAND_IN = 8
 
@@ -45,8 +48,7 @@ class Session:
     # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
     embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
-    # Texts -> vectors of the same model kept elsewhere (a rebuild's live version), asked before embedding.
-    known_vectors: Callable[[list[str]], Awaitable[dict[str, list[float]]]] | None = None
+    known_vectors: KnownVectors | None = None  # a rebuild's: stored vectors for texts, before embedding
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
     @property

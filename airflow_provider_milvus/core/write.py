@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from airflow_provider_milvus.core.ledger import (
 )
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
 from airflow_provider_milvus.core.rows import RowBuilder
-from airflow_provider_milvus.core.session import Session, connect
+from airflow_provider_milvus.core.session import KnownVectors, Session, connect
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELETE_IDS = 1000  # primary keys per delete request
-
-# Texts -> vectors already made by the same model elsewhere (a rebuild's live version): used before embedding.
-KnownVectors = Callable[[list[str]], Awaitable[dict[str, list[float]]]]
 
 
 @dataclass
