@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -42,7 +43,7 @@ from airflow_provider_milvus.core.jobs import RebuildJob, RollbackJob, SearchJob
 from airflow_provider_milvus.core.ledger import ledger_name
 from airflow_provider_milvus.core.schema import FieldChoice
 from airflow_provider_milvus.core.search import run_search
-from airflow_provider_milvus.core.session import connect
+from airflow_provider_milvus.core.session import Connection, connect
 from airflow_provider_milvus.core.write import run_write
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
@@ -50,13 +51,13 @@ if TYPE_CHECKING:
     from pymilvus import AsyncMilvusClient
 
     from airflow_provider_milvus.core.schema import CollectionSchema
+    from airflow_provider_milvus.settings import MilvusConnectionSettings
 
 log = logging.getLogger(__name__)
 
 VERSION_PROPERTY = "airflow_provider_milvus.rebuild"  # set on a version once it passed validation
-LOOKUP_TEXT_BYTES = 64 * 1024  # texts per "text in [...]" lookup of the live version, by size
-LOOKUP_ROWS_PER_TEXT = 4  # a text stored several times (other sources) returns several rows
-QUERY_CAP = 16384
+LOOKUP_IDS = 1000  # primary keys per vector lookup in the live version
+SCAN_PAGE = 4096  # rows per page of the one scan of the live version's texts
 
 
 @dataclass(frozen=True)
@@ -133,53 +134,83 @@ def same_model(recorded: dict[str, Any] | None, identity: dict[str, Any] | None)
 
 class LiveVectors:
     """
-    Texts -> vectors of the live version, looked up by text in batches (``KnownVectors`` of the write core).
+    Texts -> vectors of the live version (``KnownVectors`` of the write core).
 
-    Called once per write batch with that batch's texts to embed, so memory stays bounded by the batches
-    in flight; ``reused`` counts the texts it answered.
+    The first call scans the live version's primary keys and texts once (no vectors) into a map from a
+    16-byte digest of each text to a primary key; every call then reads the vectors it needs by primary
+    key (indexed, ``LOOKUP_IDS`` per query) and keeps only rows whose text is exactly the one asked for.
+    Memory: one digest and key per live row, plus the vectors of the write batches in flight. (Looking the
+    texts up with ``text in [...]`` instead scans the collection once per batch: 16x a plain ingest on
+    Milvus Lite for the nightly corpus, bench/results/rebuild.md's first run.)
     """
 
-    def __init__(self, client: AsyncMilvusClient, schema: CollectionSchema, request_timeout: float) -> None:
+    def __init__(self, client: AsyncMilvusClient, schema: CollectionSchema, settings: MilvusConnectionSettings) -> None:
         self.client = client
         self.schema = schema
-        self.request_timeout = request_timeout
+        self.settings = settings
         self.reused = 0
         self.lookups = 0
+        self._keys: dict[bytes, Any] | None = None
+        self._scan = asyncio.Lock()
 
     async def __call__(self, texts: list[str]) -> dict[str, list[float]]:
-        text_field, vector_field = self.schema.text, self.schema.dense.name
+        keys = await self._index()
+        wanted = {text: keys[digest] for text in texts if (digest := _digest(text)) in keys}
+        primary, text_field, vector_field = self.schema.primary, self.schema.text, self.schema.dense.name
         found: dict[str, list[float]] = {}
-        for batch in _by_size(list(dict.fromkeys(texts)), LOOKUP_TEXT_BYTES):
-            pending = batch
-            while pending:  # a text stored many times can fill the limit: ask again for the texts not found
-                limit = min(QUERY_CAP, LOOKUP_ROWS_PER_TEXT * len(pending))
-                self.lookups += 1
-                rows = await self.client.query(
-                    self.schema.name,
-                    filter=f"{text_field} in {to_literal(pending)}",
-                    output_fields=[text_field, vector_field],
-                    limit=limit,
-                    consistency_level="Strong",
-                    timeout=self.request_timeout,
-                )
-                for row in rows:
+        pks = list(dict.fromkeys(wanted.values()))
+        for start in range(0, len(pks), LOOKUP_IDS):
+            batch = pks[start : start + LOOKUP_IDS]
+            self.lookups += 1
+            rows = await self.client.query(
+                self.schema.name,
+                filter=f"{primary} in {to_literal(batch)}",
+                output_fields=[text_field, vector_field],
+                limit=len(batch),
+                consistency_level="Strong",
+                timeout=self.settings.timeout,
+            )
+            for row in rows:
+                if row[text_field] in wanted:  # the digest matched; the text must too
                     found.setdefault(row[text_field], [float(x) for x in row[vector_field]])
-                pending = [text for text in pending if text not in found] if len(rows) >= limit else []
         self.reused += sum(1 for text in texts if text in found)
         return found
 
+    async def _index(self) -> dict[bytes, Any]:
+        async with self._scan:  # the write's batches run concurrently: one scan for all
+            if self._keys is None:
+                self._keys = await asyncio.to_thread(self._scan_texts)
+                log.info("rebuild: %d texts of '%s' indexed for reuse", len(self._keys), self.schema.name)
+            return self._keys
 
-def _by_size(texts: list[str], limit: int) -> list[list[str]]:
-    batches: list[list[str]] = [[]]
-    size = 0
-    for text in texts:
-        length = len(text.encode())
-        if batches[-1] and size + length > limit:
-            batches.append([])
-            size = 0
-        batches[-1].append(text)
-        size += length
-    return [b for b in batches if b]
+    def _scan_texts(self) -> dict[bytes, Any]:
+        from pymilvus import MilvusClient
+
+        primary, text_field = self.schema.primary, self.schema.text
+        everything = f"{primary} >= {-(1 << 63)}" if self.schema.int_ids else f'{primary} != ""'
+        client = MilvusClient(**self.settings.client_kwargs())
+        keys: dict[bytes, Any] = {}
+        try:
+            iterator = client.query_iterator(
+                self.schema.name,
+                batch_size=SCAN_PAGE,
+                filter=everything,
+                output_fields=[primary, text_field],
+                timeout=self.settings.timeout,
+            )
+            try:
+                while page := iterator.next():
+                    for row in page:
+                        keys.setdefault(_digest(row[text_field]), row[primary])
+            finally:
+                iterator.close()
+        finally:
+            client.close()
+        return keys
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 async def run_rebuild(job: RebuildJob) -> dict[str, Any]:
@@ -204,7 +235,7 @@ async def run_rebuild(job: RebuildJob) -> dict[str, Any]:
             check_collection_name(physical, why=f"the new version of '{alias}'")
             if ledger_name_needed(job):
                 check_collection_name(ledger_name(physical), why=f"the source ledger of '{physical}'")
-            known = await _live_vectors(connection.client, job, live, connection.identity, timeout)
+            known = await _live_vectors(connection, job, live)
         log.info("rebuild %s: live version %s, building %s", alias, live or "(none)", physical)
         try:
             written = await run_write(_write_job(job, physical, documents), known_vectors=known)
@@ -297,18 +328,13 @@ def _write_job(job: RebuildJob, physical: str, documents: list[dict[str, Any]]) 
     )
 
 
-async def _live_vectors(
-    client: AsyncMilvusClient,
-    job: RebuildJob,
-    live: str | None,
-    identity: dict[str, Any] | None,
-    request_timeout: float,
-) -> LiveVectors | None:
+async def _live_vectors(connection: Connection, job: RebuildJob, live: str | None) -> LiveVectors | None:
     """Return the live version's vectors when this task's model made them (same kind, model, dimensions)."""
+    identity = connection.identity
     if not job.reuse_vectors or live is None or identity is None:
         return None
     choice = FieldChoice(text_field=job.store.text_field, vector_field=job.store.vector_field)
-    schema = await aread_schema(client, live, choice, metrics=False)
+    schema = await aread_schema(connection.client, live, choice, metrics=False)
     if not schema.has_dense or not same_model(schema.embedding, identity):
         log.info(
             "rebuild: '%s' was embedded by %r, this rebuild uses %r: every chunk is embedded again",
@@ -318,7 +344,7 @@ async def _live_vectors(
         )
         return None
     log.info("rebuild: same model as '%s' (%r): its vectors are reused for unchanged texts", live, identity["model"])
-    return LiveVectors(client, schema, request_timeout)
+    return LiveVectors(connection.client, schema, connection.settings)
 
 
 async def _validate(

@@ -7,7 +7,6 @@ import pytest
 from airflow_provider_milvus.core.jobs import RebuildJob, StoreConfig
 from airflow_provider_milvus.core.rebuild import (
     Version,
-    _by_size,
     _rollback_target,
     check_rebuild,
     same_model,
@@ -25,13 +24,6 @@ def test_vectors_are_reused_only_from_the_same_kind_model_and_dimensions():
     assert not same_model(MODEL, {**MODEL, "dimensions": 512})
     assert not same_model(None, MODEL)  # a collection made elsewhere records no model
     assert not same_model({"kind": "bm25", "function": "text_bm25"}, MODEL)
-
-
-def test_text_lookups_are_batched_by_size_and_keep_every_text():
-    texts = ["a" * 40, "b" * 40, "c" * 40, "d" * 200, "e"]
-    batches = _by_size(texts, 100)
-    assert batches == [["a" * 40, "b" * 40], ["c" * 40], ["d" * 200], ["e"]]
-    assert _by_size([], 100) == []
 
 
 VERSIONS = [Version(4, "docs_v4", True), Version(3, "docs_v3", False), Version(2, "docs_v2", True)]
