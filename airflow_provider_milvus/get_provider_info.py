@@ -26,7 +26,15 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.hooks.milvus"]}],
-        "operators": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.operators.milvus"]}],
+        "operators": [
+            {
+                "integration-name": "Milvus",
+                "python-modules": [
+                    "airflow_provider_milvus.operators.milvus",
+                    "airflow_provider_milvus.operators.rebuild",
+                ],
+            }
+        ],
         "triggers": [{"integration-name": "Milvus", "python-modules": ["airflow_provider_milvus.triggers.milvus"]}],
         "connection-types": [
             {

@@ -78,6 +78,8 @@ def test_every_example_dag_imports_without_errors(airflow):
         "milvus_pipeline_upsert",
         "milvus_retention_cleanup",
         "milvus_tenant_maintenance",
+        "milvus_rebuild",
+        "milvus_rollback",
     } <= dag_ids
 
 
@@ -305,3 +307,17 @@ def test_tenant_maintenance_works_on_an_application_collection_without_field_map
     assert all(hit["id"].startswith("acme-") for hit in hits)
     assert hits[0]["id"] == "acme-901"
     assert hits[0]["metadata"] == {"customer": "acme", "year": 2026}
+
+
+def test_rebuild_dag_switches_the_alias_to_a_version_with_the_new_chunking(
+    airflow, corpus, collection_name, milvus_client
+):
+    conf = {"collection": collection_name, "corpus_dir": str(corpus), "chunk_size": 400, "sample_query": "BM25"}
+    airflow.run("dags", "test", "milvus_rebuild", "2026-01-01", "-c", json.dumps(conf))
+    first = latest_xcom(airflow, "milvus_rebuild", "rebuild")
+    airflow.run("dags", "test", "milvus_rebuild", "2026-01-02", "-c", json.dumps(conf | {"chunk_size": 250}))
+    second = latest_xcom(airflow, "milvus_rebuild", "rebuild")
+    assert (first["collection"], second["collection"]) == (f"{collection_name}_v1", f"{collection_name}_v2")
+    assert second["rows"] == count(milvus_client, f"{collection_name}_v2") > first["rows"]  # smaller chunks
+    assert milvus_client.describe_alias(collection_name)["collection_name"] == f"{collection_name}_v2"
+    # The rollback (milvus_rollback) is specified in tests/test_rebuild.py: one more `dags test` costs ~50 s here.

@@ -85,10 +85,10 @@ async def run_delete(job: DeleteJob) -> dict[str, Any]:
             await forget_matching(session, target)  # the source ledger re-checks the sources losing rows
             by_pks = f"{session.schema.primary} in {to_literal(pks)}" if pks is not None else ""
             if by_pks and len(by_pks.encode()) <= MAX_FILTER_BYTES:
-                await session.client.delete(name, filter=by_pks, timeout=session.timeout)
+                await session.client.delete(session.name, filter=by_pks, timeout=session.timeout)
                 remaining = 0
             else:
-                reply = await session.client.delete(name, filter=target, timeout=session.timeout)
+                reply = await session.client.delete(session.name, filter=target, timeout=session.timeout)
                 remaining = 0 if reported_deletes(reply) == matched else await session.count(target)
     if remaining:
         raise MilvusProviderError(
@@ -149,7 +149,7 @@ async def _delete_ids(job: DeleteJob) -> dict[str, Any]:
                 await bounded_gather(
                     _key_batches(present),
                     lambda batch: session.client.delete(
-                        name, filter=session.scoped(_in(primary, batch)), timeout=session.timeout
+                        session.name, filter=session.scoped(_in(primary, batch)), timeout=session.timeout
                     ),
                     max_concurrency=job.max_concurrency,
                 )

@@ -107,3 +107,40 @@ class SearchJob(Job):
     output_fields: list[str] | None = None
     search_params: dict[str, Any] | None = None
     consistency_level: str | None = None  # None: the collection's own (Strong for collections made here)
+
+
+@dataclass(frozen=True)
+class RebuildJob(Job):
+    """
+    Rebuild the collection an alias (``store.collection_name``) names into ``<alias>_v<N>``, then switch the alias.
+
+    The new version is filled from ``documents`` as a ``WriteJob`` would fill a new collection (same
+    splitting, ids, ``replace_by`` and source ledger, ``store.new_collection`` options), validated
+    (row count equals the chunks written, at least ``min_count`` rows, each of ``sample_queries`` finds a
+    hit), and only then made live. ``keep_versions`` earlier versions stay for rollback; older ones are
+    dropped. ``reuse_vectors``: with the live version's embedding model, texts it stores already take
+    its vectors instead of the embedding API's.
+    """
+
+    operation: ClassVar[str] = "rebuild"
+    batch_size: int = 100  # chunks per Milvus request (and per embedding request)
+    documents: list[dict[str, Any]] | None = None
+    documents_ref: str | None = None
+    ids: list[str | int] | None = None
+    id_key: str | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int = 0
+    replace_by: str | None = None
+    track_sources: bool = True
+    sample_queries: list[str] = field(default_factory=list)
+    min_count: int = 0
+    keep_versions: int = 1
+    reuse_vectors: bool = True
+
+
+@dataclass(frozen=True)
+class RollbackJob(Job):
+    """Point the alias ``store.collection_name`` back at an earlier validated version (``to_version``, or the latest)."""
+
+    operation: ClassVar[str] = "rollback"
+    to_version: int | None = None

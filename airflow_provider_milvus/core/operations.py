@@ -13,7 +13,8 @@ from typing import Any
 
 from airflow_provider_milvus.core.checks import check_job
 from airflow_provider_milvus.core.delete import run_delete
-from airflow_provider_milvus.core.jobs import DeleteJob, Job, SearchJob, StoreConfig, WriteJob
+from airflow_provider_milvus.core.jobs import DeleteJob, Job, RebuildJob, RollbackJob, SearchJob, StoreConfig, WriteJob
+from airflow_provider_milvus.core.rebuild import run_rebuild, run_rollback
 from airflow_provider_milvus.core.search import run_search
 from airflow_provider_milvus.core.write import run_write
 
@@ -21,9 +22,11 @@ OPERATIONS: dict[str, tuple[type[Job], Callable[[Any], Awaitable[Any]]]] = {
     "write": (WriteJob, run_write),
     "delete": (DeleteJob, run_delete),
     "search": (SearchJob, run_search),
+    "rebuild": (RebuildJob, run_rebuild),
+    "rollback": (RollbackJob, run_rollback),
 }
 
-__all__ = ["DeleteJob", "Job", "SearchJob", "StoreConfig", "WriteJob", "run_job"]
+__all__ = ["DeleteJob", "Job", "RebuildJob", "RollbackJob", "SearchJob", "StoreConfig", "WriteJob", "run_job"]
 
 
 async def run_job(operation: str, job_data: dict[str, Any]) -> Any:

@@ -8,7 +8,7 @@ import importlib
 import logging
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +20,9 @@ from airflow_provider_milvus.exceptions import MilvusProviderError, describe_mil
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Texts -> vectors the same model made already (a rebuild's live version): asked before the embedding API.
+KnownVectors = Callable[[list[str]], Awaitable[dict[str, list[float]]]]
 
 # The dense field's size in the schema a new collection is checked against before the model is probed.
 DIMENSION_STAND_IN = 8
@@ -50,6 +53,7 @@ class Session:
     # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
     embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
+    known_vectors: KnownVectors | None = None  # a rebuild's: stored vectors for texts, before embedding
     _sync_client: MilvusClient | None = field(default=None, repr=False)
 
     @property
@@ -198,7 +202,8 @@ class Connection:
         schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created or write)
         _check_usable(schema, config, self.embeddings)
         embeddings, identity, secrets = _embedding_side(schema, self.embeddings, self.identity, self.secrets)
-        await client.load_collection(self.name, timeout=self.settings.timeout)
+        # The schema names the physical collection: an alias switched meanwhile does not split this run.
+        await client.load_collection(schema.name, timeout=self.settings.timeout)
         # Only writes are affected: searches and deletes skip asking the server's version.
         misroutes = write and bool(schema.partition_key) and _before_2_4(await client.get_server_version())
         return Session(

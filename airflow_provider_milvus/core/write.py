@@ -34,7 +34,7 @@ from airflow_provider_milvus.core.ledger import (
 )
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
 from airflow_provider_milvus.core.rows import RowBuilder
-from airflow_provider_milvus.core.session import Session, connect
+from airflow_provider_milvus.core.session import KnownVectors, Session, connect
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
@@ -51,9 +51,11 @@ class Counts:
 
     embedded: int = 0
     written: int = 0
+    known: int = 0  # vectors taken from ``known_vectors`` instead of the embedding API
 
 
-async def run_write(job: WriteJob) -> dict[str, Any]:
+async def run_write(job: WriteJob, *, known_vectors: KnownVectors | None = None) -> dict[str, Any]:
+    """Write ``job``; ``known_vectors`` (a rebuild's) supplies stored vectors for texts before the embedding API."""
     started = time.monotonic()
     documents = job.documents
     if documents is None:
@@ -79,6 +81,7 @@ async def run_write(job: WriteJob) -> dict[str, Any]:
                 await connection.create_collection(options, vector_dimension=dimension)
                 created = True
             session = await connection.open(write=True, metrics=False, created=created)
+            session.known_vectors = known_vectors
         try:
             summary = await _write_session(job, session, documents, prepared, started)
         finally:
@@ -138,6 +141,7 @@ async def _write_session(
         skipped_sources=len(sources.skipped),
         embedded=counts.embedded,
         reused_vectors=len(plan.reuse_vector),
+        known_vectors=counts.known,
         stale_deleted=stale,
         vanished_deleted=vanished,
         vanished_sources=plan.vanished_sources,
@@ -265,6 +269,14 @@ async def _fill_vectors(
             if row is not None and row.get(schema.text) == batch[i]["text"]:
                 vectors[i] = row[schema.dense.name]
     missing = [i for i in vectors if vectors[i] is None]
+    if missing and session.known_vectors is not None:  # a rebuild: the live version's vectors, by text
+        known = await session.known_vectors([batch[i]["text"] for i in missing])
+        for i in missing:
+            vector = known.get(batch[i]["text"])
+            if vector is not None and len(vector) == schema.dense.dim:
+                vectors[i] = vector
+                counts.known += 1
+        missing = [i for i in missing if vectors[i] is None]
     if not missing:
         return
     if session.embeddings is None:  # _check_job refuses this before planning
