@@ -65,7 +65,7 @@ def embedding_secrets(conn: Any) -> list[str]:
 
 def embedding_identity(settings: EmbeddingSettings, conn: Any, embeddings: Embeddings) -> dict[str, Any]:
     """
-    What makes these embeddings' vectors: kind of connection, model, dimensions (None: the model's own).
+    Return what makes these embeddings' vectors: kind of connection, model, dimensions (None: the model's).
 
     Recorded with every collection this package creates, and compared with it by every write and search.
     """

@@ -81,7 +81,7 @@ class MilvusHook(BaseHook):
     def _embeddings(
         self, conn_id: str | None, model: str | None, dimensions: int | None
     ) -> tuple[Embeddings | None, dict[str, Any] | None]:
-        """The embeddings (None: BM25) and their identity, as the operators build them."""
+        """Return the embeddings (None: BM25) and their identity, as the operators build them."""
         from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings, embedding_identity
 
         embedding = EmbeddingSettings.choose(self.settings, conn_id=conn_id, model=model, dimensions=dimensions)
@@ -120,7 +120,7 @@ class MilvusHook(BaseHook):
         if embeddings is None and embedding_conn_id is not None:
             embeddings, identity = self._embeddings(embedding_conn_id, embedding_model, embedding_dimensions)
         elif embeddings is not None and getattr(embeddings, "model", None):
-            identity = {"model": embeddings.model, "dimensions": embedding_dimensions}
+            identity = {"model": getattr(embeddings, "model"), "dimensions": embedding_dimensions}
         return self._create_collection(collection_name, new_collection, embeddings, identity)
 
     def _create_collection(
