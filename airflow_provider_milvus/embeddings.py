@@ -63,6 +63,19 @@ def embedding_secrets(conn: Any) -> list[str]:
     return [conn.password] if conn.password else []
 
 
+def embedding_identity(settings: EmbeddingSettings, conn: Any, embeddings: Embeddings) -> dict[str, Any]:
+    """
+    Return what makes these embeddings' vectors: kind of connection, model, dimensions (None: the model's).
+
+    Recorded with every collection this package creates, and compared with it by every write and search.
+    """
+    return {
+        "kind": conn.conn_type,
+        "model": getattr(embeddings, "model", None) or settings.model,
+        "dimensions": settings.dimensions,
+    }
+
+
 def build_embeddings(settings: EmbeddingSettings, conn: Any) -> Embeddings:
     """LangChain ``Embeddings`` for an ``openai`` or ``langchain`` connection; never downloads a tokenizer."""
     if conn.conn_type == LANGCHAIN_CONN_TYPE:

@@ -4,7 +4,9 @@ Milvus requests of an unchanged nightly run with the verified source ledger (iss
 Starts Milvus Lite (gRPC) and the loopback embeddings server, ingests a corpus of N one-file sources
 (``chunks`` paragraphs each, one chunk per paragraph), then re-runs it unchanged, with and without
 ``delete_missing``, and prints each run's ``round_trips`` (Milvus requests by phase), wall time and
-embedding inputs. Run from the repository root::
+embedding inputs, under a header naming the command, commit, machine and load. An unchanged run's
+ledger requests are the ledger read and the audit (``count(*)`` of the scope and a query for its rows
+that are not exactly tracked). Run from the repository root::
 
     python -m bench.ledger_requests --sources 1000,10000 --chunks 3 > bench/results/ledger-requests.txt
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -53,7 +56,17 @@ def main() -> None:
             os.environ["AIRFLOW_CONN_BENCH_EMBEDDINGS"] = json.dumps(
                 {"conn_type": "openai", "host": embeddings.base_url, "password": "sk-bench", "extra": {"model": "m"}}
             )
-            print(f"Milvus Lite {server.uri}; each source {args.chunks} chunks (chunk_size=200)")
+            from importlib.metadata import version
+
+            from bench.machine import describe_commit, load_average
+
+            print(f"# python -m bench.ledger_requests {' '.join(sys.argv[1:])}")
+            print(f"# commit {describe_commit()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+            print(
+                f"# Milvus Lite {version('milvus-lite')} (gRPC, {server.uri}), pymilvus {version('pymilvus')}; "
+                f"{os.cpu_count()} cores shared with other work, load {load_average()} at start"
+            )
+            print(f"# each source {args.chunks} chunks (chunk_size=200); round_trips = Milvus requests by phase")
             for sources in (int(n) for n in args.sources.split(",")):
                 collection = f"ledger_{uuid.uuid4().hex[:8]}"
                 documents = corpus(sources, args.chunks)

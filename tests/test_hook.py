@@ -119,3 +119,33 @@ def test_create_collection_refuses_a_name_a_milvus_server_refuses(milvus_conn_id
     with pytest.raises(MilvusProviderError, match="'my-coll' is refused by Milvus servers.*'my_coll'"):
         MilvusHook(milvus_conn_id).create_collection("my-coll")
     assert not milvus_client.has_collection("my-coll")
+
+
+def test_create_collection_records_the_embedding_model_as_the_operators_do(
+    milvus_conn_id, embedding_conn_id, collection_name, milvus_client
+):
+    from airflow_provider_milvus.core.schema import EMBEDDING_PROPERTY
+    from airflow_provider_milvus.exceptions import MilvusProviderError
+    from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+
+    from tests.conftest import EMBEDDING_DIMENSIONS
+    from tests.test_operators import run
+
+    def recorded(name: str) -> dict:
+        return json.loads(milvus_client.describe_collection(name)["properties"][EMBEDDING_PROPERTY])
+
+    def add(name: str, model: str) -> None:
+        documents = [{"page_content": "airflow schedules tasks", "metadata": {"source": "a.md"}}]
+        store = dict(milvus_conn_id=milvus_conn_id, embedding_conn_id=embedding_conn_id, embedding_model=model)
+        run(MilvusAddDocumentsOperator(task_id="add", collection_name=name, documents=documents, **store), "inline")
+
+    hook = MilvusHook(milvus_conn_id)
+    hook.create_collection(collection_name, embedding_conn_id=embedding_conn_id, embedding_model="model-one")
+    by_operator = f"{collection_name}_op"
+    add(by_operator, "model-one")
+    assert recorded(collection_name) == recorded(by_operator)
+    assert recorded(collection_name) == {"kind": "openai", "model": "model-one", "dimensions": EMBEDDING_DIMENSIONS}
+    with pytest.raises(MilvusProviderError, match="built with embedding model 'model-one'.*uses 'model-two'"):
+        add(collection_name, "model-two")
+    with pytest.raises(MilvusProviderError, match="'model-one'.*'model-two'"):
+        hook.get_vector_store(collection_name, embedding_conn_id=embedding_conn_id, embedding_model="model-two")

@@ -136,7 +136,7 @@ def test_track_sources_off_keeps_no_ledger_and_compares_chunks(tier, collection_
     assert again["round_trips"]["lookup"] >= 1
 
 
-MANY = 2500  # sources: more than two verification queries' worth, so the ledger scans the scope instead
+MANY = 2500  # sources: the audit costs the same two requests; a lost row makes the ledger scan the scope
 
 
 def test_many_sources_an_unchanged_run_reads_the_ledger_and_the_scope_once_and_a_lost_row_is_rewritten(
@@ -150,7 +150,7 @@ def test_many_sources_an_unchanged_run_reads_the_ledger_and_the_scope_once_and_a
     first = ingest(tier, collection_name, documents, batch_size=500)
     assert first["written"] == MANY
     unchanged = ingest(tier, collection_name, documents, batch_size=500)
-    # One read of the ledger, one count(*) of the scope, one scan of its rows (keys and digests); nothing written.
+    # One read of the ledger and the audit (count(*) of the scope, its rows that are not exactly tracked); no row read.
     assert {phase: n for phase, n in unchanged["round_trips"].items() if n} == {"ledger": 3}
     assert (unchanged["skipped_sources"], unchanged["written"]) == (MANY, 0)
 

@@ -205,7 +205,8 @@ class NewCollection:
         Create ``name`` unless it exists; a concurrent creator winning the race is not an error.
 
         ``identity`` (what makes its vectors: connection kind, model, dimensions) is recorded as a
-        collection property, so later writes and searches with another model are refused. With
+        collection property, so later writes and searches with another model are refused; its
+        dimensions, when the model chose them, are the probed ``dimension``. With
         ``embedding_function`` the identity is the function's, and a server without functions
         (before Milvus 2.6) is refused before anything is created.
         """
@@ -216,6 +217,8 @@ class NewCollection:
             check_functions_supported(client.get_server_version(), name)
             identity = server.identity(self.server_dimension)
         schema, index = self.schema_and_index(dimension)
+        if identity is not None:
+            identity = {**identity, "dimensions": identity.get("dimensions") or dimension}
         recorded = identity or ({"kind": "bm25", "function": "text_bm25"} if dimension is None else None)
         properties = {EMBEDDING_PROPERTY: json.dumps(recorded, sort_keys=True)} if recorded else None
         try:

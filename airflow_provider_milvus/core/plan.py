@@ -105,7 +105,11 @@ def decide(
             ]
     if job.delete_missing:  # stored_by_source then holds the whole scope, or the ledger's vanished sources
         vanished = {s: rows for s, rows in stored_by_source.items() if s not in inputs}
-        plan.vanished = [row[schema.primary] for rows in vanished.values() for row in rows]
+        # A row filed under a vanished value whose primary key is a chunk of this input is rewritten, not deleted.
+        current = set() if schema.auto_id else {builder.primary_key(c) for c in chunks}
+        plan.vanished = [
+            row[schema.primary] for rows in vanished.values() for row in rows if row[schema.primary] not in current
+        ]
         plan.vanished_sources = len(vanished)
     if not any("digest" in c for c in chunks):  # an untracked write: name the ledger entries it breaks
         rows = [*stored.values(), *(row for rows in stored_by_source.values() for row in rows)]

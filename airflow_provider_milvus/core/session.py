@@ -269,8 +269,6 @@ async def _create(
 ) -> None:
     if dimension is None and embeddings is not None:
         dimension = len(await embeddings.aembed_query("dimension probe"))
-    if identity is not None:
-        identity = {**identity, "dimensions": identity.get("dimensions") or dimension}
     await in_sync_client(settings, lambda client: options.create(client, name, dimension, identity=identity))
 
 
@@ -352,7 +350,12 @@ async def _aembeddings(
     config: StoreConfig, settings: MilvusConnectionSettings
 ) -> tuple[Embeddings | None, list[str], dict[str, Any] | None]:
     """Build the embeddings; return them, their connection's secrets and their identity (what makes the vectors)."""
-    from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings, embedding_secrets
+    from airflow_provider_milvus.embeddings import (
+        EmbeddingSettings,
+        build_embeddings,
+        embedding_identity,
+        embedding_secrets,
+    )
     from airflow_provider_milvus.version_compat import BaseHook
 
     chosen = EmbeddingSettings.choose(
@@ -366,9 +369,4 @@ async def _aembeddings(
     conn = await BaseHook.aget_connection(chosen.conn_id)
     # Sync: imports langchain_openai on first use and builds two SSL contexts (~0.1 s each).
     embeddings = await asyncio.to_thread(build_embeddings, chosen, conn)
-    identity = {
-        "kind": conn.conn_type,
-        "model": getattr(embeddings, "model", None) or chosen.model,
-        "dimensions": chosen.dimensions,
-    }
-    return embeddings, embedding_secrets(conn), identity
+    return embeddings, embedding_secrets(conn), embedding_identity(chosen, conn, embeddings)

@@ -6,7 +6,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_milvus.core.checks import check_collection_name
-from airflow_provider_milvus.core.collection import NewCollection, check_dimension, read_schema
+from airflow_provider_milvus.core.collection import (
+    NewCollection,
+    check_dimension,
+    check_embedding_identity,
+    read_schema,
+)
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 from airflow_provider_milvus.settings import (
@@ -71,17 +76,20 @@ class MilvusHook(BaseHook):
         embedding_dimensions: int | None = None,
     ) -> Embeddings | None:
         """Dense embeddings from the embedding connection, or None for BM25 full-text."""
-        from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
+        return self._embeddings(embedding_conn_id, embedding_model, embedding_dimensions)[0]
 
-        embedding = EmbeddingSettings.choose(
-            self.settings,
-            conn_id=embedding_conn_id,
-            model=embedding_model,
-            dimensions=embedding_dimensions,
-        )
+    def _embeddings(
+        self, conn_id: str | None, model: str | None, dimensions: int | None
+    ) -> tuple[Embeddings | None, dict[str, Any] | None]:
+        """Return the embeddings (None: BM25) and their identity, as the operators build them."""
+        from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings, embedding_identity
+
+        embedding = EmbeddingSettings.choose(self.settings, conn_id=conn_id, model=model, dimensions=dimensions)
         if embedding is None:
-            return None
-        return build_embeddings(embedding, self.get_connection(embedding.conn_id))
+            return None, None
+        conn = self.get_connection(embedding.conn_id)
+        embeddings = build_embeddings(embedding, conn)
+        return embeddings, embedding_identity(embedding, conn, embeddings)
 
     def get_collection_schema(
         self, collection_name: str, *, text_field: str | None = None, vector_field: str | None = None
@@ -95,14 +103,38 @@ class MilvusHook(BaseHook):
         collection_name: str,
         *,
         new_collection: NewCollection | dict[str, Any] | None = None,
+        embedding_conn_id: str | None = None,
+        embedding_model: str | None = None,
+        embedding_dimensions: int | None = None,
         embeddings: Embeddings | None = None,
     ) -> CollectionSchema:
-        """Create ``collection_name`` as ``new_collection`` says (no-op when it exists); returns its schema."""
+        """
+        Create ``collection_name`` as ``new_collection`` says (no-op when it exists); returns its schema.
+
+        With ``embedding_conn_id`` the collection gets dense vectors of that model, whose identity
+        (kind of connection, model, dimensions) is recorded with it as the operators record it, so a
+        later write or search with another model is refused. Without one it is BM25 full-text.
+        ``embeddings``, a LangChain object built elsewhere, records only its ``model`` attribute.
+        """
+        identity = None
+        if embeddings is None and embedding_conn_id is not None:
+            embeddings, identity = self._embeddings(embedding_conn_id, embedding_model, embedding_dimensions)
+        elif embeddings is not None and getattr(embeddings, "model", None):
+            identity = {"model": getattr(embeddings, "model"), "dimensions": embedding_dimensions}
+        return self._create_collection(collection_name, new_collection, embeddings, identity)
+
+    def _create_collection(
+        self,
+        collection_name: str,
+        new_collection: NewCollection | dict[str, Any] | None,
+        embeddings: Embeddings | None,
+        identity: dict[str, Any] | None,
+    ) -> CollectionSchema:
         check_collection_name(collection_name)  # a name Milvus Lite takes and a server refuses fails here too
         options = NewCollection.from_value(new_collection)
         with describe_milvus_error(self.settings, action=f"create collection '{collection_name}'"):
             dimension = len(embeddings.embed_query("dimension probe")) if embeddings is not None else None
-            options.create(self.client, collection_name, dimension)
+            options.create(self.client, collection_name, dimension, identity=identity)
         return self.get_collection_schema(collection_name)
 
     def get_vector_store(
@@ -124,15 +156,12 @@ class MilvusHook(BaseHook):
         """
         from langchain_milvus import BM25BuiltInFunction, Milvus
 
-        embeddings = self.get_embeddings(
-            embedding_conn_id=embedding_conn_id,
-            embedding_model=embedding_model,
-            embedding_dimensions=embedding_dimensions,
-        )
+        embeddings, identity = self._embeddings(embedding_conn_id, embedding_model, embedding_dimensions)
         with describe_milvus_error(self.settings, action=f"open collection '{collection_name}'"):
             if not self.client.has_collection(collection_name):
-                self.create_collection(collection_name, new_collection=new_collection, embeddings=embeddings)
+                self._create_collection(collection_name, new_collection, embeddings, identity)
             schema = self.get_collection_schema(collection_name, text_field=text_field, vector_field=vector_field)
+            check_embedding_identity(schema, identity)
             if embeddings is not None:
                 check_dimension(schema, len(embeddings.embed_query("dimension probe")), "the embedding model's output")
             vector_fields: list[str] = []
