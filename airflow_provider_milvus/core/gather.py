@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -115,7 +116,7 @@ async def pipelined_gather(
 
 @dataclass(frozen=True)
 class Flush:
-    """When a group of produced results goes to the second stage: at ``rows`` results or ``weight`` units (bytes)."""
+    """The most a group of results for the second stage holds: ``rows`` results, ``weight`` units (bytes)."""
 
     rows: int
     weight: int | None = None
@@ -137,14 +138,15 @@ async def staged_gather(
     """
     Two stages with their own batching: ``produce(item)`` per item, ``consume(group)`` per group of results.
 
-    ``max_concurrency`` produce calls (embedding requests) are in flight whenever items are left and the
-    window has room; their results are regrouped, in the order of ``items``, into groups of ``flush.rows``
-    results (or ``flush.weight`` units of ``weight``), each handed to ``consume`` (a write) while later
-    items are still being produced - so neither service waits for the other, and a write's size does not
-    depend on the produce batch. Memory is bounded by ``window``: an item holds a slot from the start of
-    its ``produce`` until the group holding its results has been consumed, so at most ``window`` items'
-    results exist at once, whatever the number of items. A group is also flushed when it alone fills the
-    window. The first failure cancels every other call and is raised as itself.
+    ``max_concurrency`` produce calls (embedding requests) stay in flight while items are left and the
+    window has room. Their results queue up in the order of ``items``; each of ``consume_concurrency``
+    consumers (writers) takes, whenever it is free, everything queued up to ``flush`` - one result or
+    thousands, across item boundaries, never more than ``flush`` - so a group's size does not depend on the
+    produce batch: writes follow each batch while the second stage keeps up, and grow towards ``flush``
+    when it is the slower one. Neither stage waits for the other. Memory is bounded by ``window``: an item
+    holds a slot from the start of its ``produce`` until its last result has been consumed, so at most
+    ``window`` items' results exist at once, whatever the number of items. The first failure cancels
+    every other call and is raised as itself.
     """
     if max_concurrency < 1 or consume_concurrency < 1:
         raise ValueError("max_concurrency must be at least 1")
@@ -152,11 +154,16 @@ async def staged_gather(
         raise ValueError("window must hold at least max_concurrency items")
     if flush.rows < 1:
         raise ValueError("a group needs at least one row")
-    slots = asyncio.Semaphore(window)  # items produced or producing, not yet consumed
-    producing = asyncio.Semaphore(max_concurrency)
+    if not items:
+        return
     loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(window)  # items producing or produced, not yet wholly consumed
+    producing = asyncio.Semaphore(max_concurrency)
     produced: list[asyncio.Future[Sequence[M]] | None] = [loop.create_future() for _ in items]
-    queue: asyncio.Queue[tuple[list[M], list[T]] | None] = asyncio.Queue(maxsize=consume_concurrency)
+    # (result, the item it ends, or None): queued in item order for the consumers
+    ready: deque[tuple[M, tuple[T] | None]] = deque()
+    changed = asyncio.Condition()
+    finished = False
 
     async def produce_all(group: asyncio.TaskGroup) -> None:
         for item, future in zip(items, produced, strict=True):
@@ -171,42 +178,56 @@ async def staged_gather(
         finally:
             producing.release()
 
-    async def regroup() -> None:
-        results: list[M] = []
-        members: list[T] = []
-        load = 0
+    async def queue_in_order() -> None:
+        nonlocal finished
         for index, item in enumerate(items):
             future = produced[index]
             assert future is not None
-            for result in await future:
-                results.append(result)
-                load += weight(result)
-            members.append(item)
-            produced[index] = None  # the results now live in the group only
-            full = len(results) >= flush.rows or (flush.weight is not None and load >= flush.weight)
-            if full or len(members) == window or index == len(items) - 1:
-                await queue.put((results, members))
-                results, members, load = [], [], 0
-        for _ in range(consume_concurrency):
-            await queue.put(None)
+            results = await future
+            produced[index] = None  # the results now live in ``ready`` only
+            if not results:
+                release(item)
+                continue
+            async with changed:
+                ready.extend((result, None) for result in results[:-1])
+                ready.append((results[-1], (item,)))
+                changed.notify()
+        async with changed:
+            finished = True
+            changed.notify_all()
+
+    def release(item: T) -> None:
+        slots.release()
+        if progress is not None:
+            progress.advance(size(item))
 
     async def consume_all() -> None:
-        while (entry := await queue.get()) is not None:
-            results, members = entry
-            await consume(results)
-            for member in members:
-                slots.release()
-                if progress is not None:
-                    progress.advance(size(member))
+        while True:
+            async with changed:
+                await changed.wait_for(lambda: bool(ready) or finished)
+                if not ready:
+                    return
+                group: list[M] = []
+                ended: list[T] = []
+                load = 0
+                while ready and len(group) < flush.rows and (flush.weight is None or load < flush.weight):
+                    result, ends = ready.popleft()
+                    group.append(result)
+                    load += weight(result)
+                    if ends is not None:
+                        ended.append(ends[0])
+                if ready:
+                    changed.notify()  # more for another free consumer
+            await consume(group)
+            for item in ended:
+                release(item)
 
-    if not items:
-        return
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(produce_all(group))
-            group.create_task(regroup())
+        async with asyncio.TaskGroup() as task_group:
+            task_group.create_task(produce_all(task_group))
+            task_group.create_task(queue_in_order())
             for _ in range(consume_concurrency):
-                group.create_task(consume_all())
+                task_group.create_task(consume_all())
     except BaseExceptionGroup as group_error:
         raise _first_cause(group_error) from None
 
