@@ -26,7 +26,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.embedding_service import API_KEY, MODEL, EmbeddingService
 from bench.machine import PACKAGES, _cpu_model, _version, describe_commit, load_average
