@@ -212,18 +212,24 @@ class ThrottleLog:
             else "the client retries it"
         )
         log.warning(
-            "Embedding API %s: %d such answer(s) in the last %.0f s; retry-after %s; %s; each request is retried "
-            "up to %d times (max_retries) with backoff; %s.",
+            "Embedding API %s (%d such answer(s) since the last such line); asked to wait: %s; rate limits: %s; "
+            "each request is retried up to %d times (max_retries) with backoff; %s.",
             what,
             count,
-            self.interval,
-            headers.get("retry-after-ms", "")
-            and f"{headers['retry-after-ms']} ms"
-            or headers.get("retry-after", "not given"),
-            limits or "no rate-limit headers",
+            _retry_after(headers),
+            limits or "no x-ratelimit headers",
             self.max_retries,
             advice,
         )
+
+
+def _retry_after(headers: Any) -> str:
+    if headers.get("retry-after-ms"):
+        return f"{headers['retry-after-ms']} ms (Retry-After-Ms)"
+    value = headers.get("retry-after")
+    if not value:
+        return "not given (Retry-After)"
+    return f"{value} s (Retry-After)" if value.replace(".", "", 1).isdigit() else f"until {value} (Retry-After)"
 
 
 _RATE_HEADERS = (

@@ -53,5 +53,11 @@ def test_a_throttled_request_is_retried_and_logged_as_a_warning_with_what_to_cha
     (record,) = [r for r in caplog.records if r.name == "airflow_provider_milvus.embeddings"]
     message = record.getMessage()
     assert record.levelno == logging.WARNING
-    for words in ("throttled (HTTP 429)", "retry-after 0.1", "max_retries", "max_concurrency", "batch_size"):
+    for words in (
+        "throttled (HTTP 429)",
+        "asked to wait: 0.1 s (Retry-After)",
+        "max_retries",
+        "max_concurrency",
+        "batch_size",
+    ):
         assert words in message, message
