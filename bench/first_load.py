@@ -210,6 +210,19 @@ def render(rows: list[Row], meta: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOCS = ROOT / "docs" / "benchmark.md"
+START, END = "<!-- first-load:start: written by python -m bench.first_load, do not edit -->", "<!-- first-load:end -->"
+
+
+def publish(text: str) -> None:
+    """Copy the results (header and table) into docs/benchmark.md between its first-load markers."""
+    docs = DOCS.read_text()
+    head, rest = docs.split(START, 1)
+    _, tail = rest.split(END, 1)
+    body = "\n".join(text.splitlines()[2:])  # without the title: the section has its own
+    DOCS.write_text(f"{head}{START}\n{body.strip()}\n{END}{tail}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=1000)
@@ -236,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     name = f"first-load{'-' + args.tag if args.tag else ''}"
     (args.results_dir / f"{name}.md").write_text(text)
+    if args.results_dir == RESULTS_DIR and not args.tag:
+        publish(text)
     (args.results_dir / f"{name}.json").write_text(
         json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1)
     )

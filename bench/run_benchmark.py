@@ -73,7 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--only-nightly", action="store_true", help="run only the nightly corpus workload")
     parser.add_argument(
-        "--only-ingest", action="store_true", help="only the ingest sizes, (c) and (d): no tutorial workloads, no (a)/(b)"
+        "--only-ingest",
+        action="store_true",
+        help="only the ingest sizes, (c) and (d): no tutorial workloads, no (a)/(b)",
     )
     parser.add_argument("--tag", help="results file suffix (default: 'standalone' with --standalone, else none)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
