@@ -177,7 +177,8 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
             "load average (1/5/15 min) at start / end": f"{load_at_start} / {load_average()}"
             " (the shared 2-core machine: other work ran beside it)",
             "machine": f"{os.cpu_count()} cores ({_cpu_model()})",
-            "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
+            "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES)
+            + (f"; peer: {_peer_versions()}" if peer else ""),
             "backend": backend.description,
             "embeddings": f"tests.servers.embeddings_server in a child process, {args.dimensions} dims, "
             f"{args.latency * 1000:.0f} ms per request, nothing per input",
@@ -185,6 +186,19 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
             f"chunk_size={CHUNK_SIZE}, chunk_overlap={CHUNK_OVERLAP}",
         }
     return rows, meta
+
+
+def _peer_versions() -> str:
+    names = (
+        "llama-index-core",
+        "llama-index-vector-stores-milvus",
+        "llama-index-embeddings-openai",
+        "pymilvus",
+        "openai",
+    )
+    script = f"from importlib.metadata import version; print(', '.join(n + ' ' + version(n) for n in {names!r}))"
+    completed = subprocess.run([str(LLAMAINDEX_PYTHON), "-c", script], capture_output=True, text=True, check=False)
+    return completed.stdout.strip() or "unknown"
 
 
 def render(rows: list[Row], meta: dict[str, str]) -> str:
