@@ -222,10 +222,10 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
     """
     Embed and write ``plan.to_write`` as two overlapping stages (``staged_gather``).
 
-    Embedding keeps ``job.max_concurrency`` requests of ``job.batch_size`` texts in flight; their rows are
-    regrouped into writes of ``WRITE_ROWS`` rows / ``WRITE_BYTES`` bytes, sent while later batches are still
-    being embedded, so Milvus round trips never hold an embedding slot. At most ``_window`` batches' rows
-    are in memory at once. Returns the number of embedding batches.
+    Embedding keeps ``job.max_concurrency`` requests of ``job.batch_size`` texts in flight; a free writer
+    takes the rows embedded so far (in order, up to ``WRITE_ROWS`` rows / ``WRITE_BYTES`` bytes) while later
+    batches are still being embedded, so Milvus round trips never hold an embedding slot. At most
+    ``_window`` batches' rows are in memory at once. Returns the number of embedding batches.
     """
     schema = session.schema
     batches = batched(plan.to_write, job.batch_size)
