@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="corpus sizes (files) for the metadata-DB growth runs via airflow dags test ('' to skip)",
     )
     parser.add_argument("--only-nightly", action="store_true", help="run only the nightly corpus workload")
+    parser.add_argument(
+        "--only-ingest",
+        action="store_true",
+        help="only the ingest sizes, (c) and (d): no tutorial workloads, no (a)/(b)",
+    )
     parser.add_argument("--tag", help="results file suffix (default: 'standalone' with --standalone, else none)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.only_nightly:
             sizes = []
-        else:
+        elif not args.only_ingest:
             for n in TUTORIAL_ADDS:
                 suite.run_write(Workload("add", n), (SYNC, GATHER, OPERATOR, LIMIT))
             suite.run_search(Workload("search", TUTORIAL_SEARCHES))
@@ -144,10 +149,10 @@ def run(args: argparse.Namespace) -> int:
             measured = tuple(
                 m
                 for m, up_to in ((SYNC, MEASURE_SYNC_UP_TO), (GATHER, MEASURE_GATHER_UP_TO))
-                if n <= up_to and not (args.quick and m == SYNC)
+                if n <= up_to and not (args.quick and m == SYNC) and not args.only_ingest
             )
             suite.run_write(workload, measured)
-            for method in (SYNC, GATHER):
+            for method in () if args.only_ingest else (SYNC, GATHER):
                 if method not in measured:
                     base = suite.find("ingest", MEASURE_SYNC_UP_TO, method) or suite.find("add", 100, method)
                     suite.extrapolate(workload, method, base)

@@ -135,7 +135,9 @@ def test_a_thousand_source_replace_takes_a_bounded_number_of_round_trips(tier, c
     docs = corpus(1000, paragraphs=2)
     first = ingest(tier, collection_name, docs, batch_size=500, max_concurrency=4, chunk_size=None)
     # A collection this run created holds nothing: no lookups; one ledger upsert records the 1,000 sources.
-    assert first["round_trips"] == {"write": 2, "lookup": 0, "ledger": 1}
+    # The two embedding batches of 500 go to Milvus in one or two writes (a free writer takes what is embedded).
+    assert first["round_trips"] | {"write": 0} == {"write": 0, "lookup": 0, "ledger": 1}
+    assert 1 <= first["round_trips"]["write"] <= 2
     edited = [{**d, "page_content": d["page_content"] + " (edited)"} for d in docs[:500]] + docs[500:]
     summary = ingest(tier, collection_name, edited, batch_size=500, max_concurrency=4, chunk_size=None)
     assert summary["stale_deleted"] == 500

@@ -7,7 +7,9 @@ The write core: skip what is stored already, embed and write the rest in bounded
    which are skipped whole; the rest is looked up (by primary key, or by ``replace_by`` value) in
    batched, bounded lookups and compared chunk by chunk. Unchanged chunks are skipped; a chunk whose
    text is stored already but whose metadata changed keeps its stored vector.
-2. Write: embed only what needs a new vector, then upsert (insert for auto-id collections).
+2. Write: embed only what needs a new vector, then upsert (insert for auto-id collections). Embedding and
+   writing are separate, overlapping stages: embedding batches of ``batch_size`` keep ``max_concurrency``
+   requests in flight while their rows go to Milvus in writes sized for Milvus (``WRITE_ROWS``/``WRITE_BYTES``).
 3. Clean up: rows of the written sources that this input no longer has, and with ``delete_missing``
    every source absent from the input, deleted by primary key in batches.
 """
@@ -25,7 +27,7 @@ from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection, check_dimension
 from airflow_provider_milvus.core.documents import PreparedChunks, SplitOptions, check_text_sizes, prepare_chunks
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
-from airflow_provider_milvus.core.gather import Progress, batched, bounded_gather
+from airflow_provider_milvus.core.gather import Flush, Progress, batched, bounded_gather, staged_gather
 from airflow_provider_milvus.core.ledger import (
     DIGEST_FIELD,
     SourceTracking,
@@ -43,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELETE_IDS = 1000  # primary keys per delete request
+# Writes are sized for Milvus, not by the embedding batch: a few hundred KB to a few MB per insert keeps the
+# per-request overhead small and stays far below the server's gRPC message limit (64 MB by default).
+WRITE_ROWS = 1000  # rows per insert / upsert request at most
+WRITE_BYTES = 4 << 20  # or this many bytes (strings by length, vectors at 4 bytes per value), whichever first
+WRITE_CONCURRENCY = 2  # write requests in flight: one being sent while the next is assembled
 
 
 @dataclass
@@ -217,8 +224,15 @@ def _check_job(job: WriteJob, session: Session, builder: RowBuilder, chunks: lis
 
 
 async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Plan, counts: Counts) -> int:
+    """
+    Embed and write ``plan.to_write`` as two overlapping stages (``staged_gather``).
+
+    Embedding keeps ``job.max_concurrency`` requests of ``job.batch_size`` texts in flight; a free writer
+    takes the rows embedded so far (in order, up to ``WRITE_ROWS`` rows / ``WRITE_BYTES`` bytes) while later
+    batches are still being embedded, so Milvus round trips never hold an embedding slot. At most
+    ``_window`` batches' rows are in memory at once. Returns the number of embedding batches.
+    """
     schema = session.schema
-    dense = schema.dense if schema.writes_vectors else None  # None: no vectors to send (BM25, server-side)
     batches = batched(plan.to_write, job.batch_size)
     if not batches:
         return 0
@@ -226,16 +240,17 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
     replace_by_delete = session.upsert_misroutes_partition_key and not schema.auto_id
     write = session.client.insert if schema.auto_id or replace_by_delete else session.client.upsert
 
-    async def write_batch(batch: Sequence[dict[str, Any]]) -> None:
-        vectors: dict[int, list[float] | None] = {i: c.get("vector") for i, c in enumerate(batch)}
-        if dense is not None:
-            await _fill_vectors(session, builder, plan, batch, vectors, counts)
+    async def embed_batch(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        vectors = await _batch_vectors(session, builder, plan, batch, counts)
         rows = await asyncio.to_thread(lambda: [builder.row(chunk, vectors[i]) for i, chunk in enumerate(batch)])
         for row in rows:
             if plan.clear_digest and row.get(schema.primary) in plan.clear_digest:
                 row[DIGEST_FIELD] = ""  # no longer the version its source's ledger entry names
+        return rows
+
+    async def write_rows(rows: list[dict[str, Any]]) -> None:
         if replace_by_delete:
-            replaced = [pk for pk in (builder.primary_key(c) for c in batch) if pk in plan.stored]
+            replaced = [pk for pk in (row[schema.primary] for row in rows) if pk in plan.stored]
             if replaced:
                 session.round_trips["delete"] += 1
                 await session.client.delete(schema.name, ids=replaced, timeout=session.timeout)
@@ -243,8 +258,48 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
         await write(schema.name, rows, timeout=session.timeout)
         counts.written += len(rows)
 
-    await bounded_gather(batches, write_batch, max_concurrency=job.max_concurrency, progress=progress, size=len)
+    await staged_gather(
+        batches,
+        embed_batch,
+        write_rows,
+        max_concurrency=job.max_concurrency,
+        flush=Flush(rows=WRITE_ROWS, weight=WRITE_BYTES),
+        window=_window(job.max_concurrency, job.batch_size),
+        consume_concurrency=WRITE_CONCURRENCY,
+        weight=_row_bytes,
+        progress=progress,
+        size=len,
+    )
     return len(batches)
+
+
+def _window(max_concurrency: int, batch_size: int) -> int:
+    """Batches in memory at once: those being embedded, twice over, plus a write's worth per write slot and one."""
+    per_write = -(-WRITE_ROWS // batch_size)
+    return 2 * max_concurrency + per_write * (WRITE_CONCURRENCY + 1)
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """A row's size on the wire, roughly: strings by length, vectors at 4 bytes a value, anything else 16."""
+    total = 0
+    for value in row.values():
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, list):
+            total += 4 * len(value)
+        else:
+            total += 16
+    return total
+
+
+async def _batch_vectors(
+    session: Session, builder: RowBuilder, plan: Plan, batch: Sequence[dict[str, Any]], counts: Counts
+) -> dict[int, list[float] | None]:
+    """The embedding stage: each chunk's vector (given, stored, or embedded; None when no vector is sent)."""
+    vectors: dict[int, list[float] | None] = {i: c.get("vector") for i, c in enumerate(batch)}
+    if session.schema.writes_vectors:  # not for BM25-only collections, nor where Milvus embeds (server-side)
+        await _fill_vectors(session, builder, plan, batch, vectors, counts)
+    return vectors
 
 
 async def _fill_vectors(
