@@ -168,7 +168,7 @@ def _body(texts: list[str], params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse(content: bytes) -> dict[str, Any]:
-    """``{"data": [{"embedding": [...]}, ...]}`` in input order, base64 vectors decoded (little-endian float32)."""
+    """Parse ``{"data": [{"embedding": [...]}, ...]}`` in input order, base64 vectors decoded (little-endian float32)."""
     import array
     import base64
     import json

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -169,8 +169,7 @@ async def staged_gather(
         for item, future in zip(items, produced, strict=True):
             await slots.acquire()
             await producing.acquire()
-            assert future is not None
-            group.create_task(produce_one(item, future))
+            group.create_task(produce_one(item, cast("asyncio.Future[Sequence[M]]", future)))
 
     async def produce_one(item: T, future: asyncio.Future[Sequence[M]]) -> None:
         try:
@@ -181,9 +180,7 @@ async def staged_gather(
     async def queue_in_order() -> None:
         nonlocal finished
         for index, item in enumerate(items):
-            future = produced[index]
-            assert future is not None
-            results = await future
+            results = await cast("asyncio.Future[Sequence[M]]", produced[index])
             produced[index] = None  # the results now live in ``ready`` only
             if not results:
                 release(item)

@@ -280,7 +280,7 @@ def _window(max_concurrency: int, batch_size: int) -> int:
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
-    """A row's size on the wire, roughly: strings by length, vectors at 4 bytes a value, anything else 16."""
+    """Estimate a row's size on the wire: strings by length, vectors at 4 bytes a value, anything else 16."""
     total = 0
     for value in row.values():
         if isinstance(value, str):
@@ -295,7 +295,7 @@ def _row_bytes(row: dict[str, Any]) -> int:
 async def _batch_vectors(
     session: Session, builder: RowBuilder, plan: Plan, batch: Sequence[dict[str, Any]], counts: Counts
 ) -> dict[int, list[float] | None]:
-    """The embedding stage: each chunk's vector (given, stored, or embedded; None when no vector is sent)."""
+    """Return each chunk's vector, the embedding stage: given, stored, or embedded; None when no vector is sent."""
     vectors: dict[int, list[float] | None] = {i: c.get("vector") for i, c in enumerate(batch)}
     if session.schema.writes_vectors:  # not for BM25-only collections, nor where Milvus embeds (server-side)
         await _fill_vectors(session, builder, plan, batch, vectors, counts)
