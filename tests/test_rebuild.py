@@ -313,8 +313,10 @@ def test_a_cancelled_rebuild_leaves_the_alias_and_drops_the_half_built_version(l
     conn_id, client, _ = lite
     rebuild(conn_id, collection_name)
     store = StoreConfig(milvus_conn_id=conn_id, collection_name=collection_name, embedding_conn_id=EMBEDDINGS)
-    job = RebuildJob(store=store, documents=corpus(), chunk_size=120, replace_by="source", batch_size=4)
-    embeddings.latency = 0.3  # each embedding request takes a while: the cancel lands mid-write
+    job = RebuildJob(
+        store=store, documents=corpus(), chunk_size=120, replace_by="source", batch_size=4, max_concurrency=1
+    )
+    embeddings.latency = 0.3  # one request at a time, each taking a while (5 x 0.3 s): the cancel lands mid-write
 
     async def cancel_mid_write() -> None:
         task = asyncio.create_task(run_rebuild(job))
