@@ -57,19 +57,37 @@ def list_sources(
     glob: str | list[str] = "**/*",
     conn_id: str | None = None,
 ) -> list[Listed]:
-    """Every file under ``source_url`` matching ``glob``, sorted by source, with its listing metadata (no body read)."""
+    """
+    Every file under ``source_url`` matching ``glob``, sorted by source, with its listing metadata (no body read).
+
+    Object storage: one recursive listing (``find``: paginated LIST requests, 1,000 objects a page, whose
+    entries carry ETag and size), no request per object.
+    """
     root = _path(source_url, conn_id)
+    patterns = [glob] if isinstance(glob, str) else list(glob)
     try:
-        exists, is_dir = root.exists(), root.is_dir()
+        if isinstance(root, Path):
+            exists, is_dir = root.exists(), root.is_dir()
+            if not exists:
+                listed = []
+            elif is_dir:
+                listed = _walk_local(root, patterns)
+            else:
+                listed = [Listed(root.name, root, local_listing(root.stat()))]
+        else:
+            root.fs.invalidate_cache(_bare(root))  # fsspec caches listings per process: this run lists afresh
+            found = {n: i for n, i in root.fs.find(_bare(root), detail=True).items() if i.get("type") == "file"}
+            if list(found) == [_bare(root).strip("/")]:  # the URL names one object
+                exists, is_dir = True, False
+                listed = [Listed(root.name, root, object_listing(next(iter(found.values()))))]
+            else:
+                exists, is_dir = bool(found) or root.exists(), True
+                listed = _walk_objects(root, found, patterns)
     except Exception as error:
         raise MilvusProviderError(f"Cannot read source_url {source_url!r}: {type(error).__name__}: {error}") from None
     if not exists:
         raise MilvusProviderError(f"source_url {source_url!r} does not exist. Check the path (and source_conn_id).")
-    if not is_dir:
-        listed = [Listed(root.name, root, _listing_of(root))]
-    else:
-        patterns = [glob] if isinstance(glob, str) else list(glob)
-        listed = sorted(_walk(root, patterns), key=lambda item: item.source)
+    listed.sort(key=lambda item: item.source)
     for item in listed:
         _check_name(item.source, item.path)
     log.info("Listed %d files under %s", len(listed), source_url)
@@ -135,12 +153,6 @@ def local_listing(stat: Any) -> str:
     return json.dumps({"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}, sort_keys=True)
 
 
-def _listing_of(path: Any) -> str | None:
-    if isinstance(path, Path):
-        return local_listing(path.stat())
-    return object_listing(path.fs.info(path.path))
-
-
 def _check_name(source: str, path: Any) -> None:
     """Refuse a file name that is not UTF-8 (Python keeps its bytes as surrogates): it cannot become a source."""
     try:
@@ -167,28 +179,25 @@ def _path(url: str, conn_id: str | None) -> Any:
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
 
 
-def _walk(root: Any, globs: list[str]) -> list[Listed]:
-    """Files under ``root`` whose relative path matches a pattern (``**/`` also matches the top level)."""
+def _matcher(globs: list[str]) -> Any:
+    """Whether a relative path matches a pattern (``**/`` also matches the top level)."""
     patterns = {p for g in globs for p in ((g, g[3:]) if g.startswith("**/") else (g,))}
+    return lambda relative: any(fnmatch.fnmatch(relative, p) for p in patterns)
 
-    def wanted(relative: str) -> bool:
-        return any(fnmatch.fnmatch(relative, p) for p in patterns)
 
-    if isinstance(root, Path):
-        listed = []
-        for path in root.rglob("*"):
-            if not path.is_file():
-                continue
-            relative = _relative(path, root)
-            if wanted(relative):
-                listed.append(Listed(relative, path, local_listing(path.stat())))
-        return listed
-    # Object storage: one recursive listing (paginated LIST requests), whose entries carry ETag and size:
-    # no request per object.
+def _walk_local(root: Path, globs: list[str]) -> list[Listed]:
+    wanted = _matcher(globs)
     listed = []
-    for name, info in root.fs.find(_bare(root), detail=True).items():
-        if info.get("type", "file") != "file":
-            continue
+    for path in root.rglob("*"):
+        if path.is_file() and wanted(relative := _relative(path, root)):
+            listed.append(Listed(relative, path, local_listing(path.stat())))
+    return listed
+
+
+def _walk_objects(root: Any, found: dict[str, dict[str, Any]], globs: list[str]) -> list[Listed]:
+    wanted = _matcher(globs)
+    listed = []
+    for name, info in found.items():
         relative = PurePosixPath(name).relative_to(PurePosixPath(_bare(root))).as_posix()
         if wanted(relative):
             listed.append(Listed(relative, root / relative, object_listing(info)))
