@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -171,7 +172,7 @@ def main() -> None:
             os.environ["AIRFLOW_CONN_BENCH_EMBEDDINGS"] = json.dumps(
                 {"conn_type": "openai", "host": embeddings.base_url, "password": API_KEY, "extra": {"model": "m"}}
             )
-            warm = {}  # imports and first connections, outside the timed runs
+            warm: dict[str, int] = {}  # imports and first connections, outside the timed runs
             upload(s3, "warmup", list(range(10)), 0, warm)
             ingest("warmup", f"warmup_{uuid.uuid4().hex[:6]}")
             for size in (int(n) for n in args.sizes.split(",") if n):
@@ -190,7 +191,7 @@ def write_results(
     lines = [
         "# Listing decides: source cost of an object-storage ingest (issue 23)",
         "",
-        f"- command: `flock /tmp/bench.lock python -m bench.listing {' '.join(os.sys.argv[1:])}`",
+        f"- command: `flock /tmp/bench.lock python -m bench.listing {' '.join(sys.argv[1:])}`",
         f"- commit: {commit}",
         f"- machine: {os.cpu_count()} cores ({cpu}), shared with other work (load {load_start} at start, "
         f"{load_average()} at end)",
