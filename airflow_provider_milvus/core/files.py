@@ -14,7 +14,9 @@ bodies it needs; ``read_documents`` reads those. ``load_documents`` does both fo
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 # Listing keys that change whenever an object's body does (S3, GCS, Azure, generic fsspec), in preference order.
 _VERSION_KEYS = ("VersionId", "ETag", "etag", "generation", "md5Hash", "content_md5")
 _TIME_KEYS = ("LastModified", "mtime", "last_modified", "updated")
+READERS = 16  # object-storage GETs in flight while reading
 
 
 @dataclass(frozen=True)
@@ -95,25 +98,37 @@ def list_sources(
 
 
 def read_documents(listed: Sequence[Listed], *, encoding: str = "utf-8") -> list[dict[str, Any]]:
-    """Read the bodies of ``listed``: ``[{"page_content", "metadata": {"source"}}]``, empty files skipped."""
+    """
+    Read the bodies of ``listed``: ``[{"page_content", "metadata": {"source"}}]``, empty files skipped.
+
+    Object storage is read ``READERS`` objects at a time (each GET waits on the network); local files one by one.
+    """
+    if any(not isinstance(item.path, Path) for item in listed) and len(listed) > 1:
+        with concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="milvus-read") as pool:
+            texts = list(pool.map(functools.partial(_read, encoding=encoding), listed))
+    else:
+        texts = [_read(item, encoding=encoding) for item in listed]
     documents = []
-    for item in listed:
-        try:
-            text = item.path.read_bytes().decode(encoding)
-        except UnicodeDecodeError as error:
-            raise MilvusProviderError(
-                f"File {_shown(item.path)} is not valid {encoding} text ({error.reason} at byte {error.start}). "
-                "Convert it, exclude it with source_glob, or set source_encoding to its encoding (e.g. "
-                'source_encoding="cp1252" for legacy Windows text).'
-            ) from None
-        except OSError as error:
-            raise MilvusProviderError(f"Cannot read file {_shown(item.path)}: {error}") from None
+    for item, text in zip(listed, texts):
         if not text.strip():
             log.info("Skipping empty file %s", _shown(item.path))
             continue
         documents.append({"page_content": text, "metadata": {"source": item.source}})
     log.info("Read %d documents from %d files", len(documents), len(listed))
     return documents
+
+
+def _read(item: Listed, *, encoding: str) -> str:
+    try:
+        return item.path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as error:
+        raise MilvusProviderError(
+            f"File {_shown(item.path)} is not valid {encoding} text ({error.reason} at byte {error.start}). "
+            "Convert it, exclude it with source_glob, or set source_encoding to its encoding (e.g. "
+            'source_encoding="cp1252" for legacy Windows text).'
+        ) from None
+    except OSError as error:
+        raise MilvusProviderError(f"Cannot read file {_shown(item.path)}: {error}") from None
 
 
 def check_encoding(encoding: str) -> str:
