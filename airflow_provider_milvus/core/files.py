@@ -5,18 +5,42 @@ Documents read from files by reference, so corpus text never passes through XCom
 (``s3://``, ``gs://``, ...; its Airflow connection via ``source_conn_id``). Folders are walked with
 ``source_glob``. Each file becomes one document whose ``source`` is its path relative to the folder,
 which stays the same wherever the corpus is mounted. Runs in the worker.
+
+Listing and reading are two steps: ``list_sources`` walks the folder once (one paginated LIST on
+object storage, one ``stat`` per local file) and returns each file's listing metadata (ETag or
+version id and size; local: size and ``mtime_ns``), so a caller can decide from the listing which
+bodies it needs; ``read_documents`` reads those. ``load_documents`` does both for every file.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
+import functools
+import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 log = logging.getLogger(__name__)
+
+# Listing keys that change whenever an object's body does (S3, GCS, Azure, generic fsspec), in preference order.
+_VERSION_KEYS = ("VersionId", "ETag", "etag", "generation", "md5Hash", "content_md5")
+_TIME_KEYS = ("LastModified", "mtime", "last_modified", "updated")
+READERS = 16  # object-storage GETs in flight while reading
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One file of the listing: its ``source``, its path (to read it), and its listing metadata (or None)."""
+
+    source: str
+    path: Any
+    listing: str | None  # JSON of what the listing says about the body; None: unknown, always read
 
 
 def load_documents(
@@ -27,35 +51,84 @@ def load_documents(
     encoding: str = "utf-8",
 ) -> list[dict[str, Any]]:
     """``[{"page_content", "metadata": {"source"}}]``, one per non-empty file, sorted by source."""
+    return read_documents(list_sources(source_url, glob=glob, conn_id=conn_id), encoding=encoding)
+
+
+def list_sources(
+    source_url: str,
+    *,
+    glob: str | list[str] = "**/*",
+    conn_id: str | None = None,
+) -> list[Listed]:
+    """
+    Every file under ``source_url`` matching ``glob``, sorted by source, with its listing metadata (no body read).
+
+    Object storage: one recursive listing (``find``: paginated LIST requests, 1,000 objects a page, whose
+    entries carry ETag and size), no request per object.
+    """
     root = _path(source_url, conn_id)
+    patterns = [glob] if isinstance(glob, str) else list(glob)
     try:
-        exists, is_dir = root.exists(), root.is_dir()
+        if isinstance(root, Path):
+            exists, is_dir = root.exists(), root.is_dir()
+            if not exists:
+                listed = []
+            elif is_dir:
+                listed = _walk_local(root, patterns)
+            else:
+                listed = [Listed(root.name, root, local_listing(root.stat()))]
+        else:
+            root.fs.invalidate_cache(_bare(root))  # fsspec caches listings per process: this run lists afresh
+            found = {n: i for n, i in root.fs.find(_bare(root), detail=True).items() if i.get("type") == "file"}
+            if list(found) == [_bare(root).strip("/")]:  # the URL names one object
+                exists, is_dir = True, False
+                listed = [Listed(root.name, root, object_listing(next(iter(found.values()))))]
+            else:
+                exists, is_dir = bool(found) or root.exists(), True
+                listed = _walk_objects(root, found, patterns)
     except Exception as error:
         raise MilvusProviderError(f"Cannot read source_url {source_url!r}: {type(error).__name__}: {error}") from None
     if not exists:
         raise MilvusProviderError(f"source_url {source_url!r} does not exist. Check the path (and source_conn_id).")
-    patterns = [glob] if isinstance(glob, str) else list(glob)
-    files = sorted(_walk(root, patterns), key=str) if is_dir else [root]
+    listed.sort(key=lambda item: item.source)
+    for item in listed:
+        _check_name(item.source, item.path)
+    log.info("Listed %d files under %s", len(listed), source_url)
+    return listed
+
+
+def read_documents(listed: Sequence[Listed], *, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """
+    Read the bodies of ``listed``: ``[{"page_content", "metadata": {"source"}}]``, empty files skipped.
+
+    Object storage is read ``READERS`` objects at a time (each GET waits on the network); local files one by one.
+    """
+    if any(not isinstance(item.path, Path) for item in listed) and len(listed) > 1:
+        with concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="milvus-read") as pool:
+            texts = list(pool.map(functools.partial(_read, encoding=encoding), listed))
+    else:
+        texts = [_read(item, encoding=encoding) for item in listed]
     documents = []
-    for path in files:
-        source = _relative(path, root) if is_dir else path.name
-        _check_name(source, path)
-        try:
-            text = path.read_bytes().decode(encoding)
-        except UnicodeDecodeError as error:
-            raise MilvusProviderError(
-                f"File {_shown(path)} is not valid {encoding} text ({error.reason} at byte {error.start}). "
-                "Convert it, exclude it with source_glob, or set source_encoding to its encoding (e.g. "
-                'source_encoding="cp1252" for legacy Windows text).'
-            ) from None
-        except OSError as error:
-            raise MilvusProviderError(f"Cannot read file {_shown(path)}: {error}") from None
+    for item, text in zip(listed, texts):
         if not text.strip():
-            log.info("Skipping empty file %s", _shown(path))
+            log.info("Skipping empty file %s", _shown(item.path))
             continue
-        documents.append({"page_content": text, "metadata": {"source": source}})
-    log.info("Read %d documents from %d files under %s", len(documents), len(files), source_url)
+        documents.append({"page_content": text, "metadata": {"source": item.source}})
+    log.info("Read %d documents from %d files", len(documents), len(listed))
     return documents
+
+
+def _read(item: Listed, *, encoding: str) -> str:
+    try:
+        return item.path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as error:
+        raise MilvusProviderError(
+            f"File {_shown(item.path)} is not valid {encoding} text ({error.reason} at byte {error.start}). "
+            "Convert it, exclude it with source_glob, or set source_encoding to its encoding (e.g. "
+            'source_encoding="cp1252" for legacy Windows text).'
+        ) from None
+    except OSError as error:
+        raise MilvusProviderError(f"Cannot read file {_shown(item.path)}: {error}") from None
 
 
 def check_encoding(encoding: str) -> str:
@@ -69,6 +142,30 @@ def check_encoding(encoding: str) -> str:
             f"source_encoding={encoding!r} is not a known text encoding; use e.g. 'utf-8', 'cp1252' or 'latin-1'."
         ) from None
     return encoding
+
+
+def object_listing(info: dict[str, Any]) -> str | None:
+    """
+    Return the listing metadata of an object-store entry (an fsspec ``info`` dict): its version or ETag, and its size.
+
+    Without a version or ETag, the modification time stands in. None when the listing says nothing that
+    changes with the body: such objects are always read.
+    """
+    size = info.get("size", info.get("Size"))
+    for key in _VERSION_KEYS:
+        if info.get(key):
+            return json.dumps({key.lower(): str(info[key]), "size": size}, sort_keys=True)
+    for key in _TIME_KEYS:
+        if info.get(key) is not None:
+            value = info[key]
+            stamp = value.isoformat() if hasattr(value, "isoformat") else str(value)
+            return json.dumps({"modified": stamp, "size": size}, sort_keys=True)
+    return None
+
+
+def local_listing(stat: Any) -> str:
+    """Return the listing metadata of a local file: size and modification time in nanoseconds (as rsync decides)."""
+    return json.dumps({"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}, sort_keys=True)
 
 
 def _check_name(source: str, path: Any) -> None:
@@ -97,14 +194,29 @@ def _path(url: str, conn_id: str | None) -> Any:
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
 
 
-def _walk(root: Any, globs: list[str]) -> list[Any]:
-    """Files under ``root`` whose relative path matches a pattern (``**/`` also matches the top level)."""
+def _matcher(globs: list[str]) -> Any:
+    """Whether a relative path matches a pattern (``**/`` also matches the top level)."""
     patterns = {p for g in globs for p in ((g, g[3:]) if g.startswith("**/") else (g,))}
-    return [
-        path
-        for path in root.rglob("*")
-        if path.is_file() and any(fnmatch.fnmatch(_relative(path, root), p) for p in patterns)
-    ]
+    return lambda relative: any(fnmatch.fnmatch(relative, p) for p in patterns)
+
+
+def _walk_local(root: Path, globs: list[str]) -> list[Listed]:
+    wanted = _matcher(globs)
+    listed = []
+    for path in root.rglob("*"):
+        if path.is_file() and wanted(relative := _relative(path, root)):
+            listed.append(Listed(relative, path, local_listing(path.stat())))
+    return listed
+
+
+def _walk_objects(root: Any, found: dict[str, dict[str, Any]], globs: list[str]) -> list[Listed]:
+    wanted = _matcher(globs)
+    listed = []
+    for name, info in found.items():
+        relative = PurePosixPath(name).relative_to(PurePosixPath(_bare(root))).as_posix()
+        if wanted(relative):
+            listed.append(Listed(relative, root / relative, object_listing(info)))
+    return listed
 
 
 def _relative(path: Any, root: Any) -> str:

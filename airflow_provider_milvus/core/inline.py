@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_milvus.core.operations import run_job
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 if TYPE_CHECKING:
     from airflow_provider_milvus.core.jobs import Job
+
+T = TypeVar("T")
 
 
 def run_inline(job: Job, *, timeout: timedelta) -> Any:
@@ -27,6 +30,18 @@ def run_inline(job: Job, *, timeout: timedelta) -> Any:
         raise MilvusProviderError(
             f"{job.operation} on '{job.store.collection_name}' did not finish within {timeout}."
         ) from None
+
+
+def run_in_worker(work: Coroutine[Any, Any, T]) -> T:
+    """Run core work that is not a job (the listing check before a write) here, the same way, cleaned up after."""
+    return asyncio.run(_closing_loop_connections(work))
+
+
+async def _closing_loop_connections(work: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await work
+    finally:
+        await _close_loop_connections()
 
 
 async def _run_on_own_loop(job: Job, seconds: float) -> Any:

@@ -22,6 +22,14 @@ so can an outside edit that swaps a row's value to another tracked source's whil
 Collections that cannot carry the digest (no dynamic field, no ``source_digest`` field) fall back
 to the chunk-by-chunk comparison. Entries of sources about to be rewritten are removed before the
 write and recorded after it, so an entry only describes rows a finished run wrote.
+
+Files read from ``source_url`` also get a *listing row* (key ``<replace_by>#listing``, same scope and
+source): the hash of the digest prefix (split, id and embedding options), the file's listing metadata
+(ETag or version id and size; local: size and mtime) and the entry's digest. A later run whose listing
+gives the same hash under the same options knows the body still hashes to that digest without reading
+it (``core/listing.py``); the entry is still verified against the collection before the source is
+skipped. Listing rows live in the ledger's existing fields, so ledgers made by earlier releases need no
+migration: an entry without a listing row is read once and then gets one.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +63,7 @@ SUFFIX = "__sources"
 VERSION = "2"  # part of every digest: a change in how chunks are derived invalidates all entries
 BATCH = 1000  # sources per verification, upsert or delete request
 VERIFY_ROWS = 8000  # rows expected per verification query; one query returns at most MAX_QUERY_ROWS
+LISTING_SUFFIX = "#listing"  # listing rows' key: "#" cannot occur in a replace_by field name
 DIGEST_FIELD = "source_digest"  # every row of a tracked source carries its source's digest here
 MARKER = "airflow-provider-milvus source ledger"  # a collection property of every ledger made here
 # The ledger's fields as created here: (name, type); describe_collection reports types as numbers.
@@ -142,6 +151,28 @@ def source_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def digest_options(
+    *, chunk_size: int | None, chunk_overlap: int, id_key: str | None, identity: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the options every digest covers besides the documents: split, id key and the embedding identity."""
+    return {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "id_key": id_key, "embedding": identity}
+
+
+def digest_identity(session: Session) -> dict[str, Any]:
+    """Return the embedding identity a write's digests cover: the model's, or BM25 (or none) without one."""
+    return session.embedding_identity or {"kind": "bm25" if session.schema.bm25_field else None}
+
+
+def digest_prefix(key: str, options: dict[str, Any]) -> str:
+    """Return what every digest of this key and these options starts with (the version, key, split, id and embedding options)."""
+    return json.dumps({"version": VERSION, "key": key, **options}, sort_keys=True, default=str)
+
+
+def listing_digest(prefix: str, listing: str, digest: str) -> str:
+    """Return a listing row's digest, which binds a file's listing metadata, under these options, to its body's digest."""
+    return hashlib.sha256(f"{prefix}\x1e{listing}\x1e{digest}".encode()).hexdigest()
+
+
 def source_digests(
     documents: Sequence[dict[str, Any]],
     ids: Sequence[Any] | None,
@@ -161,7 +192,7 @@ def source_digests(
         parts.setdefault(source_key(doc["metadata"][key]), []).append(
             json.dumps([doc["page_content"], doc["metadata"], doc.get("vector"), given_id], sort_keys=True)
         )
-    prefix = json.dumps({"version": VERSION, "key": key, **options}, sort_keys=True, default=str)
+    prefix = digest_prefix(key, options)
     digests = {}
     for source, docs in parts.items():
         digest = hashlib.sha256(prefix.encode())
@@ -229,8 +260,12 @@ class Ledger:
     def _where(self) -> str:
         return f"key == {to_literal(self.key)} and scope == {to_literal(self.scope)}"
 
-    def _id(self, source: str) -> str:
-        return hashlib.sha256(f"{self.key}\x1f{self.scope}\x1f{source}".encode()).hexdigest()[:32]
+    def _id(self, source: str, *, key: str | None = None) -> str:
+        return hashlib.sha256(f"{key or self.key}\x1f{self.scope}\x1f{source}".encode()).hexdigest()[:32]
+
+    @property
+    def _listing_key(self) -> str:
+        return f"{self.key}{LISTING_SUFFIX}"
 
     async def exists(self) -> bool:
         if self._exists is None:
@@ -378,7 +413,7 @@ class Ledger:
 
     async def forget(self, sources: Iterable[str]) -> None:
         """Remove entries (before their sources are rewritten, or after they vanished)."""
-        ids = [self._id(source) for source in sources]
+        ids = [i for source in sources for i in (self._id(source), self._id(source, key=self._listing_key))]
         if not ids or not await self.exists():
             return
 
@@ -392,10 +427,32 @@ class Ledger:
         """Remove every entry of this key and scope (the collection was just created: they are stale)."""
         if await self.exists():
             self.session.round_trips["ledger"] += 1
-            await self.session.client.delete(self.name, filter=self._where, timeout=self.session.timeout)
+            where = f"key in {to_literal([self.key, self._listing_key])} and scope == {to_literal(self.scope)}"
+            await self.session.client.delete(self.name, filter=where, timeout=self.session.timeout)
 
-    async def record(self, entries: dict[str, Entry]) -> None:
-        """Upsert entries; the ledger collection is created on first use."""
+    async def read_listings(self) -> dict[str, str]:
+        """Read the listing rows of this key and scope: source key -> listing digest (``listing_digest``)."""
+        if not await self.exists():
+            return {}
+        where = f"key == {to_literal(self._listing_key)} and scope == {to_literal(self.scope)}"
+        fields = ["source", "digest"]
+        rows = await self.session.query(where, fields, MAX_QUERY_ROWS, collection=self.name, phase="ledger")
+        if len(rows) == MAX_QUERY_ROWS:
+            rows = await self.session.query_all(where, fields, collection=self.name, phase="ledger")
+        listings = {}
+        for row in rows:
+            try:
+                listings[source_key(json.loads(row["source"]))] = str(row["digest"])
+            except (KeyError, TypeError, ValueError):
+                continue  # unreadable: that source is read
+        return listings
+
+    async def record_listings(self, listings: dict[str, str]) -> None:
+        """Upsert listing rows (source key -> listing digest), after the entries they are bound to."""
+        await self.record({s: Entry(digest, 0) for s, digest in listings.items()}, key=self._listing_key)
+
+    async def record(self, entries: dict[str, Entry], *, key: str | None = None) -> None:
+        """Upsert entries (of ``key``: listing rows); the ledger collection is created on first use."""
         if not entries:
             return
         if not await self.exists():
@@ -403,8 +460,8 @@ class Ledger:
             self._exists = True
         rows = [
             {
-                "id": self._id(source),
-                "key": self.key,
+                "id": self._id(source, key=key),
+                "key": key or self.key,
                 "scope": self.scope,
                 "source": source,
                 "digest": entry.digest,
@@ -483,6 +540,9 @@ class SourceTracking:
         self.values = values  # source key -> replace_by value, every source of the input
         self.digests = digests  # empty when rows cannot carry them (or no tracking)
         self.check = Check()
+        self.prefix = ""  # digest_prefix of this run's key and options
+        self.listings: dict[str, str] = {}  # source key -> listing metadata, of the files read from source_url
+        self.unread: dict[str, str] = {}  # source key -> ledger digest, of the files not read (core/listing.py)
 
     @classmethod
     async def start(
@@ -491,11 +551,14 @@ class SourceTracking:
         """Check the ledger is ours, then verify its entries against the collection (``identity``: the embedding's)."""
         key = job.replace_by or ""
         values = {source_key(d["metadata"][key]): d["metadata"][key] for d in documents} if key else {}
+        unread = {source_key(d["metadata"][key]): d["unread"] for d in documents if d.get("unread")} if key else {}
         if not (key and job.track_sources):
+            refuse_unread(unread, "the source ledger is off (replace_by and track_sources)")
             return cls(job, None, values, {})
         ledger = Ledger(session, key)
         await ledger.check_ours()
         if not carries_digest(session.schema):
+            refuse_unread(unread, "the collection's rows cannot carry their source's digest")
             log.warning(
                 "%s %s: the collection has no dynamic field and no VARCHAR field '%s', so its rows cannot carry "
                 "their source's digest: the source ledger is off and every source is compared chunk by chunk",
@@ -504,14 +567,16 @@ class SourceTracking:
                 DIGEST_FIELD,
             )
             return cls(job, None, values, {})
-        options = {
-            "chunk_size": job.chunk_size,
-            "chunk_overlap": job.chunk_overlap,
-            "id_key": job.id_key,
-            "embedding": identity,
-        }
-        digests = await asyncio.to_thread(source_digests, documents, job.ids, key=key, options=options)
+        options = digest_options(
+            chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap, id_key=job.id_key, identity=identity
+        )
+        read = [d for d in documents if not d.get("unread")] if unread else documents
+        digests = await asyncio.to_thread(source_digests, read, job.ids, key=key, options=options)
+        digests.update(unread)  # what the listing says their unread bodies hash to; verified below
         tracking = cls(job, ledger, values, digests)
+        tracking.prefix = digest_prefix(key, options)
+        tracking.listings = {source_key(d["metadata"][key]): d["listing"] for d in read if d.get("listing")}
+        tracking.unread = unread
         if session.created:
             await ledger.forget_all()  # entries of an earlier collection of this name
         elif job.force:
@@ -519,6 +584,14 @@ class SourceTracking:
         else:
             whole_scope = job.delete_missing
             tracking.check = await ledger.check(digests, whole_scope=whole_scope, max_concurrency=job.max_concurrency)
+        changed = sorted(set(unread) - set(tracking.check.skipped))
+        if changed:  # between the listing and now: their bodies were never read, so they cannot be written
+            await ledger.forget(changed)
+            refuse_unread(
+                changed,
+                "their ledger entries no longer match the collection (changed since this task listed them); "
+                "their entries were removed, so a retry reads them",
+            )
         if tracking.check.skipped:
             log.info(
                 "%s %s: %d unchanged sources skipped whole (source ledger, verified)",
@@ -572,8 +645,23 @@ class SourceTracking:
         key = self.job.replace_by or ""
         sizes = Counter(source_key(c["metadata"][key]) for c in chunks)
         await self.ledger.record({s: Entry(self.digests[s], sizes[s]) for s in sizes})
+        # After their entries: a listing row binds the file's listing metadata to the digest just recorded.
+        written = sizes.keys() | self.skipped.keys()
+        await self.ledger.record_listings(
+            {s: listing_digest(self.prefix, meta, self.digests[s]) for s, meta in self.listings.items() if s in written}
+        )
         if self.job.delete_missing:  # their rows are gone now
             await self.ledger.forget(s for s in self.check.known if s not in self.values)
+
+
+def refuse_unread(unread: Collection[Any], reason: str) -> None:
+    """Refuse, before anything is written, sources passed unread (listing unchanged) that this run cannot skip."""
+    if unread:
+        shown = ", ".join(sorted(map(str, unread))[:3])
+        raise MilvusProviderError(
+            f"{len(unread)} sources were not read because their listing was unchanged ({shown}, ...), but {reason}. "
+            "Nothing was written; re-run the task (or use change_detection='content')."
+        )
 
 
 def _create_ledger(client: MilvusClient, name: str) -> None:

@@ -32,7 +32,9 @@ from airflow_provider_milvus.core.ledger import (
     DIGEST_FIELD,
     SourceTracking,
     check_ledger_is_ours,
+    digest_identity,
     forget_digests,
+    refuse_unread,
 )
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
 from airflow_provider_milvus.core.rows import RowBuilder
@@ -78,6 +80,8 @@ async def run_write(job: WriteJob, *, known_vectors: KnownVectors | None = None)
         with connection.errors(action=f"open collection '{name}'"):
             created = False
             if not await connection.exists():  # check first, create after: a refused input leaves nothing
+                unread = [d["metadata"].get(job.replace_by or "") for d in documents if d.get("unread")]
+                refuse_unread(unread, "the collection does not exist")
                 options = NewCollection.from_value(job.store.new_collection)
                 prepared = await asyncio.to_thread(_prepare, job, documents, max_text_bytes=options.text_max_length)
                 dimension = given[0] if given else None
@@ -106,8 +110,7 @@ async def _write_session(
     """Check the ledger, plan, write and clean up on an open collection (``prepared``: chunks made before creating)."""
     name = session.name
     with session.errors(action=f"write to collection '{name}'"):
-        identity = session.embedding_identity or {"kind": "bm25" if session.schema.bm25_field else None}
-        sources = await SourceTracking.start(session, job, documents, identity=identity)
+        sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
         if prepared is None:
             prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
         chunks = prepared.chunks

@@ -28,8 +28,9 @@ from airflow_provider_milvus.core.documents import (
     estimate_chunks,
     normalize_documents,
 )
-from airflow_provider_milvus.core.files import check_encoding, load_documents
-from airflow_provider_milvus.core.inline import run_inline
+from airflow_provider_milvus.core.files import check_encoding, list_sources, read_documents
+from airflow_provider_milvus.core.inline import run_in_worker, run_inline
+from airflow_provider_milvus.core.listing import CHANGE_DETECTION, in_shard, unchanged_sources, unread_documents
 from airflow_provider_milvus.core.operations import (
     DeleteJob,
     Job,
@@ -223,6 +224,9 @@ class _BaseWriteOperator(BaseMilvusOperator):
         source_glob: str | list[str] = "**/*",
         source_conn_id: str | None = None,
         source_encoding: str = "utf-8",
+        change_detection: str = "listing",
+        shard_index: int | None = None,
+        shard_count: int | None = None,
         ids: list[str | int] | None = None,
         id_key: str | None = None,
         chunk_size: int | None = None,
@@ -243,6 +247,10 @@ class _BaseWriteOperator(BaseMilvusOperator):
         self.source_glob = source_glob
         self.source_conn_id = source_conn_id
         self.source_encoding = check_encoding(source_encoding)
+        if change_detection not in CHANGE_DETECTION:
+            raise ValueError(f"change_detection={change_detection!r}: use 'listing' (the default) or 'content'.")
+        self.change_detection = change_detection
+        self.shard_index, self.shard_count = _check_shard(shard_index, shard_count, source_url, delete_missing)
         self.ids = ids
         self.id_key = id_key
         self.chunk_size = chunk_size
@@ -257,11 +265,14 @@ class _BaseWriteOperator(BaseMilvusOperator):
 
     def execute(self, context: Context) -> Any:
         # Checked here, so bad input fails in the worker; the core splits (after skipping unchanged sources).
-        documents = normalize_documents(self._documents())
         ids = _native(self.ids)
+        if self.source_url:
+            documents, unread = self._read_source(ids)
+        else:
+            documents, unread = normalize_documents(_native(self.documents)), []
         split = SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
         check_ids(documents, ids, split)
-        if not documents:
+        if not documents and not unread:
             if self.delete_missing:
                 raise MilvusProviderError(
                     "No documents, and delete_missing=True would delete every source of "
@@ -282,7 +293,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
             store=self.store_config(new_collection=self._new_collection()),
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
-            documents=documents,
+            documents=documents + unread,
             ids=ids,
             id_key=self.id_key or None,
             chunk_size=split.chunk_size,
@@ -292,20 +303,57 @@ class _BaseWriteOperator(BaseMilvusOperator):
             force=self.force,
             track_sources=self.track_sources,
         )
-        return self.run(job, items=estimate_chunks(documents, split))
+        return self.run(job, items=estimate_chunks(documents, split) + len(unread))
 
-    def _documents(self) -> Any:
-        documents = _native(self.documents)
-        if self.source_url:
-            if documents:
-                raise MilvusProviderError("Pass documents or source_url, not both.")
-            return load_documents(
-                self.source_url,
-                glob=_native(self.source_glob),
-                conn_id=self.source_conn_id or None,
-                encoding=self.source_encoding,
+    def _all_documents(self) -> list[dict[str, Any]]:
+        """Every document of the input, each file of ``source_url`` read (for a rebuild, which skips nothing)."""
+        if not self.source_url:
+            return normalize_documents(_native(self.documents))
+        if _native(self.documents):
+            raise MilvusProviderError("Pass documents or source_url, not both.")
+        listed = list_sources(self.source_url, glob=_native(self.source_glob), conn_id=self.source_conn_id or None)
+        return normalize_documents(read_documents(listed, encoding=self.source_encoding))
+
+    def _read_source(self, ids: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """
+        List ``source_url`` (this shard of it), read the files the listing cannot vouch for, and name the rest.
+
+        Returns the documents read (each with its listing metadata, recorded in the source ledger) and
+        the unread ones (``core/listing.py``). Listing decides only with the source ledger on
+        (``replace_by="source"``, ``track_sources``), without ``force`` or ``ids``, and
+        ``change_detection="listing"``; otherwise every file is read, as ``change_detection="content"`` does.
+        """
+        if _native(self.documents):
+            raise MilvusProviderError("Pass documents or source_url, not both.")
+        listed = list_sources(
+            self.source_url or "", glob=_native(self.source_glob), conn_id=self.source_conn_id or None
+        )
+        if self.shard_count:
+            listed = in_shard(listed, self.shard_index or 0, self.shard_count)
+            self.log.info("Shard %d of %d: %d files", self.shard_index, self.shard_count, len(listed))
+        by_listing = self.change_detection == "listing" and self.replace_by == "source" and self.track_sources
+        unread: dict[str, str] = {}
+        if by_listing and not self.force and ids is None:
+            unread = run_in_worker(
+                unchanged_sources(
+                    self.store_config(),
+                    listed,
+                    key="source",
+                    chunk_size=self.chunk_size,
+                    chunk_overlap=self.chunk_overlap,
+                    id_key=self.id_key or None,
+                    max_concurrency=self.max_concurrency,
+                )
             )
-        return documents
+        to_read = [item for item in listed if item.source not in unread]
+        documents = normalize_documents(read_documents(to_read, encoding=self.source_encoding))
+        if by_listing:
+            listings = {item.source: item.listing for item in to_read}
+            for document in documents:
+                if listings.get(document["metadata"]["source"]):
+                    document["listing"] = listings[document["metadata"]["source"]]
+        self.log.info("%d files listed: %d read, %d unchanged by their listing", len(listed), len(to_read), len(unread))
+        return documents, unread_documents(unread)
 
     def _new_collection(self) -> dict[str, Any]:
         options = NewCollection.from_value(_native(self.new_collection)).to_dict()
@@ -331,6 +379,15 @@ class MilvusAddDocumentsOperator(_BaseWriteOperator):
         read in the worker, one document per file with ``source`` = its path relative to the folder.
     :param source_glob: Files of the folder to read, e.g. ``**/*.md`` or ``["**/*.md", "**/*.txt"]``.
     :param source_conn_id: Airflow connection for ``source_url``'s object storage.
+    :param change_detection: How ``source_url`` files are found unchanged. ``"listing"`` (default): a file
+        whose listing metadata (object storage: ETag or version id and size; local: size and modification
+        time in ns) is what the source ledger recorded, under the same split and embedding options, and whose
+        rows verify, is not read at all (with ``replace_by="source"``). ``"content"``: every file is read and
+        hashed, for filesystems whose modification times cannot be trusted.
+    :param shard_index: With ``shard_count``: write only this shard (0 to ``shard_count - 1``) of
+        ``source_url``'s files, split by a hash of each source; map it over the shards
+        (``.expand(shard_index=...)``). A shard refuses ``delete_missing``: see docs/sharding.md.
+    :param shard_count: How many disjoint shards the listing is split into.
     :param source_encoding: The text encoding of the files under ``source_url`` (default ``utf-8``; e.g.
         ``cp1252`` or ``latin-1`` for legacy corpora). A file that does not decode fails the task, naming it.
     :param ids: One id per document (no splitting).
@@ -552,6 +609,33 @@ class MilvusSearchToXComOperator(BaseMilvusOperator):
     def finish(self, result: Any) -> Any:
         hits = super().finish(result)
         return hits[0] if hits and normalize_queries(_native(self.queries)).single else hits
+
+
+def _check_shard(
+    index: int | None, count: int | None, source_url: str | None, delete_missing: bool
+) -> tuple[int | None, int | None]:
+    """Check a shard: ``shard_index`` of ``shard_count`` shards of ``source_url``'s listing, never deleting missing sources."""
+    if index is None and count is None:
+        return None, None
+    if (
+        not isinstance(index, int)
+        or not isinstance(count, int)
+        or isinstance(index, bool)
+        or count < 1
+        or not 0 <= index < count
+    ):
+        raise ValueError(
+            f"shard_index={index!r}, shard_count={count!r}: give both, with 0 <= shard_index < shard_count."
+        )
+    if not source_url:
+        raise ValueError("shard_index and shard_count split source_url's listing: pass source_url.")
+    if delete_missing:
+        raise ValueError(
+            "delete_missing=True on a shard would delete the sources of every other shard. Shards only write; "
+            "remove vanished sources once, after all shards, with one unsharded run over the same source_url "
+            "and delete_missing=True (it reads no unchanged file): see docs/sharding.md."
+        )
+    return index, count
 
 
 def _native(value: Any) -> Any:

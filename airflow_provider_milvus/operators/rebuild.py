@@ -16,7 +16,6 @@ from airflow_provider_milvus.core.documents import (
     check_ids,
     check_split,
     estimate_chunks,
-    normalize_documents,
 )
 from airflow_provider_milvus.core.jobs import RebuildJob, RollbackJob
 from airflow_provider_milvus.core.rebuild import check_rebuild
@@ -79,8 +78,10 @@ class MilvusRebuildCollectionOperator(_BaseWriteOperator):
         reuse_vectors: bool = True,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("delete_missing") or kwargs.get("force"):
-            raise ValueError("A rebuild always builds the whole new version: delete_missing and force do not apply.")
+        if kwargs.get("delete_missing") or kwargs.get("force") or kwargs.get("shard_count") is not None:
+            raise ValueError(
+                "A rebuild always builds the whole new version: delete_missing, force and shards do not apply."
+            )
         super().__init__(**kwargs)
         self.chunk_size: Any = chunk_size
         self.chunk_overlap: Any = chunk_overlap
@@ -98,7 +99,7 @@ class MilvusRebuildCollectionOperator(_BaseWriteOperator):
         self.min_count = _integer(self.min_count, "min_count")
         self.keep_versions = _integer(self.keep_versions, "keep_versions")
         check_split(self.chunk_size, self.chunk_overlap)
-        documents = normalize_documents(self._documents())
+        documents = self._all_documents()
         ids = _native(self.ids)
         split = SplitOptions(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
         check_ids(documents, ids, split)

@@ -1,0 +1,255 @@
+"""
+Source cost of a ``source_url`` ingest on object storage (issue 23): what an unchanged night reads.
+
+Starts moto's S3 server (``testing/servers/s3_server.py``, its request log counts what the server answered),
+Milvus Lite and the loopback embedding service (small latency, small vectors), uploads N small objects,
+then runs ``MilvusAddDocumentsOperator(source_url="s3://...", replace_by="source", delete_missing=True)``
+inline three times: the first run, an unchanged run, and a run after 1% of the objects changed and 1%
+were deleted. Per run: wall time, object GETs and the bytes they returned (the sizes of the objects the
+server answered GET for; werkzeug's log has no byte counts), LIST and HEAD requests, embedding inputs,
+rows written and deleted, and the size of the task's XCom (its return value). Optionally one task vs
+``--shards`` mapped shards (processes) on the first run. Run from the repository root::
+
+    flock /tmp/bench.lock python -m bench.listing --sizes 1000,10000,100000 --out bench/results/listing.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import json
+import multiprocessing
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+BUCKET = "corpus"
+REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP/1\.1')
+
+
+def body(i: int, version: int = 0) -> bytes:
+    return f"Object {i} version {version}: a small document about listing metadata and {i % 97} vectors.".encode()
+
+
+class Requests:
+    """What moto's server answered since ``mark()``, read from its request log."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = 0
+
+    def mark(self) -> None:
+        self.offset = self.log.stat().st_size
+
+    def since(self) -> list[tuple[str, str]]:
+        with self.log.open("rb") as handle:
+            handle.seek(self.offset)
+            return REQUEST.findall(handle.read().decode(errors="replace"))
+
+
+def upload(server: Any, prefix: str, keys: list[int], version: int, sizes: dict[str, int]) -> None:
+    client = server.client()
+
+    def put(i: int) -> None:
+        data = body(i, version)
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/doc{i:06d}.md", Body=data)
+        sizes[f"doc{i:06d}.md"] = len(data)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, keys))
+
+
+def ingest(prefix: str, collection: str, **kwargs: Any) -> dict[str, Any]:
+    from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+
+    return MilvusAddDocumentsOperator(
+        task_id="ingest",
+        milvus_conn_id="bench_milvus",
+        embedding_conn_id="bench_embeddings",
+        collection_name=collection,
+        source_url=f"s3://{BUCKET}/{prefix}",
+        source_conn_id="bench_s3",
+        replace_by="source",
+        batch_size=500,
+        max_concurrency=4,
+        deferrable=False,
+        **kwargs,
+    ).execute(context={})
+
+
+def create(collection: str) -> None:
+    """Create ``collection`` with one unrelated row, as a collection that exists before the night."""
+    from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+
+    MilvusAddDocumentsOperator(
+        task_id="create",
+        milvus_conn_id="bench_milvus",
+        embedding_conn_id="bench_embeddings",
+        collection_name=collection,
+        documents=[{"page_content": "created before the night", "metadata": {"source": "__created__"}}],
+        replace_by="source",
+        deferrable=False,
+    ).execute(context={})
+
+
+def warm_up(_: int) -> None:
+    import pymilvus  # noqa: F401
+
+    import airflow_provider_milvus.operators.milvus  # noqa: F401
+
+
+def shard_run(args: tuple[str, str, int, int]) -> dict[str, Any]:
+    prefix, collection, index, count = args
+    return ingest(prefix, collection, shard_index=index, shard_count=count)
+
+
+def measure(requests: Requests, embeddings: Any, sizes: dict[str, int], prefix: str, work: Any) -> dict[str, Any]:
+    requests.mark()
+    embeddings.reset()
+    started = time.monotonic()
+    summary = work()
+    wall = time.monotonic() - started
+    seen = requests.since()
+    gets = [path for method, path in seen if method == "GET" and path.startswith(f"/{BUCKET}/{prefix}/")]
+    summaries = summary if isinstance(summary, list) else [summary]
+    from airflow_provider_milvus.core.files import list_sources
+
+    listed = time.monotonic()  # the listing alone, once more after the run: its share of the wall time
+    list_sources(f"s3://{BUCKET}/{prefix}", conn_id="bench_s3")
+    listing_s = time.monotonic() - listed
+    return {
+        "wall_s": wall,
+        "listing_s": listing_s,
+        "gets": len(gets),
+        "bytes": sum(sizes.get(path.rsplit("/", 1)[-1], 0) for path in gets),
+        "lists": sum(1 for method, path in seen if method == "GET" and "list-type=2" in path),
+        "heads": sum(1 for method, _ in seen if method == "HEAD"),
+        "embedded": embeddings.stats().get("inputs", 0),
+        "written": sum(s.get("written", 0) for s in summaries),
+        "deleted": sum(s.get("stale_deleted", 0) + s.get("vanished_deleted", 0) for s in summaries),
+        "xcom_bytes": max(len(json.dumps(s)) for s in summaries),
+    }
+
+
+def run_size(args: Any, size: int, s3: Any, requests: Requests, embeddings: Any) -> list[tuple[int, str, dict]]:
+    """Upload ``size`` objects, then the first, unchanged and 1%-changed runs (and one task vs shards)."""
+    prefix, collection = f"n{size}", f"listing_{size}_{uuid.uuid4().hex[:6]}"
+    sizes: dict[str, int] = {}
+    started = time.monotonic()
+    upload(s3, prefix, list(range(size)), 0, sizes)
+    print(f"{size}: uploaded in {time.monotonic() - started:.0f} s", flush=True)
+    rows: list[tuple[int, str, dict]] = []
+    nightly = functools.partial(ingest, prefix, collection, delete_missing=True)
+    for label in ("first run", "unchanged"):
+        rows.append((size, label, measure(requests, embeddings, sizes, prefix, nightly)))
+        print(size, rows[-1], flush=True)
+    step = 100  # 1% changed, another 1% deleted
+    upload(s3, prefix, list(range(0, size, step)), 1, sizes)
+    client = s3.client()
+    for i in range(1, size, step):
+        client.delete_object(Bucket=BUCKET, Key=f"{prefix}/doc{i:06d}.md")
+    rows.append((size, "1% changed + 1% deleted", measure(requests, embeddings, sizes, prefix, nightly)))
+    print(size, rows[-1], flush=True)
+    if args.shards and size == args.shard_size:
+        for name in (f"{collection}_one", f"{collection}_shards"):  # created before timing: shards must not race
+            create(name)
+        one = functools.partial(ingest, prefix, f"{collection}_one")
+        rows.append((size, "first run, one task", measure(requests, embeddings, sizes, prefix, one)))
+        jobs = [(prefix, f"{collection}_shards", index, args.shards) for index in range(args.shards)]
+        spawn = multiprocessing.get_context("spawn")  # aiobotocore and gRPC clients are not fork-safe
+        with concurrent.futures.ProcessPoolExecutor(args.shards, mp_context=spawn) as pool:
+            list(pool.map(warm_up, range(args.shards)))  # imports, outside the timing
+            sharded = functools.partial(lambda: list(pool.map(shard_run, jobs)))
+            label = f"first run, {args.shards} shard processes"
+            rows.append((size, label, measure(requests, embeddings, sizes, prefix, sharded)))
+        print(size, rows[-2:], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--shards", type=int, default=4, help="one task vs this many shard processes (0: skip)")
+    parser.add_argument("--shard-size", type=int, default=10000, help="corpus size of the one-vs-shards comparison")
+    parser.add_argument("--latency", type=float, default=0.01)
+    parser.add_argument("--out", default="bench/results/listing.md")
+    args = parser.parse_args()
+    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-listing-"))
+    from airflow_provider_milvus.local_server import start_local_server, stop_local_server
+    from bench.embedding_service import API_KEY, EmbeddingService
+    from bench.machine import _cpu_model, describe_commit, load_average
+
+    from testing.servers.s3_server import S3Server
+
+    commit, load_start = describe_commit(), load_average()
+    work = Path(tempfile.mkdtemp(prefix="bench-listing-"))
+    server = start_local_server(str(work / "milvus"))
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    try:
+        with (
+            S3Server(log_path=work / "moto.log") as s3,
+            EmbeddingService(dimensions=8, latency=args.latency, latency_per_input=0.0) as embeddings,
+        ):
+            s3.create_bucket(BUCKET)
+            os.environ["AIRFLOW_CONN_BENCH_S3"] = s3.connection_json()
+            os.environ["AIRFLOW_CONN_BENCH_MILVUS"] = json.dumps(
+                {"conn_type": "milvus", "host": server.uri, "extra": {"timeout": 600}}
+            )
+            os.environ["AIRFLOW_CONN_BENCH_EMBEDDINGS"] = json.dumps(
+                {"conn_type": "openai", "host": embeddings.base_url, "password": API_KEY, "extra": {"model": "m"}}
+            )
+            warm: dict[str, int] = {}  # imports and first connections, outside the timed runs
+            upload(s3, "warmup", list(range(10)), 0, warm)
+            ingest("warmup", f"warmup_{uuid.uuid4().hex[:6]}")
+            for size in (int(n) for n in args.sizes.split(",") if n):
+                rows.extend(run_size(args, size, s3, Requests(work / "moto.log"), embeddings))
+                write_results(args, rows, commit=commit, load_start=load_start, cpu=_cpu_model())
+    finally:
+        stop_local_server(str(work / "milvus"))
+
+
+def write_results(
+    args: Any, rows: list[tuple[int, str, dict[str, Any]]], *, commit: str, load_start: str, cpu: str
+) -> None:
+    from bench.machine import load_average
+
+    first = {size: m["wall_s"] for size, label, m in rows if label == "first run"}
+    lines = [
+        "# Listing decides: source cost of an object-storage ingest (issue 23)",
+        "",
+        f"- command: `flock /tmp/bench.lock python -m bench.listing {' '.join(sys.argv[1:])}`",
+        f"- commit: {commit}",
+        f"- machine: {os.cpu_count()} cores ({cpu}), shared with other work (load {load_start} at start, "
+        f"{load_average()} at end)",
+        "- object storage: moto's S3 server on loopback (`testing/servers/s3_server.py`); requests counted from its "
+        "request log; bytes = sizes of the objects it answered GET for",
+        "- `listing alone s`: `list_sources` of the same URL timed once more right after the run (not part of "
+        "`wall s`): the part of a run that moto's LIST costs",
+        f"- Milvus Lite (gRPC, loopback); embeddings: `bench/embedding_service.py`, 8 dims, {args.latency} s/request",
+        "- the operator: `MilvusAddDocumentsOperator(source_url='s3://...', replace_by='source', delete_missing=True, "
+        "batch_size=500, max_concurrency=4)` inline, in one process after a warm-up run; one chunk per object; "
+        "one task vs shards: each on a collection created (one row) before timing, shards as spawned processes "
+        "whose imports are done before timing",
+        "",
+        "| objects | run | wall s | % of first run | listing alone s | GETs | bytes read | LISTs | HEADs | embedding inputs | rows written "
+        "| rows deleted | XCom bytes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, label, m in rows:
+        share = f"{100 * m['wall_s'] / first[size]:.1f}%" if size in first else ""
+        lines.append(
+            f"| {size:,} | {label} | {m['wall_s']:.2f} | {share} | {m['listing_s']:.2f} | {m['gets']:,} | {m['bytes']:,} | {m['lists']:,} "
+            f"| {m['heads']:,} | {m['embedded']:,} | {m['written']:,} | {m['deleted']:,} | {m['xcom_bytes']:,} |"
+        )
+    Path(args.out).write_text("\n".join(lines) + "\n")  # after each corpus size: a late failure keeps the rest
+    print(Path(args.out).read_text(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""What lets a file go unread: a listing row binds listing metadata, options and digest together."""
+
+from __future__ import annotations
+
+from airflow_provider_milvus.core.ledger import digest_options, digest_prefix, listing_digest
+from airflow_provider_milvus.core.listing import shard_of, unread_documents
+
+
+def prefix(**changes):
+    options = dict(chunk_size=500, chunk_overlap=50, id_key=None, identity={"kind": "openai", "model": "m"})
+    return digest_prefix("source", digest_options(**{**options, **changes}))
+
+
+def test_a_listing_row_changes_with_the_listing_the_options_and_the_digest():
+    row = listing_digest(prefix(), '{"etag": "a", "size": 1}', "d" * 64)
+    assert listing_digest(prefix(), '{"etag": "a", "size": 1}', "d" * 64) == row
+    assert listing_digest(prefix(), '{"etag": "b", "size": 1}', "d" * 64) != row
+    assert listing_digest(prefix(), '{"etag": "a", "size": 1}', "e" * 64) != row
+    assert listing_digest(prefix(chunk_size=400), '{"etag": "a", "size": 1}', "d" * 64) != row
+    assert (
+        listing_digest(prefix(identity={"kind": "openai", "model": "n"}), '{"etag": "a", "size": 1}', "d" * 64) != row
+    )
+
+
+def test_an_unread_file_travels_as_its_source_and_digest_without_text():
+    assert unread_documents({"a.md": "d" * 64}) == [
+        {"page_content": "", "metadata": {"source": "a.md"}, "unread": "d" * 64}
+    ]
+
+
+def test_a_source_keeps_its_shard_across_processes():
+    # SHA-256 of the name, not Python's salted hash(): every worker computes the same shard.
+    assert [shard_of(f"doc{i}.md", 4) for i in range(8)] == [shard_of(f"doc{i}.md", 4) for i in range(8)]
+    assert {shard_of(f"doc{i}.md", 4) for i in range(64)} == {0, 1, 2, 3}
+    assert shard_of("docs/a.md", 4) == 2  # pinned: a new hash would move sources between shards on upgrade
