@@ -404,7 +404,8 @@ class MilvusAddDocumentsOperator(_BaseWriteOperator):
         companion collection ``<collection_name>__sources``, so a re-run skips unchanged sources without
         splitting them or reading their chunks back. Off: every chunk is compared with what is stored.
     :param new_collection: How to create the collection if it does not exist (``NewCollection`` or a dict:
-        metric_type, index_type, index_params, partition_key_field, scalar_fields, dynamic_field, ...).
+        metric_type, index_type, index_params, partition_key_field, scalar_fields, dynamic_field, ...;
+        ``embedding_function`` makes Milvus embed server-side: docs/server-side-embedding.md).
     :param full_text_search: Shortcut for ``new_collection["full_text_search"]``.
     :param text_max_length: Shortcut for ``new_collection["text_max_length"]``.
     """
