@@ -25,9 +25,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 STATE_FILENAME = "airflow-provider-milvus-server.json"
 START_LOCK_FILENAME = "airflow-provider-milvus-server.start.lock"
@@ -35,6 +36,7 @@ LOG_FILENAME = "airflow-provider-milvus-server.log"
 LOCK_FILENAME = "LOCK"
 # Where a server started with no port writes the port it bound (port 0: the kernel picks, no race).
 PORT_FILENAME = "airflow-provider-milvus-server.port"
+T = TypeVar("T")
 
 
 class LocalServerError(RuntimeError):
@@ -174,39 +176,40 @@ def _start_locked(directory: Path, host: str, port: int, ready_timeout: float) -
     )
     log_file.close()
     deadline = time.monotonic() + ready_timeout
-    while not port:
-        port = _bound_port(port_file)
-        if port:
-            break
-        if process.poll() is not None:
-            raise LocalServerError(
-                f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            raise LocalServerError(f"Milvus Lite server for {directory} bound no port after {ready_timeout}s")
-        time.sleep(0.1)
-    server = LocalServer(data_dir=str(directory), host=host, port=port, pid=process.pid)
-    while not _port_open(host, port):
-        if process.poll() is not None:
-            raise LocalServerError(
-                f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            raise LocalServerError(f"Milvus Lite server for {directory} not ready after {ready_timeout}s")
-        time.sleep(0.1)
-    if process.poll() is not None:  # someone else took the port between the check and the bind
-        raise LocalServerError(
-            f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
+    if not port:
+        port = _await_server(
+            process, directory, deadline, lambda: _bound_port(port_file), f"bound no port after {ready_timeout}s"
         )
+    server = LocalServer(data_dir=str(directory), host=host, port=port, pid=process.pid)
+    _await_server(process, directory, deadline, lambda: _port_open(host, port), f"not ready after {ready_timeout}s")
+    if process.poll() is not None:  # someone else took the port between the check and the bind
+        raise _exited(process, directory)
     state = directory / STATE_FILENAME
     partial = state.with_suffix(".tmp")
     partial.write_text(json.dumps(asdict(server)))
     os.replace(partial, state)  # readers never see half a file
     return server
+
+
+def _await_server(
+    process: subprocess.Popen[bytes], directory: Path, deadline: float, ready: Callable[[], T], failure: str
+) -> T:
+    """Poll ``ready`` until it returns something true; fail if the server exits, or kill it at ``deadline``."""
+    while not (value := ready()):
+        if process.poll() is not None:
+            raise _exited(process, directory)
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise LocalServerError(f"Milvus Lite server for {directory} {failure}")
+        time.sleep(0.1)
+    return value
+
+
+def _exited(process: subprocess.Popen[bytes], directory: Path) -> LocalServerError:
+    return LocalServerError(
+        f"Milvus Lite server for {directory} exited with code {process.returncode}:\n{_log_tail(directory)}"
+    )
 
 
 def stop_local_server(data_dir: str | os.PathLike[str], *, timeout: float = 20.0) -> bool:

@@ -183,11 +183,14 @@ def test_listing_reads_one_list_pass_and_no_object_head(s3, corpus, milvus_conn_
     assert s3.lists() <= 2  # the root's existence check, then one recursive listing (1,000 objects a page)
 
 
-def test_an_unread_source_the_ledger_no_longer_vouches_for_is_refused_before_writing(
+def test_an_unread_source_its_ledger_entry_no_longer_vouches_for_is_read_by_the_write_core(
     s3, corpus, tier, embedding_conn_id, collection_name
 ):
+    import asyncio
+
     milvus_conn_id = tier.conn_id
     first = ingest(s3, corpus, milvus_conn_id, embedding_conn_id, collection_name)
+    put(s3, corpus, 1, version=1)  # changed since a (hypothetical) listing that still called it unchanged
     job = {
         "store": {
             "milvus_conn_id": milvus_conn_id,
@@ -195,19 +198,27 @@ def test_an_unread_source_the_ledger_no_longer_vouches_for_is_refused_before_wri
             "embedding_conn_id": embedding_conn_id,
         },
         "documents": [
-            {"page_content": "", "metadata": {"source": "doc001.md"}, "unread": "0" * 64},  # not its digest
+            {
+                "page_content": "",
+                "metadata": {"source": "doc001.md"},
+                "unread": "0" * 64,  # not the digest of its stored rows: its entry fails verification
+                "path": f"s3://{BUCKET}/{corpus}/doc001.md",
+            },
             {"page_content": "new text", "metadata": {"source": "new.md"}},
         ],
         "chunk_size": 200,
         "replace_by": "source",
+        "source_conn_id": CONN,
     }
-    import asyncio
-
-    with pytest.raises(MilvusProviderError, match="1 sources were not read because their listing was unchanged"):
-        asyncio.run(run_job("write", job))
-    assert tier.count(collection_name) == first["chunks"]  # nothing written
-    ingest(s3, corpus, milvus_conn_id, embedding_conn_id, collection_name)
-    assert s3.gets(corpus) == ["doc001.md"]  # its entry was removed: the retry reads it
+    s3.mark()
+    summary = asyncio.run(run_job("write", job))
+    assert s3.gets(corpus) == ["doc001.md"]  # read by the core, alone
+    assert summary["written"] > 0
+    stored = sources(tier.client, collection_name)
+    assert "Document 1 version 1" in stored["doc001.md"]
+    assert "version 0" not in stored["doc001.md"]  # its old rows were replaced, not kept beside the new ones
+    assert stored["new.md"] == "new text"
+    assert tier.count(collection_name) == first["chunks"] + 1  # same chunk count for doc001, one for new.md
 
 
 def test_local_files_are_decided_by_size_and_mtime_unless_content_is_asked(

@@ -19,7 +19,7 @@ import fnmatch
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -116,6 +116,28 @@ def read_documents(listed: Sequence[Listed], *, encoding: str = "utf-8") -> list
         documents.append({"page_content": text, "metadata": {"source": item.source}})
     log.info("Read %d documents from %d files", len(documents), len(listed))
     return documents
+
+
+def read_unread(
+    documents: list[dict[str, Any]], sources: Collection[Any], *, conn_id: str | None, encoding: str
+) -> list[dict[str, Any]]:
+    """
+    Return ``documents`` with the unread ones of ``sources`` read (``core/listing.py``), in their place.
+
+    The write core calls this for files the worker left unread on their listing whose ledger entry then
+    failed verification. A file that is empty now drops out, as it would from a listing.
+    """
+    chosen = [d for d in documents if d.get("unread") and d["metadata"]["source"] in sources]
+    listed = [Listed(d["metadata"]["source"], _path(d["path"], conn_id), d.get("listing")) for d in chosen]
+    for item in listed:
+        if not isinstance(item.path, Path):  # fsspec caches what it listed (ETags included): read the object as it is
+            item.path.fs.invalidate_cache(_bare(item.path))
+    read = {d["metadata"]["source"]: d for d in read_documents(listed, encoding=encoding)}
+    for document in chosen:
+        if document["metadata"]["source"] in read and document.get("listing"):
+            read[document["metadata"]["source"]]["listing"] = document["listing"]
+    chosen_ids = {id(d) for d in chosen}
+    return [d for d in documents if id(d) not in chosen_ids] + list(read.values())
 
 
 def _read(item: Listed, *, encoding: str) -> str:

@@ -70,6 +70,10 @@ class WriteJob(Job):
     delete_missing: bool = False
     force: bool = False
     track_sources: bool = True
+    # Where documents passed unread (source_url files whose listing is unchanged) are read, should their
+    # source ledger entry fail the core's verification.
+    source_conn_id: str | None = None
+    source_encoding: str = "utf-8"
 
 
 @dataclass(frozen=True)

@@ -543,6 +543,7 @@ class SourceTracking:
         self.prefix = ""  # digest_prefix of this run's key and options
         self.listings: dict[str, str] = {}  # source key -> listing metadata, of the files read from source_url
         self.unread: dict[str, str] = {}  # source key -> ledger digest, of the files not read (core/listing.py)
+        self.unverified: set[Any] = set()  # replace_by values of unread files whose entries failed verification
 
     @classmethod
     async def start(
@@ -584,14 +585,8 @@ class SourceTracking:
         else:
             whole_scope = job.delete_missing
             tracking.check = await ledger.check(digests, whole_scope=whole_scope, max_concurrency=job.max_concurrency)
-        changed = sorted(set(unread) - set(tracking.check.skipped))
-        if changed:  # between the listing and now: their bodies were never read, so they cannot be written
-            await ledger.forget(changed)
-            refuse_unread(
-                changed,
-                "their ledger entries no longer match the collection (changed since this task listed them); "
-                "their entries were removed, so a retry reads them",
-            )
+        # Unread on their listing, but their rows no longer match their entries: the write core reads them.
+        tracking.unverified = {values[s] for s in set(unread) - set(tracking.check.skipped)}
         if tracking.check.skipped:
             log.info(
                 "%s %s: %d unchanged sources skipped whole (source ledger, verified)",

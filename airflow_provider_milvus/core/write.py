@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_milvus.core import staging
 from airflow_provider_milvus.core.collection import NewCollection, check_dimension
 from airflow_provider_milvus.core.documents import PreparedChunks, SplitOptions, check_text_sizes, prepare_chunks
+from airflow_provider_milvus.core.files import read_unread
 from airflow_provider_milvus.core.filters import check_field_name, to_literal
 from airflow_provider_milvus.core.gather import Flush, Progress, batched, bounded_gather, staged_gather
 from airflow_provider_milvus.core.ledger import (
@@ -34,7 +35,6 @@ from airflow_provider_milvus.core.ledger import (
     check_ledger_is_ours,
     digest_identity,
     forget_digests,
-    refuse_unread,
 )
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
 from airflow_provider_milvus.core.rows import RowBuilder
@@ -80,8 +80,9 @@ async def run_write(job: WriteJob, *, known_vectors: KnownVectors | None = None)
         with connection.errors(action=f"open collection '{name}'"):
             created = False
             if not await connection.exists():  # check first, create after: a refused input leaves nothing
-                unread = [d["metadata"].get(job.replace_by or "") for d in documents if d.get("unread")]
-                refuse_unread(unread, "the collection does not exist")
+                unread = {d["metadata"]["source"] for d in documents if d.get("unread")}
+                if unread:  # left unread on their listing, but a new collection holds none of them: read them
+                    documents = await asyncio.to_thread(_read_unread, job, documents, unread)
                 options = NewCollection.from_value(job.store.new_collection)
                 prepared = await asyncio.to_thread(_prepare, job, documents, max_text_bytes=options.text_max_length)
                 dimension = given[0] if given else None
@@ -111,6 +112,15 @@ async def _write_session(
     name = session.name
     with session.errors(action=f"write to collection '{name}'"):
         sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
+        if sources.unverified:  # left unread on their listing, but their rows changed since: read them now
+            log.info(
+                "%s %s: %d files left unread on their listing no longer match their ledger entries: reading them",
+                job.operation,
+                name,
+                len(sources.unverified),
+            )
+            documents = await asyncio.to_thread(_read_unread, job, documents, sources.unverified)
+            sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
         if prepared is None:
             prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
         chunks = prepared.chunks
@@ -158,6 +168,10 @@ async def _write_session(
         batches=batches,
         round_trips={"lookup": session.round_trips["lookup"], **session.round_trips},
     )
+
+
+def _read_unread(job: WriteJob, documents: list[dict[str, Any]], sources: set[Any]) -> list[dict[str, Any]]:
+    return read_unread(documents, sources, conn_id=job.source_conn_id, encoding=job.source_encoding)
 
 
 def _prepare(

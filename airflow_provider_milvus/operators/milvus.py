@@ -302,6 +302,8 @@ class _BaseWriteOperator(BaseMilvusOperator):
             delete_missing=self.delete_missing,
             force=self.force,
             track_sources=self.track_sources,
+            source_conn_id=self.source_conn_id or None,
+            source_encoding=self.source_encoding,
         )
         return self.run(job, items=estimate_chunks(documents, split) + len(unread))
 
@@ -342,7 +344,6 @@ class _BaseWriteOperator(BaseMilvusOperator):
                     chunk_size=self.chunk_size,
                     chunk_overlap=self.chunk_overlap,
                     id_key=self.id_key or None,
-                    max_concurrency=self.max_concurrency,
                 )
             )
         to_read = [item for item in listed if item.source not in unread]
@@ -353,7 +354,7 @@ class _BaseWriteOperator(BaseMilvusOperator):
                 if listings.get(document["metadata"]["source"]):
                     document["listing"] = listings[document["metadata"]["source"]]
         self.log.info("%d files listed: %d read, %d unchanged by their listing", len(listed), len(to_read), len(unread))
-        return documents, unread_documents(unread)
+        return documents, unread_documents(listed, unread)
 
     def _new_collection(self) -> dict[str, Any]:
         options = NewCollection.from_value(_native(self.new_collection)).to_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow_provider_milvus.core.files import Listed
 from airflow_provider_milvus.core.ledger import digest_options, digest_prefix, listing_digest
 from airflow_provider_milvus.core.listing import shard_of, unread_documents
 
@@ -22,9 +23,16 @@ def test_a_listing_row_changes_with_the_listing_the_options_and_the_digest():
     )
 
 
-def test_an_unread_file_travels_as_its_source_and_digest_without_text():
-    assert unread_documents({"a.md": "d" * 64}) == [
-        {"page_content": "", "metadata": {"source": "a.md"}, "unread": "d" * 64}
+def test_an_unread_file_travels_as_its_source_digest_listing_and_path_without_text(tmp_path):
+    listed = [Listed("a.md", tmp_path / "a.md", '{"size": 1}'), Listed("b.md", tmp_path / "b.md", '{"size": 2}')]
+    assert unread_documents(listed, {"a.md": "d" * 64}) == [
+        {
+            "page_content": "",
+            "metadata": {"source": "a.md"},
+            "unread": "d" * 64,
+            "path": str(tmp_path / "a.md"),
+            "listing": '{"size": 1}',
+        }
     ]
 
 
