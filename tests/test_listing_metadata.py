@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_milvus.core.operations import run_job
-from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
 from testing.servers.s3_server import S3Server
