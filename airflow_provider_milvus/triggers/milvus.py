@@ -19,7 +19,7 @@ MAX_INLINE_EVENT_BYTES = 32 * 1024
 
 class MilvusOperationTrigger(BaseTrigger):
     """
-    Run one Milvus job (``write``, ``delete`` or ``search``) and yield a single event.
+    Run one Milvus job (``write``, ``delete``, ``search``, ``rebuild`` or ``rollback``) and yield a single event.
 
     :param operation: Which async core to run.
     :param job: The job as plain data: conn ids and references, never secrets or bulk documents.
