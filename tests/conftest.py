@@ -20,6 +20,7 @@ import pytest
 
 from airflow_provider_milvus.local_server import LocalServer, start_local_server, stop_local_server
 
+from testing.airflow_cli import AirflowCLI
 from testing.servers.embeddings_server import EmbeddingServer
 
 EMBEDDING_DIMENSIONS = 32
@@ -163,3 +164,18 @@ def tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any
 @pytest.fixture
 def name() -> str:
     return f"app_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory, milvus_lite: LocalServer) -> AirflowCLI:
+    """A migrated Airflow home whose DAG folder is the example DAGs, with ``milvus_default`` on the shared Lite server."""
+    cli = AirflowCLI(
+        home=tmp_path_factory.mktemp("airflow-home"),
+        dags_folder=Path(__file__).resolve().parents[1] / "dags",
+        # A local path: resolved to the shared Milvus Lite server, as in the main job.
+        env_overrides={"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir)},
+    )
+    cli.migrate()
+    # Register the DAGs' assets as a dag-processor would: on Airflow 3.0, `dags test` alone leaves them inactive.
+    cli.run("dags", "reserialize")
+    return cli

@@ -6,29 +6,18 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
-from testing.airflow_cli import AirflowCLI
 from tests.conftest import milvus_connection_json
 
+if TYPE_CHECKING:
+    from testing.airflow_cli import AirflowCLI
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory, milvus_lite) -> AirflowCLI:
-    cli = AirflowCLI(
-        home=tmp_path_factory.mktemp("airflow-home"),
-        dags_folder=REPO / "dags",
-        # A local path: resolved to the shared Milvus Lite server, as in the main job.
-        env_overrides={"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir)},
-    )
-    cli.migrate()
-    # Register the DAGs' assets as a dag-processor would: on Airflow 3.0, `dags test` alone leaves them inactive.
-    cli.run("dags", "reserialize")
-    return cli
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import pytest
 
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
-from testing.airflow_cli import AirflowCLI
-from tests.conftest import milvus_connection_json
 from tests.test_operators import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,18 +99,6 @@ def test_a_retried_shard_writes_nothing_twice(corpus, milvus_conn_id, collection
     retried = write(corpus, milvus_conn_id, collection_name, shard_index=2, shard_count=SHARDS)
     assert stored(milvus_client, collection_name) == rows
     assert (retried["written"], retried["skipped_sources"]) == (0, first["documents"])
-
-
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory, milvus_lite) -> AirflowCLI:
-    cli = AirflowCLI(
-        home=tmp_path_factory.mktemp("airflow-home"),
-        dags_folder=REPO / "dags",
-        env_overrides={"AIRFLOW_CONN_MILVUS_DEFAULT": milvus_connection_json(milvus_lite.data_dir)},
-    )
-    cli.migrate()
-    cli.run("dags", "reserialize")
-    return cli
 
 
 @pytest.mark.slow  # ~100 s: a fresh Airflow home and two DAG runs of six tasks
