@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,20 @@ def test_an_unchanged_rerun_skips_every_source_without_reading_its_chunks(tier, 
     entries = ledger(tier, collection_name)
     assert sorted(entries) == sorted(d["metadata"]["source"] for d in corpus(FILES))
     assert sum(e["chunks"] for e in entries.values()) == tier.count(collection_name) == first["chunks"]
+
+
+def test_a_write_that_changed_rows_leaves_them_flushed_on_milvus_lite_and_an_unchanged_run_flushes_nothing(
+    tier, collection_name, milvus_lite
+):
+    first = ingest(tier, collection_name, corpus(FILES))
+    again = ingest(tier, collection_name, corpus(FILES))
+    assert first["round_trips"].get("flush", 0) == (0 if tier.real_server else 2), "the collection and its ledger"
+    assert again["round_trips"].get("flush", 0) == 0
+    if not tier.real_server:  # Lite keeps unflushed rows in a write-ahead log, flushed ones in segment files
+        for name in (collection_name, ledger_name(collection_name)):
+            folder = Path(milvus_lite.data_dir) / "collections" / name
+            assert list(folder.glob("partitions/*/data/*.parquet")), name
+            assert not list(folder.glob("wal/wal_data_*")), name
 
 
 def test_rows_deleted_behind_the_ledgers_back_are_written_again(tier, collection_name, embeddings):

@@ -634,6 +634,11 @@ class SourceTracking:
         if self.ledger is not None:
             await self.ledger.forget(s for s in self.values if s in self.check.known and s not in self.skipped)
 
+    @property
+    def ledger_names(self) -> list[str]:
+        """The ledger collection this write keeps, if any."""
+        return [self.ledger.name] if self.ledger is not None else []
+
     async def after_write(self, chunks: list[dict[str, Any]]) -> None:
         if self.ledger is None:
             return

@@ -150,6 +150,8 @@ async def _write_session(
         stale = await _delete_ids(session, job, plan.stale, "stale")
         vanished = await _delete_ids(session, job, plan.vanished, "vanished")
         await sources.after_write(chunks)
+        if counts.written or stale or vanished:
+            await session.settle(*sources.ledger_names)
     return _summary(
         job,
         started,
