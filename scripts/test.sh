@@ -31,8 +31,9 @@ if [ "$markers" = "not slow" ] && [ "$narrowed" = no ]; then
   # The whole CI suite runs as two pytest processes at once, each with its own servers, AIRFLOW_HOME and temp dirs:
   # most tests wait on servers, Airflow processes and simulated API latency, so two at a time fit 2 cores. The
   # Airflow-stack tier keeps the fault suite and the integration tests together: the published fault figures are
-  # computed from both in one session (tests/faults/test_published_figures.py).
-  stack_tier=(tests/faults tests/integration tests/test_example_dags.py)
+  # computed from both in one session (tests/faults/test_published_figures.py). The ledger sequences and the
+  # standalone-only tests join it so that both processes take about as long.
+  stack_tier=(tests/faults tests/integration tests/test_example_dags.py tests/test_ledger_sequences.py tests/standalone)
   stack_log=$(mktemp "${TMPDIR:-/tmp}/airflow-stack-tier.XXXXXX.log")
   echo "==> pytest -m '$markers', two processes: ${stack_tier[*]} (log: $stack_log) and the rest"
   .venv/bin/python -m pytest -m "$markers" -p no:cacheprovider -ra "${stack_tier[@]}" >"$stack_log" 2>&1 &
