@@ -241,6 +241,19 @@ def test_a_search_by_vector_sends_the_vector_and_milvus_embeds_nothing(milvus, p
     assert provider.stats.requests == 0
 
 
+def test_the_hooks_vector_store_needs_no_embedding_connection_and_milvus_embeds_text_and_queries(
+    milvus, provider, milvus_conn_id, ingested
+):
+    from airflow_provider_milvus.hooks.milvus import MilvusHook
+
+    store = MilvusHook(milvus_conn_id=milvus_conn_id).get_vector_store(ingested)
+    store.add_texts(["comets trail ice and dust"], metadatas=[{"source": "comets.md"}], ids=["comet-1"])
+    assert provider.stats.inputs == 1, "Milvus embedded the added text"
+    hits = store.similarity_search("comets trail ice and dust", k=1)
+    assert hits[0].page_content == "comets trail ice and dust"
+    assert provider.stats.inputs == 2, "Milvus embedded the query text"
+
+
 def test_mmr_is_refused_because_milvus_keeps_the_query_vectors(milvus, provider, milvus_conn_id, ingested):
     with pytest.raises(MilvusProviderError, match="mmr.*embeds queries in Milvus"):
         search(milvus_conn_id, ingested, ["cats"], search_type="mmr")
@@ -295,7 +308,7 @@ def test_new_collection_creates_a_collection_that_embeds_server_side(milvus, pro
         "dimensions": DIM,
     }
     provider.reset_stats()
-    assert search(milvus_conn_id, collection_name, ["galaxies"])[0][0]["page_content"] == (
+    assert search(milvus_conn_id, collection_name, ["distant galaxies"])[0][0]["page_content"] == (
         "telescopes watch distant galaxies"
     )
     assert provider.stats.inputs == 1

@@ -212,7 +212,7 @@ class Connection:
         # A write has just checked (or made) the collection: no second has_collection.
         schema = await aread_schema(client, self.name, _choice(config), metrics=metrics, exists=created or write)
         _check_usable(schema, config, self.embeddings)
-        embeddings, identity, secrets = _embedding_side(schema, self.embeddings, self.identity, self.secrets)
+        embeddings, identity, secrets = embedding_side(schema, self.embeddings, self.identity, self.secrets)
         # The schema names the physical collection: an alias switched meanwhile does not split this run.
         await client.load_collection(schema.name, timeout=self.settings.timeout)
         # Only writes are affected: searches and deletes skip asking the server's version.
@@ -317,7 +317,7 @@ def _before_2_4(version: str) -> bool:
     return match is not None and (int(match.group(1)), int(match.group(2))) < (2, 4)
 
 
-def _embedding_side(
+def embedding_side(
     schema: CollectionSchema, embeddings: Embeddings | None, identity: dict[str, Any] | None, secrets: list[str]
 ) -> tuple[Embeddings | None, dict[str, Any] | None, list[str]]:
     """

@@ -9,10 +9,10 @@ from airflow_provider_milvus.core.checks import check_collection_name
 from airflow_provider_milvus.core.collection import (
     NewCollection,
     check_dimension,
-    check_embedding_identity,
     read_schema,
 )
 from airflow_provider_milvus.core.schema import CollectionSchema, FieldChoice
+from airflow_provider_milvus.core.session import embedding_side
 from airflow_provider_milvus.exceptions import MilvusProviderError, describe_milvus_error
 from airflow_provider_milvus.settings import (
     MilvusConnectionSettings,
@@ -154,27 +154,41 @@ class MilvusHook(BaseHook):
 
         A missing collection is created first (``new_collection``); an existing one is used as it is.
         """
-        from langchain_milvus import BM25BuiltInFunction, Milvus
+        from langchain_milvus import BM25BuiltInFunction, Milvus, TextEmbeddingBuiltInFunction
 
         embeddings, identity = self._embeddings(embedding_conn_id, embedding_model, embedding_dimensions)
         with describe_milvus_error(self.settings, action=f"open collection '{collection_name}'"):
             if not self.client.has_collection(collection_name):
                 self._create_collection(collection_name, new_collection, embeddings, identity)
             schema = self.get_collection_schema(collection_name, text_field=text_field, vector_field=vector_field)
-            check_embedding_identity(schema, identity)
+            # The operators' rule: another model is refused; a collection Milvus embeds for needs no model.
+            embeddings, _, _ = embedding_side(schema, embeddings, identity, [])
             if embeddings is not None:
                 check_dimension(schema, len(embeddings.embed_query("dimension probe")), "the embedding model's output")
             vector_fields: list[str] = []
             search_params: list[dict[str, Any]] = []
-            if embeddings is not None:
+            builtin: list[Any] = []
+            server = schema.server_embedding
+            if embeddings is not None or server is not None:
                 vector_fields.append(schema.dense.name)
                 search_params.append({"metric_type": schema.dense.metric, "params": {}})
-            builtin = None
+            if server is not None:  # Milvus embeds text on write and query text on search
+                builtin.append(
+                    TextEmbeddingBuiltInFunction(
+                        input_field_names=server.input,
+                        output_field_names=server.output,
+                        dim=schema.dense.dim,
+                        params={"provider": server.provider, "model_name": server.model},
+                        function_name=server.name,
+                    )
+                )
             if schema.bm25_field:
                 vector_fields.append(schema.bm25_field)
                 search_params.append({"metric_type": "BM25", "params": {}})
-                builtin = BM25BuiltInFunction(
-                    input_field_names=schema.text, output_field_names=schema.bm25_field, enable_match=False
+                builtin.append(
+                    BM25BuiltInFunction(
+                        input_field_names=schema.text, output_field_names=schema.bm25_field, enable_match=False
+                    )
                 )
             if not vector_fields:
                 raise MilvusProviderError(
@@ -183,7 +197,7 @@ class MilvusHook(BaseHook):
                 )
             return Milvus(
                 embedding_function=embeddings,
-                builtin_function=builtin,
+                builtin_function=(builtin[0] if len(builtin) == 1 else builtin) or None,
                 collection_name=collection_name,
                 connection_args=self.settings.client_kwargs(),
                 primary_field=schema.primary,
