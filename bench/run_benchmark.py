@@ -9,6 +9,8 @@ and throughput.png, and prints which targets are met.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tempfile
 
 # Airflow reads AIRFLOW_HOME at import time; give the benchmark a throwaway one before anything imports it.
@@ -177,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the Milvus Lite server and the embedding service this run
+    # started are stopped with it (their context managers' exits run).
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     return run(parse_args(argv))
 
 
