@@ -255,6 +255,7 @@ class Ledger:
         self.scope = session.tenant if session.schema.partition_key and session.tenant is not None else ""
         self.name = ledger_name(session.name)
         self._exists: bool | None = None
+        self._loaded = False
 
     @property
     def _where(self) -> str:
@@ -272,6 +273,15 @@ class Ledger:
             self._exists = bool(await self.session.client.has_collection(self.name, timeout=self.session.timeout))
         return self._exists
 
+    async def _load(self) -> bool:
+        """Load the ledger collection for reading, once (concurrent readers may both ask); False if it is missing."""
+        if not await self.exists():
+            return False
+        if not self._loaded:
+            await self.session.client.load_collection(self.name, timeout=self.session.timeout)
+            self._loaded = True
+        return True
+
     async def check_ours(self) -> None:
         """Refuse, before anything is written, a ``<collection>__sources`` this package did not make."""
         if await self.exists():
@@ -279,9 +289,8 @@ class Ledger:
 
     async def read(self) -> dict[str, Entry]:
         """Every readable entry of this key and scope; unreadable rows are ignored and counted in the log."""
-        if not await self.exists():
+        if not await self._load():
             return {}
-        await self.session.client.load_collection(self.name, timeout=self.session.timeout)
         fields = ["source", "digest", "chunks"]
         rows = await self.session.query(self._where, fields, MAX_QUERY_ROWS, collection=self.name, phase="ledger")
         if len(rows) == MAX_QUERY_ROWS:
@@ -432,7 +441,7 @@ class Ledger:
 
     async def read_listings(self) -> dict[str, str]:
         """Read the listing rows of this key and scope: source key -> listing digest (``listing_digest``)."""
-        if not await self.exists():
+        if not await self._load():
             return {}
         where = f"key == {to_literal(self._listing_key)} and scope == {to_literal(self.scope)}"
         fields = ["source", "digest"]

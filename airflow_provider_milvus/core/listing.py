@@ -15,6 +15,7 @@ task of a mapped ingest lists the same folder and keeps a disjoint part of it (d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -109,8 +110,7 @@ async def _unchanged(session: Session, listed: Sequence[Listed], key: str, prefi
     if not await ledger.exists() or not carries_digest(session.schema):
         return {}
     await ledger.check_ours()
-    entries = await ledger.read()
-    listings = await ledger.read_listings()
+    entries, listings = await asyncio.gather(ledger.read(), ledger.read_listings())
     unchanged: dict[str, str] = {}
     for item in listed:
         entry = entries.get(source_key(item.source))
