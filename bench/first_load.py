@@ -19,6 +19,7 @@ Milvus, no reading and no splitting: what the server and client deliver together
 
     flock /tmp/bench.lock python -m bench.first_load --results-dir /tmp/first-load   # look first
     flock /tmp/bench.lock python -m bench.first_load                                  # bench/results/first-load.md
+    flock /tmp/bench.lock python -m bench.first_load --standalone --tag standalone   # .../first-load-standalone.md
 """
 
 from __future__ import annotations
