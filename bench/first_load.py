@@ -35,6 +35,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.embedding_service import API_KEY, MODEL, EmbeddingService
 from bench.machine import PACKAGES, _cpu_model, _version, describe_commit, load_average
@@ -82,16 +83,16 @@ class Row:
             return None
         return self.requests * self.service / concurrency
 
-    def timed(self, stats: dict[str, object], started: float, ended: float) -> Row:
+    def timed(self, stats: dict[str, Any], started: float, ended: float) -> Row:
         """Fill the server-side measurements of a run that ran from ``started`` to ``ended`` (time.time())."""
-        requests = int(stats.get("requests", 0))  # type: ignore[call-overload]
+        requests = int(stats.get("requests", 0))
         if not requests or "service_seconds" not in stats:
             return self
-        self.service = float(stats["service_seconds"]) / requests  # type: ignore[arg-type]
-        self.before_first = float(stats["first_arrival"]) - started  # type: ignore[arg-type]
-        self.after_last = ended - float(stats["last_answer"])  # type: ignore[arg-type]
-        levels = list(stats["seconds_at_in_flight"])  # type: ignore[call-overload]
-        span = float(stats["last_answer"]) - float(stats["first_arrival"])  # type: ignore[arg-type]
+        self.service = float(stats["service_seconds"]) / requests
+        self.before_first = float(stats["first_arrival"]) - started
+        self.after_last = ended - float(stats["last_answer"])
+        levels = list(stats["seconds_at_in_flight"])
+        span = float(stats["last_answer"]) - float(stats["first_arrival"])
         full = sum(levels[self.concurrency :]) if self.concurrency else levels[-1]
         self.at_full = full / span if span > 0 else None
         return self
