@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def run_embedding_alone(folder: Path, inputs: int, args: argparse.Namespace, emb
     conn = SimpleNamespace(conn_type="openai", host=embeddings.base_url, password=API_KEY, extra_dejson={})
     client = build_embeddings(EmbeddingSettings(conn_id="bench", model=MODEL, dimensions=args.dimensions), conn)
 
-    async def embed(batch: list[str]) -> None:
+    async def embed(batch: Sequence[str]) -> None:
         await client.aembed_documents(list(batch))
 
     async def run_all() -> None:
