@@ -32,8 +32,8 @@ def test_the_server_measures_its_service_time_and_the_time_at_each_number_of_req
             _post(client, server, ["one text"])
         stats = server.stats
     assert stats.requests == 3
-    assert 3 * 0.05 <= stats.service_seconds < 3 * 0.05 + 0.1
-    assert 0 <= stats.work_seconds < 0.1
+    assert 3 * 0.05 <= stats.service_seconds < 3 * 0.05 + 0.3
+    assert 0 <= stats.work_seconds < 0.3  # parsing, vectors, encoding, sleeps overrunning on a busy machine
     span = stats.last_answer - stats.first_arrival
     assert stats.seconds_at_in_flight[1] >= 3 * 0.05
     assert abs(sum(stats.seconds_at_in_flight) - span) < 0.01, (stats.seconds_at_in_flight, span)
