@@ -8,9 +8,18 @@ endpoint (``testing/servers/embeddings_server.py``, a fixed latency per request 
 
 The embedding bound of a run is ``embedding requests x latency / concurrency``: the wall time the embedding
 API alone would take at that concurrency; "of bound" is bound / wall time (100% = nothing but embedding).
+The test server is Python on the same shared 2 cores, so a request takes it more than its nominal latency:
+each row also gives the server's measured service time per request (body read to answer written, the
+latency's sleep included), the bound computed from it (requests x measured service / concurrency), the
+seconds before the first embedding request and after the last answer (reading, splitting, planning;
+the last writes, the ledger), and the share of the embedding span spent with ``concurrency`` requests in
+flight. An "embedding stage alone" row sends the same number of requests of the corpus's texts through
+the provider's own embedding client (``build_embeddings``) at the same batch size and concurrency, with no
+Milvus, no reading and no splitting: what the server and client deliver together on this machine.
 
     flock /tmp/bench.lock python -m bench.first_load --results-dir /tmp/first-load   # look first
     flock /tmp/bench.lock python -m bench.first_load                                  # bench/results/first-load.md
+    flock /tmp/bench.lock python -m bench.first_load --standalone --tag standalone   # .../first-load-standalone.md
 """
 
 from __future__ import annotations
@@ -24,8 +33,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.embedding_service import API_KEY, MODEL, EmbeddingService
 from bench.machine import PACKAGES, _cpu_model, _version, describe_commit, load_average
@@ -54,6 +65,10 @@ class Row:
     peak_in_flight: int = 0
     peak_rss_mb: float | None = None
     notes: str = ""
+    service: float | None = None  # the server's measured mean service time per request (s)
+    before_first: float | None = None  # from the start of the run to the first request's arrival (s)
+    after_last: float | None = None  # from the last answer to the end of the run (s)
+    at_full: float | None = None  # share of the embedding span with ``concurrency`` requests in flight
 
     @property
     def bound(self) -> float | None:
@@ -61,11 +76,35 @@ class Row:
         concurrency = self.concurrency or self.peak_in_flight
         return self.requests * self.latency / concurrency if concurrency and self.requests else None
 
+    @property
+    def measured_bound(self) -> float | None:
+        """Embedding requests x the server's measured service time / concurrency."""
+        concurrency = self.concurrency or self.peak_in_flight
+        if not (concurrency and self.requests and self.service):
+            return None
+        return self.requests * self.service / concurrency
+
+    def timed(self, stats: dict[str, Any], started: float, ended: float) -> Row:
+        """Fill the server-side measurements of a run that ran from ``started`` to ``ended`` (time.time())."""
+        requests = int(stats.get("requests", 0))
+        if not requests or "service_seconds" not in stats:
+            return self
+        self.service = float(stats["service_seconds"]) / requests
+        self.before_first = float(stats["first_arrival"]) - started
+        self.after_last = ended - float(stats["last_answer"])
+        levels = list(stats["seconds_at_in_flight"])
+        span = float(stats["last_answer"]) - float(stats["first_arrival"])
+        full = sum(levels[self.concurrency :]) if self.concurrency else levels[-1]
+        self.at_full = full / span if span > 0 else None
+        return self
+
 
 def run_ours(folder: Path, collection: str, args: argparse.Namespace, embeddings: EmbeddingService, run: str) -> Row:
     embeddings.reset()
+    started = time.time()
     with RssSampler() as rss:
         seconds, summary = ours(folder, collection, args.batch_size, args.max_concurrency)
+    ended = time.time()
     stats = embeddings.stats()
     trips = summary.get("round_trips", {})
     return Row(
@@ -82,7 +121,57 @@ def run_ours(folder: Path, collection: str, args: argparse.Namespace, embeddings
         peak_rss_mb=rss.peak / 2**20,
         notes=f"written {summary['written']}, deleted {summary.get('stale_deleted', 0) + summary.get('vanished_deleted', 0)}"
         f", Milvus writes {trips.get('write', 0)}",
-    )
+    ).timed(stats, started, ended)
+
+
+def run_embedding_alone(folder: Path, inputs: int, args: argparse.Namespace, embeddings: EmbeddingService) -> Row:
+    """``inputs`` texts of the corpus (500-character slices) through the provider's embedding client, nothing else."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from airflow_provider_milvus.core.gather import batched, bounded_gather
+    from airflow_provider_milvus.embeddings import EmbeddingSettings, build_embeddings
+
+    texts: list[str] = []
+    for path in sorted(folder.rglob("*")):
+        if len(texts) >= inputs:
+            break
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            step = CHUNK_SIZE - CHUNK_OVERLAP
+            texts += [text[i : i + CHUNK_SIZE] for i in range(0, max(len(text) - CHUNK_OVERLAP, 1), step)]
+    texts = (texts * -(-inputs // max(len(texts), 1)))[:inputs]  # the server keeps nothing: repeats cost the same
+    batches = batched(texts, args.batch_size)
+    conn = SimpleNamespace(conn_type="openai", host=embeddings.base_url, password=API_KEY, extra_dejson={})
+    client = build_embeddings(EmbeddingSettings(conn_id="bench", model=MODEL, dimensions=args.dimensions), conn)
+
+    async def embed(batch: Sequence[str]) -> None:
+        await client.aembed_documents(list(batch))
+
+    async def run_all() -> None:
+        await bounded_gather(batches, embed, max_concurrency=args.max_concurrency)
+
+    embeddings.reset()
+    started, clock = time.time(), time.perf_counter()
+    with RssSampler() as rss:
+        asyncio.run(run_all())
+    seconds, ended = time.perf_counter() - clock, time.time()
+    stats = embeddings.stats()
+    return Row(
+        "embedding stage alone",
+        f"the provider's embedding client, batch {args.batch_size}, {args.max_concurrency} at once "
+        "(bounded_gather); no Milvus, no reading or splitting",
+        "first",
+        seconds,
+        chunks=len(texts),
+        requests=stats["requests"],
+        inputs=stats["inputs"],
+        concurrency=args.max_concurrency,
+        latency=args.latency,
+        peak_in_flight=stats.get("peak_in_flight", 0),
+        peak_rss_mb=rss.peak / 2**20,
+        notes="the corpus's files cut in 500-character slices, as many inputs as ours' first run",
+    ).timed(stats, started, ended)
 
 
 def run_llamaindex(
@@ -114,7 +203,9 @@ def run_llamaindex(
     if equal:
         command += ["--batch-size", str(args.batch_size), "--concurrency", str(args.max_concurrency)]
     embeddings.reset()
+    started = time.time()
     completed = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    ended = time.time()
     if completed.returncode:
         raise RuntimeError(f"LlamaIndex peer failed:\n{completed.stdout}\n{completed.stderr}")
     outcome = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -131,8 +222,8 @@ def run_llamaindex(
         latency=args.latency,
         peak_in_flight=stats.get("peak_in_flight", 0),
         peak_rss_mb=outcome.get("peak_rss_mb"),
-        notes=outcome.get("notes", ""),
-    )
+        notes=outcome.get("notes", "") + "; before first / after last include the peer's imports",
+    ).timed(stats, started, ended)
 
 
 def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
@@ -167,8 +258,10 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
                             equal=equal, args=args,
                         )  # fmt: skip
                     rows.append(row)
-                    print(f"  {row.system:<30} {row.run:<24} {row.seconds:6.2f} s  {row.settings}  chunks {row.chunks:,}"
-                          f"  requests {row.requests}  bound {row.bound or 0:.2f} s  {row.notes}", flush=True)  # fmt: skip
+                    _print(row)
+                if run == RUNS[0]:  # the same requests with nothing but the embedding client around them
+                    rows.append(run_embedding_alone(work / "ours", rows[0].inputs, args, embeddings))
+                    _print(rows[-1])
         finally:
             _drop(backend.uri, list(collections.values()))
         meta = {
@@ -186,6 +279,13 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
             f"chunk_size={CHUNK_SIZE}, chunk_overlap={CHUNK_OVERLAP}",
         }
     return rows, meta
+
+
+def _print(row: Row) -> None:
+    print(f"  {row.system:<30} {row.run:<24} {row.seconds:6.2f} s  {row.settings}  chunks {row.chunks:,}"
+          f"  requests {row.requests}  bound {row.bound or 0:.2f} s  measured bound {row.measured_bound or 0:.2f} s"
+          f"  server {(row.service or 0) * 1000:.0f} ms/request  before first {row.before_first or 0:.2f} s"
+          f"  after last {row.after_last or 0:.2f} s  {row.notes}", flush=True)  # fmt: skip
 
 
 def _peer_versions() -> str:
@@ -207,18 +307,31 @@ def render(rows: list[Row], meta: dict[str, str]) -> str:
     lines += [
         "",
         "Embedding bound = embedding requests x latency / concurrency (for an unbounded run: the peak of requests "
-        "in flight); of bound = bound / wall time.",
+        "in flight); of bound = bound / wall time. The test server does more than sleep its latency (it reads, "
+        "parses, computes and encodes in Python, on the same 2 shared cores): server ms/request is its measured "
+        "mean service time per request (body read to answer written), and the measured bound = embedding "
+        "requests x that time / concurrency - what the server could deliver on this machine during that run. "
+        "Before first / after last: seconds from the start of the run to the first embedding request's arrival "
+        "and from the last answer to the end (the run's work outside the embedding span); at full concurrency: "
+        "the share of the embedding span with `concurrency` requests in flight at the server.",
         "",
-        "| system | settings | run | wall s | embedding bound s | of bound | chunks | embedding requests | inputs "
-        "| peak in flight | peak RSS MB | notes |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| system | settings | run | wall s | embedding bound s | of bound | server ms/request (measured) "
+        "| measured bound s | of measured bound | before first s | after last s | at full concurrency | chunks "
+        "| embedding requests | inputs | peak in flight | peak RSS MB | notes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        bound = r.bound
+        bound, measured = r.bound, r.measured_bound
         of_bound = f"{bound / r.seconds:.0%}" if bound else "–"
+        of_measured = f"{measured / r.seconds:.0%}" if measured else "–"
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "–"
+        service = f"{r.service * 1000:.0f}" if r.service else "–"
+        before = f"{r.before_first:.2f}" if r.before_first is not None else "–"
+        after = f"{r.after_last:.2f}" if r.after_last is not None else "–"
+        full = f"{r.at_full:.0%}" if r.at_full is not None else "–"
         lines.append(
-            f"| {r.system} | {r.settings} | {r.run} | {r.seconds:.2f} | {bound or 0:.2f} | {of_bound} | {r.chunks:,} "
+            f"| {r.system} | {r.settings} | {r.run} | {r.seconds:.2f} | {bound or 0:.2f} | {of_bound} | {service} "
+            f"| {measured or 0:.2f} | {of_measured} | {before} | {after} | {full} | {r.chunks:,} "
             f"| {r.requests:,} | {r.inputs:,} | {r.peak_in_flight} | {rss} | {r.notes} |"
         )
     return "\n".join(lines) + "\n"
