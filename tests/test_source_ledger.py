@@ -18,7 +18,7 @@ from airflow_provider_milvus.core.ledger import ledger_name
 from airflow_provider_milvus.exceptions import MilvusProviderError
 
 from testing.servers.embeddings_server import embed_text
-from tests.conftest import EMBEDDING_DIMENSIONS
+from tests.conftest import EMBEDDING_DIMENSIONS, Tier, milvus_connection_json
 from tests.test_incremental_ingest import corpus, ingest, pks
 from tests.test_operators import MODES
 
@@ -67,6 +67,17 @@ def test_a_write_that_changed_rows_leaves_them_flushed_on_milvus_lite_and_an_unc
             folder = Path(milvus_lite.data_dir) / "collections" / name
             assert list(folder.glob("partitions/*/data/*.parquet")), name
             assert not list(folder.glob("wal/wal_data_*")), name
+
+
+def test_a_long_write_on_milvus_lite_flushes_as_it_goes_not_only_at_the_end(milvus_lite, collection_name, monkeypatch):
+    from airflow_provider_milvus.core import session
+
+    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_EXISTING", milvus_connection_json(milvus_lite.uri))
+    monkeypatch.setattr(session, "FLUSH_EVERY_ROWS", 10)
+    tier = Tier("lite", "milvus_existing", None)
+    summary = ingest(tier, collection_name, corpus(FILES), batch_size=5)
+    # once 10 rows have gathered (a write may carry several embedding batches), then the tail and the ledger
+    assert 1 <= summary["round_trips"]["flush"] - 2 <= summary["written"] // 10
 
 
 def test_rows_deleted_behind_the_ledgers_back_are_written_again(tier, collection_name, embeddings):

@@ -24,6 +24,9 @@ T = TypeVar("T")
 # Texts -> vectors the same model made already (a rebuild's live version): asked before the embedding API.
 KnownVectors = Callable[[list[str]], Awaitable[dict[str, list[float]]]]
 
+# Rows a write on Milvus Lite flushes at a time, while it goes on (see ``Session.flush_after_write``).
+FLUSH_EVERY_ROWS = 16_384
+
 # The dense field's size in the schema a new collection is checked against before the model is probed.
 DIMENSION_STAND_IN = 8
 
@@ -52,8 +55,10 @@ class Session:
     upsert_misroutes_partition_key: bool = False
     # Milvus Lite answers every query over rows it has not flushed by rebuilding a table of them (count(*)
     # over 34,380 unflushed rows: 0.17 s; flushed: 0.013 s), and flushes by itself only at 128 MB: writes
-    # there end with a flush, so the next run's ledger audit reads sealed segments.
+    # there flush every FLUSH_EVERY_ROWS rows (while later batches are still being embedded) and at the
+    # end, so the next run's ledger audit reads sealed segments.
     flush_after_write: bool = False
+    unflushed_rows: int = 0
     # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
     embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
@@ -141,12 +146,24 @@ class Session:
 
         return await asyncio.to_thread(iterate)
 
+    async def wrote(self, rows: int) -> None:
+        """Count rows just written; on Milvus Lite, flush them once ``FLUSH_EVERY_ROWS`` have gathered."""
+        if self.flush_after_write:
+            self.unflushed_rows += rows
+            if self.unflushed_rows >= FLUSH_EVERY_ROWS:
+                self.unflushed_rows = 0
+                await self._flush(self.name)
+
     async def settle(self, *others: str) -> None:
         """After a write that changed rows: flush this collection and ``others`` on Milvus Lite, else nothing."""
         if self.flush_after_write:
+            self.unflushed_rows = 0
             for name in (self.name, *others):
-                self.round_trips["flush"] += 1
-                await self.client.flush(name, timeout=self.timeout)
+                await self._flush(name)
+
+    async def _flush(self, name: str) -> None:
+        self.round_trips["flush"] += 1
+        await self.client.flush(name, timeout=self.timeout)
 
     async def close(self) -> None:
         """Close the sync client of ``query_all``; the async client belongs to the ``Connection``."""

@@ -276,6 +276,7 @@ async def _write(session: Session, job: WriteJob, builder: RowBuilder, plan: Pla
         session.round_trips["write"] += 1
         await write(schema.name, rows, timeout=session.timeout)
         counts.written += len(rows)
+        await session.wrote(len(rows))
 
     await staged_gather(
         batches,
