@@ -36,11 +36,28 @@ READERS = 16  # object-storage GETs in flight while reading
 
 @dataclass(frozen=True)
 class Listed:
-    """One file of the listing: its ``source``, its path (to read it), and its listing metadata (or None)."""
+    """
+    One file of the listing: its ``source``, where to read it, and its listing metadata (or None).
+
+    ``location`` is the file itself (``pathlib.Path`` or ``ObjectStoragePath``), or, with ``in_folder``,
+    the object-storage folder it was listed under: then ``path`` is built only when the file is read
+    (an ``ObjectStoragePath`` costs ~50 us to build, 5 s for a 100,000-object listing whose files
+    mostly stay unread) and ``url`` is a string join.
+    """
 
     source: str
-    path: Any
+    location: Any
     listing: str | None  # JSON of what the listing says about the body; None: unknown, always read
+    in_folder: bool = False
+
+    @functools.cached_property
+    def path(self) -> Any:
+        return self.location / self.source if self.in_folder else self.location
+
+    @property
+    def url(self) -> str:
+        """Where to read the file, as a string ``_path`` reads back (``str(path)``, without building ``path``)."""
+        return f"{str(self.location).rstrip('/')}/{self.source}" if self.in_folder else str(self.location)
 
 
 def load_documents(
@@ -92,7 +109,7 @@ def list_sources(
         raise MilvusProviderError(f"source_url {source_url!r} does not exist. Check the path (and source_conn_id).")
     listed.sort(key=lambda item: item.source)
     for item in listed:
-        _check_name(item.source, item.path)
+        _check_name(item)
     log.info("Listed %d files under %s", len(listed), source_url)
     return listed
 
@@ -103,7 +120,7 @@ def read_documents(listed: Sequence[Listed], *, encoding: str = "utf-8") -> list
 
     Object storage is read ``READERS`` objects at a time (each GET waits on the network); local files one by one.
     """
-    if any(not isinstance(item.path, Path) for item in listed) and len(listed) > 1:
+    if any(not isinstance(item.location, Path) for item in listed) and len(listed) > 1:
         with concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="milvus-read") as pool:
             texts = list(pool.map(functools.partial(_read, encoding=encoding), listed))
     else:
@@ -190,13 +207,13 @@ def local_listing(stat: Any) -> str:
     return json.dumps({"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}, sort_keys=True)
 
 
-def _check_name(source: str, path: Any) -> None:
+def _check_name(item: Listed) -> None:
     """Refuse a file name that is not UTF-8 (Python keeps its bytes as surrogates): it cannot become a source."""
     try:
-        source.encode()
+        item.source.encode()
     except UnicodeEncodeError:
         raise MilvusProviderError(
-            f"File name {_shown(path)} is not valid UTF-8, so it cannot be stored as the document's source. "
+            f"File name {_shown(item.path)} is not valid UTF-8, so it cannot be stored as the document's source. "
             "Rename the file (e.g. `convmv -f latin1 -t utf8`), or exclude it with source_glob."
         ) from None
 
@@ -233,11 +250,12 @@ def _walk_local(root: Path, globs: list[str]) -> list[Listed]:
 
 def _walk_objects(root: Any, found: dict[str, dict[str, Any]], globs: list[str]) -> list[Listed]:
     wanted = _matcher(globs)
+    folder = _bare(root).strip("/") + "/"  # fsspec names objects "bucket/key", without a leading slash
     listed = []
     for name, info in found.items():
-        relative = PurePosixPath(name).relative_to(PurePosixPath(_bare(root))).as_posix()
+        relative = name.lstrip("/").removeprefix(folder)
         if wanted(relative):
-            listed.append(Listed(relative, root / relative, object_listing(info)))
+            listed.append(Listed(relative, root, object_listing(info), in_folder=True))
     return listed
 
 
