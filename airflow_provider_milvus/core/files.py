@@ -39,25 +39,25 @@ class Listed:
     """
     One file of the listing: its ``source``, where to read it, and its listing metadata (or None).
 
-    ``location`` is the file itself (``pathlib.Path`` or ``ObjectStoragePath``), or, with ``in_folder``,
-    the object-storage folder it was listed under: then ``path`` is built only when the file is read
-    (an ``ObjectStoragePath`` costs ~50 us to build, 5 s for a 100,000-object listing whose files
-    mostly stay unread) and ``url`` is a string join.
+    ``location`` is the file itself (``pathlib.Path`` or ``ObjectStoragePath``), or, with ``folder_url``,
+    the object-storage folder it was listed under (``folder_url``: that folder as a string). Then
+    ``path`` is built only when the file is read (an ``ObjectStoragePath`` costs ~50 us to build: 5 s
+    for a 100,000-object listing whose files mostly stay unread) and ``url`` is a string join.
     """
 
     source: str
     location: Any
     listing: str | None  # JSON of what the listing says about the body; None: unknown, always read
-    in_folder: bool = False
+    folder_url: str | None = None
 
     @functools.cached_property
     def path(self) -> Any:
-        return self.location / self.source if self.in_folder else self.location
+        return self.location if self.folder_url is None else self.location / self.source
 
     @property
     def url(self) -> str:
         """Where to read the file, as a string ``_path`` reads back (``str(path)``, without building ``path``)."""
-        return f"{str(self.location).rstrip('/')}/{self.source}" if self.in_folder else str(self.location)
+        return str(self.location) if self.folder_url is None else f"{self.folder_url}/{self.source}"
 
 
 def load_documents(
@@ -251,11 +251,12 @@ def _walk_local(root: Path, globs: list[str]) -> list[Listed]:
 def _walk_objects(root: Any, found: dict[str, dict[str, Any]], globs: list[str]) -> list[Listed]:
     wanted = _matcher(globs)
     folder = _bare(root).strip("/") + "/"  # fsspec names objects "bucket/key", without a leading slash
+    url = str(root).rstrip("/")
     listed = []
     for name, info in found.items():
         relative = name.lstrip("/").removeprefix(folder)
         if wanted(relative):
-            listed.append(Listed(relative, root, object_listing(info), in_folder=True))
+            listed.append(Listed(relative, root, object_listing(info), folder_url=url))
     return listed
 
 
