@@ -10,7 +10,8 @@ server answered GET for; werkzeug's log has no byte counts), LIST and HEAD reque
 rows written and deleted, and the size of the task's XCom (its return value). Optionally one task vs
 ``--shards`` mapped shards (processes) on the first run. Run from the repository root::
 
-    flock /tmp/bench.lock python -m bench.listing --sizes 1000,10000,100000 --out bench/results/listing.md
+    flock /tmp/bench.lock python -m bench.listing --sizes 1000,10000,100000 --dag-sizes 1000,10000,100000 \
+        --out bench/results/listing.md
 """
 
 from __future__ import annotations
@@ -192,9 +193,11 @@ def measure(
     }
 
 
-def run_size(args: Any, size: int, s3: Any, requests: Requests, embeddings: Any) -> list[tuple[int, str, dict]]:
+def run_size(
+    args: Any, size: int, s3: Any, requests: Requests, embeddings: Any, collection: str
+) -> list[tuple[int, str, dict]]:
     """Upload ``size`` objects, then the first, unchanged and 1%-changed runs (and one task vs shards)."""
-    prefix, collection = f"n{size}", f"listing_{size}_{uuid.uuid4().hex[:6]}"
+    prefix = f"n{size}"
     sizes: dict[str, int] = {}
     started = time.monotonic()
     populate(s3, prefix, size, sizes)
@@ -227,12 +230,104 @@ def run_size(args: Any, size: int, s3: Any, requests: Requests, embeddings: Any)
     return rows
 
 
+DAG_ID = "bench_listing_ingest"
+DAG_FILE = f"""
+import pendulum
+from airflow.sdk import DAG, Param
+
+from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
+
+with DAG(
+    dag_id="{DAG_ID}",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    params={{"prefix": Param("", type="string"), "collection": Param("", type="string")}},
+):
+    MilvusAddDocumentsOperator(
+        task_id="ingest",
+        milvus_conn_id="bench_milvus",
+        embedding_conn_id="bench_embeddings",
+        collection_name="{{{{ params.collection }}}}",
+        source_url="s3://{BUCKET}/{{{{ params.prefix }}}}",
+        source_conn_id="bench_s3",
+        replace_by="source",
+        delete_missing=True,
+        batch_size=500,
+        max_concurrency=4,
+        deferrable=False,
+    )
+"""
+
+
+class DagTests:
+    """``airflow dags test`` of a one-task DAG running the benchmark's operator, on one throwaway sqlite DB."""
+
+    def __init__(self, home: Path) -> None:
+        from testing.airflow_cli import AirflowCLI
+
+        dags = home / "dags"
+        dags.mkdir(parents=True)
+        (dags / f"{DAG_ID}.py").write_text(DAG_FILE)
+        self.cli = AirflowCLI(
+            home=home,
+            dags_folder=dags,
+            env_overrides={k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_")},
+        )
+        self.cli.migrate()
+        self.day = 0
+
+    def run(self, requests: Requests, prefix: str, collection: str) -> dict[str, Any]:
+        """One DAG run: its growth of the metadata DB (row and index payload), its XCom bytes, its object GETs."""
+        from bench.nightly import _db_bytes, _xcom_bytes
+
+        db = self.cli.home / "airflow.db"
+        before, xcom_before = _db_bytes(db), _xcom_bytes(db)
+        self.day += 1
+        requests.mark()
+        started = time.monotonic()
+        conf = json.dumps({"prefix": prefix, "collection": collection})
+        self.cli.run("dags", "test", DAG_ID, f"2026-01-{self.day:02d}", "-c", conf, timeout=3600)
+        seconds = time.monotonic() - started
+        gets = [
+            path for method, path in requests.since() if method == "GET" and path.startswith(f"/{BUCKET}/{prefix}/")
+        ]
+        return {
+            "growth_bytes": _db_bytes(db) - before,
+            "xcom_bytes": _xcom_bytes(db) - xcom_before,
+            "gets": len(gets),
+            "dags_test_s": seconds,
+        }
+
+
+def dag_runs(
+    args: Any, dags: DagTests, size: int, s3: Any, requests: Requests, prefix: str, collection: str
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """
+    DAG runs at ``size`` objects: unchanged and another 1% changed + 1% deleted, on the collection the timed runs
+    left; a first run on a fresh collection only up to ``--dag-first-max`` objects (it costs what the timed first
+    run did, ~5 ms an object on Milvus Lite).
+    """
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    if size <= args.dag_first_max:
+        rows.append((size, "first run", dags.run(requests, prefix, f"{collection}_dag")))
+    rows.append((size, "unchanged", dags.run(requests, prefix, collection)))
+    upload(s3, prefix, list(range(50, size, 100)), 2, {})  # another 1% changed, another 1% deleted
+    client = s3.client()
+    for i in range(51, size, 100):
+        client.delete_object(Bucket=BUCKET, Key=f"{prefix}/doc{i:06d}.md")
+    rows.append((size, "1% changed + 1% deleted", dags.run(requests, prefix, collection)))
+    print("dags test", size, rows, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--shards", type=int, default=4, help="one task vs this many shard processes (0: skip)")
     parser.add_argument("--shard-size", type=int, default=10000, help="corpus size of the one-vs-shards comparison")
     parser.add_argument("--latency", type=float, default=0.01)
+    parser.add_argument("--dag-sizes", default="", help="corpus sizes whose DAG runs (airflow dags test) are measured")
+    parser.add_argument("--dag-first-max", type=int, default=10000, help="largest corpus of a first DAG run")
     parser.add_argument("--out", default="bench/results/listing.md")
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-listing-"))
@@ -246,6 +341,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-listing-"))
     server = start_local_server(str(work / "milvus"))
     rows: list[tuple[int, str, dict[str, Any]]] = []
+    dag_rows: list[tuple[int, str, dict[str, Any]]] = []
     try:
         with (
             S3Server(log_path=work / "moto.log") as s3,
@@ -262,15 +358,26 @@ def main() -> None:
             warm: dict[str, int] = {}  # imports and first connections, outside the timed runs
             upload(s3, "warmup", list(range(10)), 0, warm)
             ingest("warmup", f"warmup_{uuid.uuid4().hex[:6]}")
+            dag_sizes = {int(n) for n in args.dag_sizes.split(",") if n}
+            dags = DagTests(work / "airflow") if dag_sizes else None
             for size in (int(n) for n in args.sizes.split(",") if n):
-                rows.extend(run_size(args, size, s3, Requests(work / "moto.log"), embeddings))
-                write_results(args, rows, commit=commit, load_start=load_start, cpu=_cpu_model())
+                requests, collection = Requests(work / "moto.log"), f"listing_{size}_{uuid.uuid4().hex[:6]}"
+                rows.extend(run_size(args, size, s3, requests, embeddings, collection))
+                if dags is not None and size in dag_sizes:
+                    dag_rows.extend(dag_runs(args, dags, size, s3, requests, f"n{size}", collection))
+                write_results(args, rows, dag_rows, commit=commit, load_start=load_start, cpu=_cpu_model())
     finally:
         stop_local_server(str(work / "milvus"))
 
 
 def write_results(
-    args: Any, rows: list[tuple[int, str, dict[str, Any]]], *, commit: str, load_start: str, cpu: str
+    args: Any,
+    rows: list[tuple[int, str, dict[str, Any]]],
+    dag_rows: list[tuple[int, str, dict[str, Any]]],
+    *,
+    commit: str,
+    load_start: str,
+    cpu: str,
 ) -> None:
     from bench.machine import load_average
 
@@ -309,6 +416,26 @@ def write_results(
             f"| {rest:.2f} | {rest_share} | {m['gets']:,} | {m['bytes']:,} | {m['lists']:,} | {m['heads']:,} "
             f"| {m['embedded']:,} | {m['written']:,} | {m['deleted']:,} | {m['xcom_bytes']:,} |"
         )
+    if dag_rows:
+        lines += [
+            "",
+            "## Metadata DB and XCom growth per DAG run",
+            "",
+            f"- `airflow dags test {DAG_ID}` (one task: the operator above, same options) on one throwaway sqlite "
+            "metadata DB, after the timed runs of each corpus size, against the collection they left: an unchanged "
+            "run, then another 1% changed + 1% deleted; a first run on a fresh collection up to "
+            f"{args.dag_first_max:,} objects",
+            "- DB growth: bytes of row and index payload the DB gained in the run (sqlite `dbstat`, after a WAL "
+            "checkpoint); XCom bytes: what the run added to the `xcom` table",
+            "",
+            "| objects | run | DB growth bytes | XCom bytes | GETs | dags test s |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
+        for size, label, m in dag_rows:
+            lines.append(
+                f"| {size:,} | {label} | {m['growth_bytes']:,} | {m['xcom_bytes']:,} | {m['gets']:,} "
+                f"| {m['dags_test_s']:.1f} |"
+            )
     Path(args.out).write_text("\n".join(lines) + "\n")  # after each corpus size: a late failure keeps the rest
     print(Path(args.out).read_text(), flush=True)
 
