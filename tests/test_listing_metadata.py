@@ -273,3 +273,25 @@ def test_objects_in_subfolders_are_named_from_the_folder_and_read_back_by_their_
     assert sorted((d["metadata"]["source"], d["page_content"]) for d in again) == [
         (name, f"body of {name}") for name in names
     ]
+
+
+def test_reading_listed_objects_asks_fsspec_for_no_object_info(s3, prefix, monkeypatch):
+    """An object is read in one GET; fsspec's ``info`` would scan the folder's cached listing (O(N) per object)."""
+    from airflow_provider_milvus.core.files import list_sources, read_documents
+
+    for i in range(3):
+        put(s3, prefix, i)
+    listed = list_sources(f"s3://{BUCKET}/{prefix}", conn_id=CONN)
+    filesystem = type(listed[0].path.fs)
+    asked: list[str] = []
+    original = filesystem._info
+
+    async def info(self, path, *args, **kwargs):
+        asked.append(path)
+        return await original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(filesystem, "_info", info)
+    s3.mark()
+    assert [d["metadata"]["source"] for d in read_documents(listed)] == ["doc000.md", "doc001.md", "doc002.md"]
+    assert asked == []
+    assert s3.gets(prefix) == ["doc000.md", "doc001.md", "doc002.md"]
