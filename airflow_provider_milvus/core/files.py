@@ -173,7 +173,7 @@ def _read(item: Listed, *, encoding: str) -> str:
 
 def _body(item: Listed) -> bytes:
     """
-    The bytes of a file; an object's in one GET, opened with the size its listing gave.
+    Return the bytes of a file; an object's in one GET, opened with the size its listing gave.
 
     Opened without a size, fsspec asks ``info`` for it, which answers from the listing it cached by
     scanning the folder's entries: reading N objects of an N-object folder cost O(N^2) (100,000
