@@ -275,7 +275,7 @@ def test_objects_in_subfolders_are_named_from_the_folder_and_read_back_by_their_
     ]
 
 
-def test_reading_listed_objects_asks_fsspec_for_no_object_info(s3, prefix, monkeypatch):
+def test_reading_listed_objects_never_searches_the_cached_listing(s3, prefix, monkeypatch):
     """An object is read in one GET; fsspec's ``info`` would scan the folder's cached listing (O(N) per object)."""
     from airflow_provider_milvus.core.files import list_sources, read_documents
 
@@ -283,15 +283,15 @@ def test_reading_listed_objects_asks_fsspec_for_no_object_info(s3, prefix, monke
         put(s3, prefix, i)
     listed = list_sources(f"s3://{BUCKET}/{prefix}", conn_id=CONN)
     filesystem = type(listed[0].path.fs)
-    asked: list[str] = []
-    original = filesystem._info
+    searched: list[str] = []
+    original = filesystem._ls_from_cache
 
-    async def info(self, path, *args, **kwargs):
-        asked.append(path)
-        return await original(self, path, *args, **kwargs)
+    def ls_from_cache(self, path, *args, **kwargs):
+        searched.append(path)
+        return original(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(filesystem, "_info", info)
+    monkeypatch.setattr(filesystem, "_ls_from_cache", ls_from_cache)
     s3.mark()
     assert [d["metadata"]["source"] for d in read_documents(listed)] == ["doc000.md", "doc001.md", "doc002.md"]
-    assert asked == []
+    assert searched == []
     assert s3.gets(prefix) == ["doc000.md", "doc001.md", "doc002.md"]
