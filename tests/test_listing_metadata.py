@@ -250,3 +250,48 @@ def test_local_files_are_decided_by_size_and_mtime_unless_content_is_asked(
     os.utime(tmp_path / "doc2.md")
     touched = run(MilvusAddDocumentsOperator(**options), "inline")
     assert (touched["skipped_sources"], touched["written"]) == (4, 0)
+
+
+def test_objects_in_subfolders_are_named_from_the_folder_and_read_back_by_their_url(s3, prefix):
+    from airflow_provider_milvus.core.files import list_sources, read_documents, read_unread
+    from airflow_provider_milvus.core.listing import unread_documents
+
+    names = ["a.md", "sub/b.md", "sub/deeper/c d#e.md"]
+    bucket = f"whole-{prefix}"  # a bucket of its own, listed from its root too
+    s3.server.create_bucket(bucket)
+    for name in names:
+        s3.server.put(BUCKET, f"{prefix}/{name}", f"body of {name}".encode())
+        s3.server.put(bucket, name, f"body of {name}".encode())
+    for url in (f"s3://{BUCKET}/{prefix}", f"s3://{BUCKET}/{prefix}/", f"s3://{bucket}", f"s3://{bucket}/"):
+        listed = list_sources(url, conn_id=CONN)
+        assert [item.source for item in listed] == names
+        assert [d["page_content"] for d in read_documents(listed)] == [f"body of {name}" for name in names]
+        assert [item.url for item in listed] == [str(item.path) for item in listed]
+    # The core reads an unread file from the URL it travelled with (a ledger entry that failed verification).
+    unread = unread_documents(listed, {name: "0" * 64 for name in names})
+    again = read_unread(unread, set(names), conn_id=CONN, encoding="utf-8")
+    assert sorted((d["metadata"]["source"], d["page_content"]) for d in again) == [
+        (name, f"body of {name}") for name in names
+    ]
+
+
+def test_reading_listed_objects_never_searches_the_cached_listing(s3, prefix, monkeypatch):
+    """An object is read in one GET; fsspec's ``info`` would scan the folder's cached listing (O(N) per object)."""
+    from airflow_provider_milvus.core.files import list_sources, read_documents
+
+    for i in range(3):
+        put(s3, prefix, i)
+    listed = list_sources(f"s3://{BUCKET}/{prefix}", conn_id=CONN)
+    filesystem = type(listed[0].path.fs)
+    searched: list[str] = []
+    original = filesystem._ls_from_cache
+
+    def ls_from_cache(self, path, *args, **kwargs):
+        searched.append(path)
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(filesystem, "_ls_from_cache", ls_from_cache)
+    s3.mark()
+    assert [d["metadata"]["source"] for d in read_documents(listed)] == ["doc000.md", "doc001.md", "doc002.md"]
+    assert searched == []
+    assert s3.gets(prefix) == ["doc000.md", "doc001.md", "doc002.md"]

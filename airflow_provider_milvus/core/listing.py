@@ -63,7 +63,7 @@ def unread_documents(listed: Sequence[Listed], unread: dict[str, str]) -> list[d
             "page_content": "",
             "metadata": {"source": item.source},
             "unread": unread[item.source],
-            "path": str(item.path),
+            "path": item.url,
             "listing": item.listing,
         }
         for item in listed
