@@ -107,21 +107,47 @@ def run_ours(folder: Path, collection: str, args: argparse.Namespace, embeddings
     ended = time.time()
     stats = embeddings.stats()
     trips = summary.get("round_trips", {})
-    return Row(
+    return _counted_row(
         "ours (operator)",
         f"batch_size={args.batch_size}, max_concurrency={args.max_concurrency}",
         run,
         seconds,
         chunks=summary["chunks"],
+        stats=stats,
+        args=args,
+        peak_rss=rss.peak,
+        notes=f"written {summary['written']}, deleted {summary.get('stale_deleted', 0) + summary.get('vanished_deleted', 0)}"
+        f", Milvus writes {trips.get('write', 0)}",
+    ).timed(stats, started, ended)
+
+
+def _counted_row(
+    system: str,
+    settings: str,
+    run: str,
+    seconds: float,
+    *,
+    chunks: int,
+    stats: dict[str, Any],
+    args: argparse.Namespace,
+    peak_rss: int,
+    notes: str,
+) -> Row:
+    """A row of one run, with what the embedding server counted during it."""
+    return Row(
+        system,
+        settings,
+        run,
+        seconds,
+        chunks=chunks,
         requests=stats["requests"],
         inputs=stats["inputs"],
         concurrency=args.max_concurrency,
         latency=args.latency,
         peak_in_flight=stats.get("peak_in_flight", 0),
-        peak_rss_mb=rss.peak / 2**20,
-        notes=f"written {summary['written']}, deleted {summary.get('stale_deleted', 0) + summary.get('vanished_deleted', 0)}"
-        f", Milvus writes {trips.get('write', 0)}",
-    ).timed(stats, started, ended)
+        peak_rss_mb=peak_rss / 2**20,
+        notes=notes,
+    )
 
 
 def run_embedding_alone(folder: Path, inputs: int, args: argparse.Namespace, embeddings: EmbeddingService) -> Row:
@@ -157,19 +183,16 @@ def run_embedding_alone(folder: Path, inputs: int, args: argparse.Namespace, emb
         asyncio.run(run_all())
     seconds, ended = time.perf_counter() - clock, time.time()
     stats = embeddings.stats()
-    return Row(
+    return _counted_row(
         "embedding stage alone",
         f"the provider's embedding client, batch {args.batch_size}, {args.max_concurrency} at once "
         "(bounded_gather); no Milvus, no reading or splitting",
         "first",
         seconds,
         chunks=len(texts),
-        requests=stats["requests"],
-        inputs=stats["inputs"],
-        concurrency=args.max_concurrency,
-        latency=args.latency,
-        peak_in_flight=stats.get("peak_in_flight", 0),
-        peak_rss_mb=rss.peak / 2**20,
+        stats=stats,
+        args=args,
+        peak_rss=rss.peak,
         notes="the corpus's files cut in 500-character slices, as many inputs as ours' first run",
     ).timed(stats, started, ended)
 
