@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -231,7 +232,7 @@ class Connection:
         _check_usable(schema, config, self.embeddings)
         embeddings, identity, secrets = embedding_side(schema, self.embeddings, self.identity, self.secrets)
         # The schema names the physical collection: an alias switched meanwhile does not split this run.
-        await client.load_collection(schema.name, timeout=self.settings.timeout)
+        await _load(client, schema.name, timeout=self.settings.timeout)
         # Only writes are affected: searches and deletes skip asking the server's version.
         version = await client.get_server_version() if write else ""
         return Session(
@@ -322,6 +323,26 @@ async def in_sync_client(settings: MilvusConnectionSettings, work: Callable[[Mil
 
 def _choice(config: StoreConfig) -> FieldChoice:
     return FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
+
+
+async def _load(client: AsyncMilvusClient, name: str, *, timeout: float) -> None:
+    """
+    Load ``name``, waiting (up to ``timeout``) for a collection another task is still creating.
+
+    Creating a collection is three requests (create, index, load): a concurrent task that finds it
+    between the first two is refused with "index not found" until the creator's index exists.
+    """
+    from pymilvus import MilvusException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.load_collection(name, timeout=timeout)
+            return
+        except MilvusException as error:
+            if "index not found" not in str(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def _is_milvus_lite(version: str) -> bool:
