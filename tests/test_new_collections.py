@@ -4,6 +4,7 @@ on collections it did not create. On Milvus Lite and a real Milvus standalone; r
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -126,6 +127,32 @@ def test_two_tasks_creating_the_same_collection_at_once_both_succeed(tier, name,
     assert not errors
     assert [r["written"] for r in results] == [20, 20]
     assert tier.count(name) == 40
+
+
+def test_a_write_waits_for_the_index_of_a_collection_another_task_is_still_creating(
+    tier, name, embedding_conn_id, embeddings
+):
+    """The window between ``create_collection`` and its index, held open: the write waits, then succeeds."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
+    schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("text", DataType.VARCHAR, max_length=65535)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=embeddings.dimensions)
+    tier.client.create_collection(name, schema=schema)  # no index yet: a load is refused
+
+    def index_later() -> None:
+        time.sleep(1.0)
+        index = MilvusClient.prepare_index_params()
+        index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+        tier.client.create_index(name, index)
+
+    creator = threading.Thread(target=index_later)
+    creator.start()
+    summary = add(tier, name, ["waited for the index"], embedding_conn_id)
+    creator.join()
+    assert summary["written"] == 1
+    assert tier.count(name) == 1
 
 
 def test_provider_collection_metadata_named_text_or_pk_is_refused(tier, name, embedding_conn_id):
