@@ -232,7 +232,7 @@ class Connection:
         _check_usable(schema, config, self.embeddings)
         embeddings, identity, secrets = embedding_side(schema, self.embeddings, self.identity, self.secrets)
         # The schema names the physical collection: an alias switched meanwhile does not split this run.
-        await _load(client, schema.name, timeout=self.settings.timeout)
+        await _load(client, schema.name, within_seconds=self.settings.timeout)
         # Only writes are affected: searches and deletes skip asking the server's version.
         version = await client.get_server_version() if write else ""
         return Session(
@@ -325,19 +325,19 @@ def _choice(config: StoreConfig) -> FieldChoice:
     return FieldChoice(text_field=config.text_field, vector_field=config.vector_field)
 
 
-async def _load(client: AsyncMilvusClient, name: str, *, timeout: float) -> None:
+async def _load(client: AsyncMilvusClient, name: str, *, within_seconds: float) -> None:
     """
-    Load ``name``, waiting (up to ``timeout``) for a collection another task is still creating.
+    Load ``name``, waiting (up to ``within_seconds``) for a collection another task is still creating.
 
     Creating a collection is three requests (create, index, load): a concurrent task that finds it
     between the first two is refused with "index not found" until the creator's index exists.
     """
     from pymilvus import MilvusException
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_seconds
     while True:
         try:
-            await client.load_collection(name, timeout=timeout)
+            await client.load_collection(name, timeout=within_seconds)
             return
         except MilvusException as error:
             if "index not found" not in str(error) or time.monotonic() > deadline:
