@@ -19,9 +19,11 @@ import fnmatch
 import functools
 import json
 import logging
+import os
+import stat
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from airflow_provider_milvus.exceptions import MilvusProviderError
@@ -40,9 +42,9 @@ class Listed:
     One file of the listing: its ``source``, where to read it, and its listing metadata (or None).
 
     ``location`` is the file itself (``pathlib.Path`` or ``ObjectStoragePath``), or, with ``folder_url``,
-    the object-storage folder it was listed under (``folder_url``: that folder as a string). Then
-    ``path`` is built only when the file is read (an ``ObjectStoragePath`` costs ~50 us to build: 5 s
-    for a 100,000-object listing whose files mostly stay unread) and ``url`` is a string join.
+    the folder it was listed under (``folder_url``: that folder as a string). Then ``path`` is built
+    only when the file is read (an ``ObjectStoragePath`` costs ~50 us to build, a ``Path`` ~25 us:
+    seconds for a 100,000-file listing whose files mostly stay unread) and ``url`` is a string join.
     """
 
     source: str
@@ -226,9 +228,9 @@ def object_listing(info: dict[str, Any]) -> str | None:
     return None
 
 
-def local_listing(stat: Any) -> str:
+def local_listing(info: os.stat_result) -> str:
     """Return the listing metadata of a local file: size and modification time in nanoseconds (as rsync decides)."""
-    return json.dumps({"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}, sort_keys=True)
+    return json.dumps({"mtime_ns": info.st_mtime_ns, "size": info.st_size}, sort_keys=True)
 
 
 def _check_name(item: Listed) -> None:
@@ -264,11 +266,27 @@ def _matcher(globs: list[str]) -> Any:
 
 
 def _walk_local(root: Path, globs: list[str]) -> list[Listed]:
+    """
+    Regular files under ``root`` (and links to them; linked folders are not entered, as ``Path.rglob``).
+
+    Names are joined as strings and no path object is built per file (~25 us each: 2.5 s for 100,000
+    files); ``Listed.path`` builds it when the file is read.
+    """
     wanted = _matcher(globs)
+    top = str(root)
     listed = []
-    for path in root.rglob("*"):
-        if path.is_file() and wanted(relative := _relative(path, root)):
-            listed.append(Listed(relative, path, local_listing(path.stat())))
+    for folder, _, names in os.walk(top):
+        prefix = folder[len(top) :].strip(os.sep)
+        for name in names:
+            relative = f"{prefix}{os.sep}{name}" if prefix else name
+            if not wanted(relative):
+                continue
+            try:
+                info = os.stat(os.path.join(folder, name))
+            except OSError:  # a broken link
+                continue
+            if stat.S_ISREG(info.st_mode):
+                listed.append(Listed(relative, root, local_listing(info), folder_url=top))
     return listed
 
 
@@ -282,11 +300,6 @@ def _walk_objects(root: Any, found: dict[str, dict[str, Any]], globs: list[str])
         if wanted(relative):
             listed.append(Listed(relative, root, object_listing(info), folder_url=url))
     return listed
-
-
-def _relative(path: Any, root: Any) -> str:
-    # On the bare paths: universal-pathlib 0.2 (Airflow 3.0) returns the whole URL from relative_to.
-    return PurePosixPath(_bare(path)).relative_to(PurePosixPath(_bare(root))).as_posix()
 
 
 def _bare(path: Any) -> str:
