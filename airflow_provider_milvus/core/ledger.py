@@ -292,9 +292,7 @@ class Ledger:
         if not await self._load():
             return {}
         fields = ["source", "digest", "chunks"]
-        rows = await self.session.query(self._where, fields, MAX_QUERY_ROWS, collection=self.name, phase="ledger")
-        if len(rows) == MAX_QUERY_ROWS:
-            rows = await self.session.query_all(self._where, fields, collection=self.name, phase="ledger")
+        rows = await self.session.read_all(self._where, fields, collection=self.name, phase="ledger")
         entries: dict[str, Entry] = {}
         unreadable = 0
         for row in rows:
@@ -371,9 +369,7 @@ class Ledger:
         async def verify(sources: list[str]) -> set[str]:
             values = [json.loads(s) for s in sources]
             expr = self.session.scoped(f"{self.key} in {to_literal(values)}")
-            rows = await self.session.query(expr, fields, MAX_QUERY_ROWS, phase="ledger")
-            if len(rows) == MAX_QUERY_ROWS:
-                rows = await self.session.query_all(expr, fields, phase="ledger")
+            rows = await self.session.read_all(expr, fields, phase="ledger")
             return intact_sources({s: entries[s] for s in sources}, rows, key=self.key, primary=schema.primary)
 
         results = await bounded_gather(groups, verify, max_concurrency=max_concurrency)
@@ -445,9 +441,7 @@ class Ledger:
             return {}
         where = f"key == {to_literal(self._listing_key)} and scope == {to_literal(self.scope)}"
         fields = ["source", "digest"]
-        rows = await self.session.query(where, fields, MAX_QUERY_ROWS, collection=self.name, phase="ledger")
-        if len(rows) == MAX_QUERY_ROWS:
-            rows = await self.session.query_all(where, fields, collection=self.name, phase="ledger")
+        rows = await self.session.read_all(where, fields, collection=self.name, phase="ledger")
         listings = {}
         for row in rows:
             try:
@@ -460,13 +454,17 @@ class Ledger:
         """Upsert listing rows (source key -> listing digest), after the entries they are bound to."""
         await self.record({s: Entry(digest, 0) for s, digest in listings.items()}, key=self._listing_key)
 
+    async def create(self) -> None:
+        """Create the ledger collection unless it exists (a concurrent creator winning the race is fine)."""
+        if not await self.exists():
+            await in_sync_client(self.session.settings, lambda client: _create_ledger(client, self.name))
+            self._exists = True
+
     async def record(self, entries: dict[str, Entry], *, key: str | None = None) -> None:
         """Upsert entries (of ``key``: listing rows); the ledger collection is created on first use."""
         if not entries:
             return
-        if not await self.exists():
-            await in_sync_client(self.session.settings, lambda client: _create_ledger(client, self.name))
-            self._exists = True
+        await self.create()
         rows = [
             {
                 "id": self._id(source, key=key),
@@ -638,6 +636,11 @@ class SourceTracking:
         kept = [i for i, d in enumerate(documents) if source_key(d["metadata"][key]) not in self.skipped]
         ids = self.job.ids
         return [documents[i] for i in kept], None if ids is None else [ids[i] for i in kept]
+
+    async def create_ledger(self) -> None:
+        """Create the ledger this write will record in, if it has none yet (a first run: while it embeds)."""
+        if self.ledger is not None:
+            await self.ledger.create()
 
     async def before_write(self) -> None:
         if self.ledger is not None:

@@ -94,7 +94,7 @@ async def unchanged_sources(
         with connection.errors(action=f"read the source ledger of '{connection.name}'"):
             if not await connection.exists():
                 return {}
-            session = await connection.open(write=False, metrics=False)
+            session = await connection.open(write=False, metrics=False, server_version=True)
         try:
             with session.errors(action=f"read the source ledger of '{session.name}'"):
                 options = digest_options(

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_milvus.core.filters import to_literal
 from airflow_provider_milvus.core.gather import batched, bounded_gather
 from airflow_provider_milvus.core.ledger import DIGEST_FIELD, SourceTracking
-from airflow_provider_milvus.core.limits import MAX_QUERY_ROWS
 from airflow_provider_milvus.core.rows import RowBuilder, same_content
 
 if TYPE_CHECKING:
@@ -238,8 +237,7 @@ async def _stored_by_source(
 
     async def lookup(sources: list[Any]) -> list[dict[str, Any]]:
         expr = session.scoped(f"{key} in {to_literal(sources)}")
-        rows = await session.query(expr, fields, limit=MAX_QUERY_ROWS)
-        return rows if len(rows) < MAX_QUERY_ROWS else await session.query_all(expr, fields)
+        return await session.read_all(expr, fields)
 
     results = await bounded_gather(groups, lookup, max_concurrency=job.max_concurrency)
     return _group([row for rows in results for row in rows], key)

@@ -60,6 +60,10 @@ class Session:
     # end, so the next run's ledger audit reads sealed segments.
     flush_after_write: bool = False
     unflushed_rows: int = 0
+    # Milvus Lite passes over every row of the collection for each query, so each page of a query
+    # iterator costs a pass (100,000 ledger entries in 7 pages: 7 passes over the ledger): ``query_all``
+    # asks it once, without a limit (real servers cap a query's rows, so they page).
+    one_pass_queries: bool = False
     # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
     embedding_identity: dict[str, Any] | None = None
     round_trips: Counter[str] = field(default_factory=Counter)  # Milvus requests by phase
@@ -118,6 +122,17 @@ class Session:
         )
         return list(rows)
 
+    async def read_all(
+        self, expr: str, output_fields: list[str], *, collection: str | None = None, phase: str = "lookup"
+    ) -> list[dict[str, Any]]:
+        """Every row ``expr`` matches: one query when they fit in one (on Milvus Lite: always), else paged."""
+        if self.one_pass_queries:
+            return await self.query_all(expr, output_fields, collection=collection, phase=phase)
+        rows = await self.query(expr, output_fields, MAX_QUERY_ROWS, collection=collection, phase=phase)
+        if len(rows) < MAX_QUERY_ROWS:
+            return rows
+        return await self.query_all(expr, output_fields, collection=collection, phase=phase)
+
     async def query_all(
         self,
         expr: str,
@@ -129,6 +144,17 @@ class Session:
     ) -> list[dict[str, Any]]:
         """Every row ``expr`` matches, past the ``MAX_QUERY_ROWS`` one query returns (sync iterator in a thread)."""
         from pymilvus import MilvusClient
+
+        if self.one_pass_queries:
+            self.round_trips[phase] += 1
+            rows = await self.client.query(
+                collection or self.name,
+                filter=expr,
+                output_fields=output_fields,
+                consistency_level="Strong",
+                timeout=self.timeout,
+            )
+            return list(rows)
 
         def iterate() -> list[dict[str, Any]]:
             if self._sync_client is None:
@@ -219,12 +245,13 @@ class Connection:
         embeddings = None if options.embedding_function is not None else self.embeddings
         await _create(options, self.settings, embeddings, vector_dimension, self.name, self.identity)
 
-    async def open(self, *, write: bool, metrics: bool, created: bool = False) -> Session:
+    async def open(self, *, write: bool, metrics: bool, created: bool = False, server_version: bool = False) -> Session:
         """
         Read the schema and load the collection; refuse a partition key it lacks or another embedding model.
 
         ``metrics=False`` skips reading the indexes' metrics, which only searches need (Milvus Lite
-        describes indexes slowly); ``write`` also asks the server's version (a 2.3 upsert workaround).
+        describes indexes slowly); ``write`` also asks the server's version (a 2.3 upsert workaround,
+        Milvus Lite's flushes and one-pass reads), as ``server_version`` does for a read of a whole ledger.
         """
         config, client = self.config, self.client
         # A write has just checked (or made) the collection: no second has_collection.
@@ -233,8 +260,8 @@ class Connection:
         embeddings, identity, secrets = embedding_side(schema, self.embeddings, self.identity, self.secrets)
         # The schema names the physical collection: an alias switched meanwhile does not split this run.
         await _load(client, schema.name, within_seconds=self.settings.timeout)
-        # Only writes are affected: searches and deletes skip asking the server's version.
-        version = await client.get_server_version() if write else ""
+        # Only writes and whole-ledger reads are affected: searches and deletes skip asking the server's version.
+        version = await client.get_server_version() if write or server_version else ""
         return Session(
             self.settings,
             client,
@@ -245,6 +272,7 @@ class Connection:
             created=created,
             upsert_misroutes_partition_key=bool(schema.partition_key) and _before_2_4(version),
             flush_after_write=_is_milvus_lite(version),
+            one_pass_queries=_is_milvus_lite(version),
             embedding_identity=identity,
         )
 
