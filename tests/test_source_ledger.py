@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,27 @@ def test_an_unchanged_rerun_skips_every_source_without_reading_its_chunks(tier, 
     entries = ledger(tier, collection_name)
     assert sorted(entries) == sorted(d["metadata"]["source"] for d in corpus(FILES))
     assert sum(e["chunks"] for e in entries.values()) == tier.count(collection_name) == first["chunks"]
+
+
+def test_a_first_run_creates_its_ledger_while_its_chunks_are_still_being_embedded(tier, collection_name, embeddings):
+    """Creating a collection takes seconds on a real server: beside the embedding requests, not after the last."""
+    embeddings.latency = 2.0
+    answered_when_it_appeared: list[int] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if tier.client.has_collection(ledger_name(collection_name)):
+                answered_when_it_appeared.append(embeddings.stats.requests - embeddings.stats.in_flight)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    first = ingest(tier, collection_name, corpus(2), batch_size=1000)  # the chunks in one embedding request
+    watcher.join()
+    assert first["written"] == tier.count(collection_name) > 0
+    assert answered_when_it_appeared and answered_when_it_appeared[0] < embeddings.stats.requests
 
 
 def test_a_write_that_changed_rows_leaves_them_flushed_on_milvus_lite_and_an_unchanged_run_flushes_nothing(

@@ -146,7 +146,13 @@ async def _write_session(
         await sources.before_write()
         if plan.replaced_digests:  # an untracked write changes rows of tracked sources: re-check them
             await forget_digests(session, plan.replaced_digests)
-        batches = await _write(session, job, builder, plan, counts)
+        # Creating a collection takes seconds on a real server: a first run's ledger is made while it embeds.
+        ledger_created = asyncio.create_task(sources.create_ledger())
+        try:
+            batches = await _write(session, job, builder, plan, counts)
+        finally:  # a failed or cancelled run returns only once the ledger exists or not (a rebuild drops it)
+            await asyncio.wait([ledger_created])
+        ledger_created.result()
         stale = await _delete_ids(session, job, plan.stale, "stale")
         vanished = await _delete_ids(session, job, plan.vanished, "vanished")
         await sources.after_write(chunks)
