@@ -75,7 +75,8 @@ def test_a_first_run_creates_its_ledger_while_its_chunks_are_still_being_embedde
     first = ingest(tier, collection_name, corpus(2), batch_size=1000)  # the chunks in one embedding request
     watcher.join()
     assert first["written"] == tier.count(collection_name) > 0
-    assert answered_when_it_appeared and answered_when_it_appeared[0] < embeddings.stats.requests
+    assert len(answered_when_it_appeared) == 1, "the ledger never appeared"
+    assert answered_when_it_appeared[0] < embeddings.stats.requests
 
 
 def test_a_write_that_changed_rows_leaves_them_flushed_on_milvus_lite_and_an_unchanged_run_flushes_nothing(
