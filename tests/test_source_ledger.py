@@ -158,6 +158,38 @@ def test_a_dropped_and_recreated_collection_is_written_in_full_and_the_ledger_re
     assert tier.count(collection_name) == first["chunks"]
 
 
+def test_entries_another_writer_records_while_this_one_creates_the_collection_are_kept(
+    tier, collection_name, monkeypatch
+):
+    """
+    Shards of one new collection start together: one creates it, another finds it made and may record its
+    entries before the creator has opened it. The creator forgets an earlier collection's entries before
+    creating, never after (when it removed the other shard's entries, the cleanup read those files again).
+    """
+    import threading
+
+    from airflow_provider_milvus.core import session
+
+    docs = corpus(8)
+    opened = session.Connection.open
+    other: list[dict] = []
+
+    async def open_after_the_other_writer(self, *, write, metrics, created=False):
+        if created and not other:  # the collection exists now: the other writer runs whole, then this one goes on
+            writer = threading.Thread(target=lambda: other.append(ingest(tier, collection_name, docs[4:])))
+            writer.start()
+            writer.join()
+        return await opened(self, write=write, metrics=metrics, created=created)
+
+    monkeypatch.setattr(session.Connection, "open", open_after_the_other_writer)
+    ingest(tier, collection_name, docs[:4])
+    monkeypatch.setattr(session.Connection, "open", opened)
+    assert other, "the other writer did not run"
+    assert other[0]["written"] > 0
+    assert sorted(ledger(tier, collection_name)) == sorted(d["metadata"]["source"] for d in docs)
+    assert ingest(tier, collection_name, docs)["skipped_sources"] == 8
+
+
 def test_each_tenant_has_its_own_entries(tier, collection_name):
     tenants = dict(new_collection={"partition_key_field": "tenant"})
     ingest(tier, collection_name, corpus(4), partition_key_value="acme", **tenants)

@@ -200,9 +200,12 @@ class NewCollection:
 
     def create(
         self, client: MilvusClient, name: str, dimension: int | None, *, identity: dict[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         """
         Create ``name`` unless it exists; a concurrent creator winning the race is not an error.
+
+        Returns True only when this call created it: a write that lost the race to another task (shards
+        of one new collection start together) must not treat the collection as its own, empty one.
 
         ``identity`` (what makes its vectors: connection kind, model, dimensions) is recorded as a
         collection property, so later writes and searches with another model are refused; its
@@ -211,7 +214,7 @@ class NewCollection:
         (before Milvus 2.6) is refused before anything is created.
         """
         if client.has_collection(name):
-            return
+            return False
         server = self.server_embedding
         if server is not None:
             check_functions_supported(client.get_server_version(), name)
@@ -228,11 +231,12 @@ class NewCollection:
         except Exception as error:
             if "exist" in str(error).lower():  # "already exists", Lite's "File exists": another task won
                 _wait_until_indexed(client, name)
-                return
+                return False
             # Milvus creates the collection before its indexes: never leave a half-made one.
             if client.has_collection(name):
                 client.drop_collection(name)
             raise
+        return True
 
 
 def check_functions_supported(version: str, name: str) -> None:

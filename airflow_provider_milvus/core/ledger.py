@@ -246,6 +246,22 @@ async def check_ledger_is_ours(client: AsyncMilvusClient, collection: str, *, re
     )
 
 
+async def forget_earlier_collection(client: AsyncMilvusClient, collection: str, *, request_timeout: float) -> None:
+    """
+    Remove every entry of the ledger of ``collection``, which does not exist: they describe an earlier one.
+
+    Called just before creating the collection, never after: shards of one new collection start together,
+    and once it exists another shard may already have recorded its entries (a creator that forgot after
+    creating removed them, and the cleanup then read those files again).
+    """
+    name = ledger_name(collection)
+    if not await client.has_collection(name, timeout=request_timeout):
+        return
+    await client.load_collection(name, timeout=request_timeout)
+    await client.delete(name, filter='id != ""', timeout=request_timeout)
+    log.info("%s: the entries of an earlier collection '%s' forgotten before creating it", name, collection)
+
+
 class Ledger:
     """The ledger rows of one collection, ``replace_by`` key and tenant, read and written through a session."""
 
@@ -428,13 +444,6 @@ class Ledger:
 
         await bounded_gather(batched(ids, BATCH), delete, max_concurrency=4)
 
-    async def forget_all(self) -> None:
-        """Remove every entry of this key and scope (the collection was just created: they are stale)."""
-        if await self.exists():
-            self.session.round_trips["ledger"] += 1
-            where = f"key in {to_literal([self.key, self._listing_key])} and scope == {to_literal(self.scope)}"
-            await self.session.client.delete(self.name, filter=where, timeout=self.session.timeout)
-
     async def read_listings(self) -> dict[str, str]:
         """Read the listing rows of this key and scope: source key -> listing digest (``listing_digest``)."""
         if not await self._load():
@@ -585,11 +594,11 @@ class SourceTracking:
         tracking.prefix = digest_prefix(key, options)
         tracking.listings = {source_key(d["metadata"][key]): d["listing"] for d in read if d.get("listing")}
         tracking.unread = unread
-        if session.created:
-            await ledger.forget_all()  # entries of an earlier collection of this name
-        elif job.force:
+        # A collection this run created holds nothing to check: the entries of an earlier collection of this
+        # name went just before it was created (``forget_earlier_collection``).
+        if job.force and not session.created:
             tracking.check = Check(known=await ledger.read())
-        else:
+        elif not session.created:
             whole_scope = job.delete_missing
             tracking.check = await ledger.check(digests, whole_scope=whole_scope, max_concurrency=job.max_concurrency)
         # Unread on their listing, but their rows no longer match their entries: the write core reads them.

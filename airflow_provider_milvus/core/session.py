@@ -234,16 +234,18 @@ class Connection:
         _check_usable(expected, self.config, self.embeddings)
         return expected
 
-    async def create_collection(self, options: NewCollection, *, vector_dimension: int | None) -> None:
+    async def create_collection(self, options: NewCollection, *, vector_dimension: int | None) -> bool:
         """
         Create the missing collection as ``options`` say, recording the embedding identity.
+
+        Returns False when another task created it meanwhile (then it may hold that task's rows already).
 
         Its vector size comes from ``vector_dimension`` (precomputed vectors) or one probe of the model;
         with ``options.embedding_function`` from the function, and no model is probed (Milvus embeds).
         A write calls this as its own step, after every check of the input against ``options``.
         """
         embeddings = None if options.embedding_function is not None else self.embeddings
-        await _create(options, self.settings, embeddings, vector_dimension, self.name, self.identity)
+        return await _create(options, self.settings, embeddings, vector_dimension, self.name, self.identity)
 
     async def open(self, *, write: bool, metrics: bool, created: bool = False, server_version: bool = False) -> Session:
         """
@@ -324,10 +326,10 @@ async def _create(
     dimension: int | None,
     name: str,
     identity: dict[str, Any] | None,
-) -> None:
+) -> bool:
     if dimension is None and embeddings is not None:
         dimension = len(await embeddings.aembed_query("dimension probe"))
-    await in_sync_client(settings, lambda client: options.create(client, name, dimension, identity=identity))
+    return await in_sync_client(settings, lambda client: options.create(client, name, dimension, identity=identity))
 
 
 async def in_sync_client(settings: MilvusConnectionSettings, work: Callable[[MilvusClient], T]) -> T:

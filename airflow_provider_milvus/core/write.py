@@ -35,6 +35,7 @@ from airflow_provider_milvus.core.ledger import (
     check_ledger_is_ours,
     digest_identity,
     forget_digests,
+    forget_earlier_collection,
 )
 from airflow_provider_milvus.core.plan import Plan, plan as plan_write
 from airflow_provider_milvus.core.rows import RowBuilder
@@ -88,10 +89,17 @@ async def run_write(job: WriteJob, *, known_vectors: KnownVectors | None = None)
                 dimension = given[0] if given else None
                 expected = await connection.expected_schema(options, vector_dimension=dimension)
                 await asyncio.to_thread(RowBuilder(expected, job.store.partition_key_value).check, prepared.chunks)
-                if job.replace_by and job.track_sources:
+                tracked = bool(job.replace_by and job.track_sources)
+                if tracked:
                     await check_ledger_is_ours(connection.client, name, request_timeout=connection.settings.timeout)
-                await connection.create_collection(options, vector_dimension=dimension)
-                created = True
+                # Another writer (a shard of the same new collection) may have created it meanwhile and recorded
+                # ledger entries since: this run then neither forgets them nor treats the collection as its own.
+                if not await connection.exists():
+                    if tracked:
+                        await forget_earlier_collection(
+                            connection.client, name, request_timeout=connection.settings.timeout
+                        )
+                    created = await connection.create_collection(options, vector_dimension=dimension)
             session = await connection.open(write=True, metrics=False, created=created)
             session.known_vectors = known_vectors
         try:

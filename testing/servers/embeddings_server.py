@@ -2,7 +2,8 @@
 
 Embeddings are deterministic hashed bags of words (texts sharing words are close), so retrieval
 tests mean something. The server can add latency, inject failures (429 with Retry-After, 500,
-dropped connections) and records the peak number of requests in flight.
+dropped connections), hold the requests that carry a given text until released (a test kills the
+client meanwhile) and records the peak number of requests in flight.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class EmbeddingServerStats:
     requests: int = 0
     inputs: int = 0
     failures_injected: int = 0
+    held: int = 0  # requests held by ``hold()`` so far (answered once released, counted in ``inputs`` then)
     in_flight: int = 0
     peak_in_flight: int = 0
     # Measured at the server, per embedding request: from its body read to its answer written (the
@@ -88,6 +90,7 @@ class EmbeddingServer:
         self.api_key = api_key
         self.stats = EmbeddingServerStats()
         self._faults: deque[Fault] = deque()
+        self._hold: tuple[str, threading.Event, float] | None = None
         self._lock = threading.Lock()
         self._level_since = 0.0  # when stats.in_flight last changed
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -138,6 +141,29 @@ class EmbeddingServer:
     def inject(self, status: int, count: int = 1, *, retry_after: float | None = None) -> None:
         with self._lock:
             self._faults.append(Fault(status, count, retry_after))
+
+    def hold(self, marker: str, *, timeout: float = 120.0) -> None:
+        """Hold every request with an input containing ``marker`` until ``release()`` (at most ``timeout`` s)."""
+        with self._lock:
+            self._hold = (marker, threading.Event(), timeout)
+
+    def release(self) -> None:
+        """Let the held requests go on (and hold nothing more)."""
+        with self._lock:
+            hold, self._hold = self._hold, None
+        if hold is not None:
+            hold[1].set()
+
+    def _wait_if_held(self, inputs: list[object]) -> float:
+        """Under no lock: wait while ``inputs`` match the hold; return the seconds waited."""
+        with self._lock:
+            hold = self._hold
+            if hold is None or not any(isinstance(text, str) and hold[0] in text for text in inputs):
+                return 0.0
+            self.stats.held += 1
+        started = time.perf_counter()
+        hold[1].wait(hold[2])
+        return time.perf_counter() - started
 
     def _next_fault(self) -> Fault | None:
         with self._lock:
@@ -205,6 +231,7 @@ class EmbeddingServer:
                     inputs = [inputs]
                 self._slept = server.latency + server.latency_per_input * len(inputs)
                 time.sleep(self._slept)
+                self._slept += server._wait_if_held(inputs)
                 fault = server._next_fault()
                 if fault is not None:
                     if fault.status == 0:

@@ -343,12 +343,43 @@ class AirflowStack:
         rows = self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
         return dict(rows)
 
-    def task_tries(self, dag_id: str, run_id: str, task_id: str) -> int:
+    def task_tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> int:
         rows = self.query(
-            "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-            (dag_id, run_id, task_id),
+            "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?",
+            (dag_id, run_id, task_id, map_index),
         )
         return int(rows[0][0]) if rows else 0
+
+    def mapped_states(self, dag_id: str, run_id: str, task_id: str) -> dict[int, str | None]:
+        """The state of each mapped task instance of ``task_id``, by map index."""
+        rows = self.query(
+            "SELECT map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+            (dag_id, run_id, task_id),
+        )
+        return dict(rows)
+
+    def task_process(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> int | None:
+        """
+        The pid of the process running the task instance's current try, or None.
+
+        Airflow's task runner (the process the worker's supervisor forks, which runs ``execute``) names
+        itself ``airflow worker -- <task instance id>``; the id is the try's, from the metadata DB.
+        """
+        rows = self.query(
+            "SELECT id FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?",
+            (dag_id, run_id, task_id, map_index),
+        )
+        if not rows:
+            return None
+        stored = rows[0][0]  # the UUID as the DB column keeps it (text, with or without dashes, or 16 bytes)
+        ti_id = uuid.UUID(bytes=stored) if isinstance(stored, bytes) and len(stored) == 16 else uuid.UUID(str(stored))
+        title = f"airflow worker -- {ti_id}".encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if (entry / "cmdline").read_bytes().rstrip(b"\0 ") == title:
+                        return int(entry.name)
+        return None
 
     def clear_and_rerun(self, dag_id: str, run_id: str, *, timeout: float = 180) -> str:
         """Clear a finished run (all its tasks run again, as the UI's Clear does) and wait for it to finish."""
@@ -370,10 +401,10 @@ class AirflowStack:
                 time.sleep(0.2)
         return []
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         rows = self.query(
-            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
-            (dag_id, run_id, task_id, key),
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ? AND map_index = ?",
+            (dag_id, run_id, task_id, key, map_index),
         )
         if not rows:
             raise KeyError(f"no XCom {key} for {dag_id}/{run_id}/{task_id}")
@@ -469,16 +500,20 @@ def connection_env(
     embedding_base_url: str,
     embedding_api_key: str,
     extra_embedding_connections: Mapping[str, tuple[str, str]] | None = None,
+    milvus_embedding_conn_id: str | None = None,
 ) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` for every Airflow process: ``milvus_default`` and ``embeddings`` (+ extra openai conns)."""
+    """
+    ``AIRFLOW_CONN_*`` for every Airflow process: ``milvus_default`` and ``embeddings`` (+ extra openai conns).
+
+    ``milvus_embedding_conn_id`` sets the embedding connection on ``milvus_default`` itself, as a deployment
+    configures the example DAGs (which name no embedding connection) for dense vectors.
+    """
+    extra: dict[str, Any] = {"timeout": 10}
+    if milvus_embedding_conn_id:
+        extra["embedding_conn_id"] = milvus_embedding_conn_id
     env = {
         "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps(
-            {
-                "conn_type": "milvus",
-                "host": milvus_uri,
-                "password": milvus_token,
-                "extra": {"timeout": 10},
-            }
+            {"conn_type": "milvus", "host": milvus_uri, "password": milvus_token, "extra": extra}
         ),
     }
     embedding_conns = {"embeddings": (embedding_base_url, embedding_api_key), **(extra_embedding_connections or {})}

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from tests.integration.multihost import (
     FIGURES,
     multihost,  # noqa: F401 - the multi-host deployment (two triggerers, S3 staging)
     stop_multihost,
 )
+
+
+@pytest.fixture(scope="module")
+def reader(milvus_lite: Any) -> Iterator[Any]:
+    """A pymilvus client on the Milvus Lite server the deployments write to, to read collections back."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_lite.uri)
+    yield client
+    client.close()
 
 
 def pytest_runtest_teardown(item: Any, nextitem: Any) -> None:

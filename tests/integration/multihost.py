@@ -6,7 +6,9 @@
   can pass between them through a local temp directory;
 - ``[milvus] staging_url`` is ``s3://staging_s3@<bucket>/<prefix>`` on a real S3 HTTP endpoint on loopback
   (moto's server), reached through an Airflow ``aws`` connection;
-- one OpenAI-compatible embeddings server whose latency tests change at run time.
+- one OpenAI-compatible embeddings server whose latency tests change at run time, also set on
+  ``milvus_default`` itself (its ``embedding_conn_id``), as a deployment configures the example DAGs;
+- only triggered runs (``[scheduler] use_job_schedule = False``): the example DAG it runs is ``@daily``.
 
 Import the fixtures into a test module: ``from tests.integration.multihost import multihost  # noqa: F401``.
 """
@@ -47,6 +49,7 @@ DAG_IDS = [
     "milvus_it_writers_inline",
     "milvus_it_writers_deferred",
     "milvus_it_writers_forced",
+    "milvus_sharded_ingest",  # the example DAG (tests/integration/dags/milvus_it_sharded.py)
 ]
 
 
@@ -316,6 +319,7 @@ def _start(
         milvus_token=MILVUS_TOKEN,
         embedding_base_url=embeddings.base_url,
         embedding_api_key=EMBEDDING_KEY,
+        milvus_embedding_conn_id="embeddings",
     ) | {
         f"AIRFLOW_CONN_{STAGING_CONN.upper()}": s3.connection_json(),
         "AIRFLOW_CONN_MILVUS_SLOW": json.dumps(
@@ -334,6 +338,8 @@ def _start(
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
         "AWS_EC2_METADATA_DISABLED": "true",
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.hostname.hostname",
+        # Tests trigger every run: a scheduled DAG (the sharded example, @daily) must not start one on its own.
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         # Tasks pull multi-MB XComs (20k-50k documents) from the one api-server worker on a busy 2-core box.
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
     }

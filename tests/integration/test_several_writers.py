@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import require_standalone_executable
 from tests.integration.multihost import MultiHost, record_figure
+from tests.integration.readback import stored_count
 from tests.integration.retries import assert_no_unexplained_retries
 
 pytestmark = pytest.mark.integration
@@ -61,13 +62,6 @@ def backend(request: pytest.FixtureRequest, multihost: MultiHost, milvus_lite: A
     client = MilvusClient(uri=uri)
     yield conn_id, client
     client.close()
-
-
-def stored_count(reader: Any, collection: str) -> int:
-    """Every stored row, a primary key stored twice counted twice (unlike a query's rows: see the module doc)."""
-    return int(
-        reader.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
-    )
 
 
 def rows(reader: Any, collection: str) -> list[dict[str, Any]]:

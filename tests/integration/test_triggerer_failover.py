@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import require_standalone_executable
 from tests.integration.multihost import MultiHost, record_figure
+from tests.integration.readback import all_pks, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,38 +31,6 @@ INGEST_CHUNKS = 20_000
 INGEST_LATENCY = 0.05  # per embedding request of 100 chunks
 DELETE_HELD_S = 5.0  # the slow proxy holds the delete request this long: the kill lands meanwhile
 SEARCH_QUERIES = 500  # 32 embedding requests of 16 queries; the list (~30 KB) and the hits are staged
-
-
-@pytest.fixture(scope="module")
-def reader(milvus_lite: Any) -> Iterator[Any]:
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=milvus_lite.uri)
-    yield client
-    client.close()
-
-
-def all_pks(reader: Any, collection: str) -> list[str]:
-    """Every primary key, duplicates included (a list, not a set), read page by page."""
-    pks: list[str] = []
-    iterator = reader.query_iterator(
-        collection, batch_size=5000, filter='pk != ""', output_fields=["pk"], consistency_level="Strong"
-    )
-    try:
-        while batch := iterator.next():
-            pks.extend(row["pk"] for row in batch)
-    finally:
-        iterator.close()
-    return pks
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def failover(

@@ -37,3 +37,27 @@ def test_the_server_measures_its_service_time_and_the_time_at_each_number_of_req
     span = stats.last_answer - stats.first_arrival
     assert stats.seconds_at_in_flight[1] >= 3 * 0.05
     assert abs(sum(stats.seconds_at_in_flight) - span) < 0.01, (stats.seconds_at_in_flight, span)
+
+
+def test_a_held_request_waits_until_released_and_the_others_pass():
+    import threading
+
+    with EmbeddingServer(dimensions=8) as server, httpx.Client() as client:
+        server.hold("marker-7")
+        answered: list[float] = []
+        held = threading.Thread(target=lambda: answered.append(_post(client, server, ["x", "with marker-7 inside"])))
+        held.start()
+        deadline = time.monotonic() + 5
+        while server.stats.held == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with httpx.Client() as other:
+            assert _post(other, server, ["no marker here"]) < 1.0  # not held
+        time.sleep(0.3)
+        assert answered == []  # still held
+        server.release()
+        held.join(timeout=5)
+        stats = server.stats
+    assert stats.held == 1
+    assert len(answered) == 1
+    assert answered[0] >= 0.3
+    assert stats.inputs == 3
