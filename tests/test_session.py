@@ -29,14 +29,14 @@ def make_collection(tier: Any, name: str) -> None:
 
 
 def read_all(tier: Any, name: str, expr: str) -> tuple[list[dict[str, Any]], int]:
-    """``Session.read_all`` as a whole-ledger read opens it: the rows, and the query requests it took."""
+    """``Session.read_all`` of small rows, as a whole-ledger read: the rows, and the query requests it took."""
 
     async def read() -> tuple[list[dict[str, Any]], int]:
         store = StoreConfig(milvus_conn_id=tier.conn_id, collection_name=name)
         async with connect(store, embed=False) as connection:
             session = await connection.open(write=False, metrics=False, server_version=True)
             try:
-                rows = await session.read_all(expr, ["pk"], phase="ledger")
+                rows = await session.read_all(expr, ["pk"], phase="ledger", small_rows=True)
             finally:
                 await session.close()
             return rows, session.round_trips["ledger"]
@@ -44,7 +44,7 @@ def read_all(tier: Any, name: str, expr: str) -> tuple[list[dict[str, Any]], int
     return asyncio.run(read())
 
 
-def test_read_all_returns_every_row_in_one_request_on_milvus_lite_and_pages_on_a_real_server(tier, name):
+def test_read_all_of_small_rows_returns_every_row_in_one_request_on_milvus_lite_and_pages_on_a_real_server(tier, name):
     make_collection(tier, name)
     rows, requests = read_all(tier, name, "pk >= 0")
     assert sorted(row["pk"] for row in rows) == list(range(ROWS))

@@ -308,7 +308,7 @@ class Ledger:
         if not await self._load():
             return {}
         fields = ["source", "digest", "chunks"]
-        rows = await self.session.read_all(self._where, fields, collection=self.name, phase="ledger")
+        rows = await self.session.read_all(self._where, fields, collection=self.name, phase="ledger", small_rows=True)
         entries: dict[str, Entry] = {}
         unreadable = 0
         for row in rows:
@@ -379,13 +379,13 @@ class Ledger:
 
         expected_rows = sum(entry.chunks for entry in entries.values())
         if len(groups) > 2 and stored <= 2 * expected_rows:  # many sources: one scan of the scope
-            rows = await self.session.query_all(self.session.everything, fields, phase="ledger")
+            rows = await self.session.query_all(self.session.everything, fields, phase="ledger", small_rows=True)
             return intact_sources(entries, rows, key=self.key, primary=schema.primary)
 
         async def verify(sources: list[str]) -> set[str]:
             values = [json.loads(s) for s in sources]
             expr = self.session.scoped(f"{self.key} in {to_literal(values)}")
-            rows = await self.session.read_all(expr, fields, phase="ledger")
+            rows = await self.session.read_all(expr, fields, phase="ledger", small_rows=True)
             return intact_sources({s: entries[s] for s in sources}, rows, key=self.key, primary=schema.primary)
 
         results = await bounded_gather(groups, verify, max_concurrency=max_concurrency)
@@ -450,7 +450,7 @@ class Ledger:
             return {}
         where = f"key == {to_literal(self._listing_key)} and scope == {to_literal(self.scope)}"
         fields = ["source", "digest"]
-        rows = await self.session.read_all(where, fields, collection=self.name, phase="ledger")
+        rows = await self.session.read_all(where, fields, collection=self.name, phase="ledger", small_rows=True)
         listings = {}
         for row in rows:
             try:

@@ -62,7 +62,7 @@ class Session:
     unflushed_rows: int = 0
     # Milvus Lite passes over every row of the collection for each query, so each page of a query
     # iterator costs a pass (100,000 ledger entries in 7 pages: 7 passes over the ledger): ``query_all``
-    # asks it once, without a limit (real servers cap a query's rows, so they page).
+    # asks it once for small rows, without a limit (real servers cap a query's rows, so they page).
     one_pass_queries: bool = False
     # Which model makes this run's vectors (kind of connection, model, dimensions); None without one.
     embedding_identity: dict[str, Any] | None = None
@@ -123,11 +123,17 @@ class Session:
         return list(rows)
 
     async def read_all(
-        self, expr: str, output_fields: list[str], *, collection: str | None = None, phase: str = "lookup"
+        self,
+        expr: str,
+        output_fields: list[str],
+        *,
+        collection: str | None = None,
+        phase: str = "lookup",
+        small_rows: bool = False,
     ) -> list[dict[str, Any]]:
-        """Every row ``expr`` matches: one query when they fit in one (on Milvus Lite: always), else paged."""
-        if self.one_pass_queries:
-            return await self.query_all(expr, output_fields, collection=collection, phase=phase)
+        """Every row ``expr`` matches: one query when they fit in one, else paged (``small_rows``: see ``query_all``)."""
+        if small_rows and self.one_pass_queries:
+            return await self.query_all(expr, output_fields, collection=collection, phase=phase, small_rows=True)
         rows = await self.query(expr, output_fields, MAX_QUERY_ROWS, collection=collection, phase=phase)
         if len(rows) < MAX_QUERY_ROWS:
             return rows
@@ -141,11 +147,18 @@ class Session:
         page: int = MAX_QUERY_ROWS,
         collection: str | None = None,
         phase: str = "lookup",
+        small_rows: bool = False,
     ) -> list[dict[str, Any]]:
-        """Every row ``expr`` matches, past the ``MAX_QUERY_ROWS`` one query returns (sync iterator in a thread)."""
+        """
+        Every row ``expr`` matches, past the ``MAX_QUERY_ROWS`` one query returns (sync iterator in a thread).
+
+        ``small_rows``: rows of keys and digests (the source ledger's), which on Milvus Lite come in one query
+        without a limit. Rows that may carry texts are paged there too: one answer must stay under Lite's
+        256 MB message limit.
+        """
         from pymilvus import MilvusClient
 
-        if self.one_pass_queries:
+        if small_rows and self.one_pass_queries:
             self.round_trips[phase] += 1
             rows = await self.client.query(
                 collection or self.name,
