@@ -155,6 +155,41 @@ def test_a_write_waits_for_the_index_of_a_collection_another_task_is_still_creat
     assert tier.count(name) == 1
 
 
+def test_a_first_run_embeds_while_milvus_is_still_loading_the_collection_it_created(
+    tier, name, embedding_conn_id, embeddings
+):
+    """Loading a new collection takes seconds on a real server and writes need none: embedding does not wait."""
+    from pymilvus.client.types import LoadState
+
+    if not tier.real_server:
+        pytest.skip("Milvus Lite loads a collection at once: there is no wait to overlap")
+    requests_when_loaded: list[int] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if tier.client.has_collection(name) and tier.client.get_load_state(name)["state"] == LoadState.Loaded:
+                requests_when_loaded.append(embeddings.stats.requests)
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    summary = add(tier, name, [f"doc {i}" for i in range(5)], embedding_conn_id)
+    watcher.join()
+    assert summary["written"] == 5
+    assert requests_when_loaded, "the collection was never loaded"
+    assert requests_when_loaded[0] == 2, "the model's dimension probe, then the chunks' request, before it was loaded"
+
+
+def test_a_first_run_returns_with_the_collection_it_created_loaded_for_searches(tier, name, embedding_conn_id):
+    from pymilvus.client.types import LoadState
+
+    add(tier, name, [f"doc {i}" for i in range(5)], embedding_conn_id)
+    assert tier.client.get_load_state(name)["state"] == LoadState.Loaded
+    assert tier.count(name) == 5
+
+
 def test_provider_collection_metadata_named_text_or_pk_is_refused(tier, name, embedding_conn_id):
     add(tier, name, ["seed"], embedding_conn_id)
     for key in ("text", "pk"):

@@ -199,13 +199,22 @@ class NewCollection:
         return CollectionSchema.describe(description, {}, choice or FieldChoice())
 
     def create(
-        self, client: MilvusClient, name: str, dimension: int | None, *, identity: dict[str, Any] | None = None
+        self,
+        client: MilvusClient,
+        name: str,
+        dimension: int | None,
+        *,
+        identity: dict[str, Any] | None = None,
+        load: bool = True,
     ) -> bool:
         """
-        Create ``name`` unless it exists; a concurrent creator winning the race is not an error.
+        Create ``name`` and its indexes unless it exists; a concurrent creator winning the race is not an error.
 
         Returns True only when this call created it: a write that lost the race to another task (shards
         of one new collection start together) must not treat the collection as its own, empty one.
+
+        ``load=False`` leaves it unloaded: loading takes seconds on a real server (2.4-3.4 s on 2.3.5) and
+        writes need none, so a write loads it while its first rows are embedded (``Session.load``).
 
         ``identity`` (what makes its vectors: connection kind, model, dimensions) is recorded as a
         collection property, so later writes and searches with another model are refused; its
@@ -225,13 +234,17 @@ class NewCollection:
         recorded = identity or ({"kind": "bm25", "function": "text_bm25"} if dimension is None else None)
         properties = {EMBEDDING_PROPERTY: json.dumps(recorded, sort_keys=True)} if recorded else None
         try:
-            client.create_collection(
-                name, schema=schema, index_params=index, consistency_level=CONSISTENCY, properties=properties
-            )
+            client.create_collection(name, schema=schema, consistency_level=CONSISTENCY, properties=properties)
         except Exception as error:
             if "exist" in str(error).lower():  # "already exists", Lite's "File exists": another task won
                 _wait_until_indexed(client, name)
                 return False
+            raise
+        try:
+            client.create_index(name, index)
+            if load:
+                client.load_collection(name)
+        except Exception:
             # Milvus creates the collection before its indexes: never leave a half-made one.
             if client.has_collection(name):
                 client.drop_collection(name)

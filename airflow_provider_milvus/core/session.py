@@ -186,6 +186,10 @@ class Session:
 
         return await asyncio.to_thread(iterate)
 
+    async def load(self) -> None:
+        """Load the collection for reads: ``Connection.open`` does, except for a collection this run created."""
+        await _load(self.client, self.name, within_seconds=self.timeout)
+
     async def wrote(self, rows: int) -> None:
         """Count rows just written; on Milvus Lite, flush them once ``FLUSH_EVERY_ROWS`` have gathered."""
         if self.flush_after_write:
@@ -267,6 +271,8 @@ class Connection:
         ``metrics=False`` skips reading the indexes' metrics, which only searches need (Milvus Lite
         describes indexes slowly); ``write`` also asks the server's version (a 2.3 upsert workaround,
         Milvus Lite's flushes and one-pass reads), as ``server_version`` does for a read of a whole ledger.
+        A collection this run ``created`` is not loaded here: the write core loads it (``Session.load``)
+        while its first rows are embedded and written, and reads it only after.
         """
         config, client = self.config, self.client
         # A write has just checked (or made) the collection: no second has_collection.
@@ -274,7 +280,8 @@ class Connection:
         _check_usable(schema, config, self.embeddings)
         embeddings, identity, secrets = embedding_side(schema, self.embeddings, self.identity, self.secrets)
         # The schema names the physical collection: an alias switched meanwhile does not split this run.
-        await _load(client, schema.name, within_seconds=self.settings.timeout)
+        if not created:
+            await _load(client, schema.name, within_seconds=self.settings.timeout)
         # Only writes and whole-ledger reads are affected: searches and deletes skip asking the server's version.
         version = await client.get_server_version() if write or server_version else ""
         return Session(
@@ -342,7 +349,9 @@ async def _create(
 ) -> bool:
     if dimension is None and embeddings is not None:
         dimension = len(await embeddings.aembed_query("dimension probe"))
-    return await in_sync_client(settings, lambda client: options.create(client, name, dimension, identity=identity))
+    return await in_sync_client(
+        settings, lambda client: options.create(client, name, dimension, identity=identity, load=False)
+    )
 
 
 async def in_sync_client(settings: MilvusConnectionSettings, work: Callable[[MilvusClient], T]) -> T:

@@ -3,6 +3,7 @@ The write core: skip what is stored already, embed and write the rest in bounded
 
 0. Open: a missing collection is created as a step of its own, after the input has been checked
    against its options (and a foreign ``<collection>__sources`` refused): a refused input leaves nothing.
+   It is loaded, and its source ledger created, while its first rows are embedded and written.
 1. Plan (``core/plan.py``): the source ledger (``core/ledger.py``) names the verified-unchanged sources,
    which are skipped whole; the rest is looked up (by primary key, or by ``replace_by`` value) in
    batched, bounded lookups and compared chunk by chunk. Unchanged chunks are skipped; a chunk whose
@@ -53,6 +54,17 @@ DELETE_IDS = 1000  # primary keys per delete request
 WRITE_ROWS = 1000  # rows per insert / upsert request at most
 WRITE_BYTES = 4 << 20  # or this many bytes (strings by length, vectors at 4 bytes per value), whichever first
 WRITE_CONCURRENCY = 2  # write requests in flight: one being sent while the next is assembled
+
+
+@dataclass
+class Planned:
+    """What a write decided before writing: its documents (unread ones read if their entries failed), chunks, plan."""
+
+    documents: list[dict[str, Any]]
+    sources: SourceTracking
+    prepared: PreparedChunks
+    builder: RowBuilder
+    plan: Plan
 
 
 @dataclass
@@ -118,60 +130,32 @@ async def _write_session(
 ) -> dict[str, Any]:
     """Check the ledger, plan, write and clean up on an open collection (``prepared``: chunks made before creating)."""
     name = session.name
+    # Creating and loading a collection take seconds on a real server. Writes need neither a loaded collection
+    # nor the ledger, and a new collection holds nothing to read: both happen while the first rows are embedded.
+    background: list[asyncio.Task[None]] = []
     with session.errors(action=f"write to collection '{name}'"):
-        sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
-        if sources.unverified:  # left unread on their listing, but their rows changed since: read them now
-            log.info(
-                "%s %s: %d files left unread on their listing no longer match their ledger entries: reading them",
-                job.operation,
-                name,
-                len(sources.unverified),
-            )
-            documents = await asyncio.to_thread(_read_unread, job, documents, sources.unverified)
-            sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
-        if prepared is None:
-            prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
-        chunks = prepared.chunks
-        sources.stamp(chunks)
-        builder = RowBuilder(session.schema, session.tenant)
-        await asyncio.to_thread(_check_job, job, session, builder, chunks)
-        plan = await plan_write(session, job, builder, chunks, sources)
-        counts = Counts()
-        log.info(
-            "%s %s: %d sources skipped whole (%d chunks), %d chunks compared: %d unchanged, %d to write, "
-            "%d stale, %d of %d vanished sources",
-            job.operation,
-            name,
-            len(sources.skipped),
-            sources.skipped_chunks,
-            len(chunks),
-            plan.unchanged,
-            len(plan.to_write),
-            len(plan.stale),
-            len(plan.vanished),
-            plan.vanished_sources,
-        )
-        await sources.before_write()
-        if plan.replaced_digests:  # an untracked write changes rows of tracked sources: re-check them
-            await forget_digests(session, plan.replaced_digests)
-        # Creating a collection takes seconds on a real server: a first run's ledger is made while it embeds.
-        ledger_created = asyncio.create_task(sources.create_ledger())
+        if session.created:
+            background.append(asyncio.create_task(session.load()))
         try:
-            batches = await _write(session, job, builder, plan, counts)
-        finally:  # a failed or cancelled run returns only once the ledger exists or not (a rebuild drops it)
-            await asyncio.wait([ledger_created])
-        ledger_created.result()
+            planned = await _plan(job, session, documents, prepared)
+            sources, plan, counts = planned.sources, planned.plan, Counts()
+            background.append(asyncio.create_task(sources.create_ledger()))
+            batches = await _write(session, job, planned.builder, plan, counts)
+        finally:  # a failed or cancelled run returns only once they are done (a rebuild then drops what was made)
+            await _finish(background)
+        for task in background:
+            task.result()
         stale = await _delete_ids(session, job, plan.stale, "stale")
         vanished = await _delete_ids(session, job, plan.vanished, "vanished")
-        await sources.after_write(chunks)
+        await sources.after_write(planned.prepared.chunks)
         if counts.written or stale or vanished:
             await session.settle(*sources.ledger_names)
     return _summary(
         job,
         started,
-        documents=len(documents),
-        duplicates=prepared.duplicates,
-        chunks=len(chunks) + sources.skipped_chunks,
+        documents=len(planned.documents),
+        duplicates=planned.prepared.duplicates,
+        chunks=len(planned.prepared.chunks) + sources.skipped_chunks,
         written=counts.written,
         unchanged=plan.unchanged + sources.skipped_chunks,
         skipped_sources=len(sources.skipped),
@@ -184,6 +168,58 @@ async def _write_session(
         batches=batches,
         round_trips={"lookup": session.round_trips["lookup"], **session.round_trips},
     )
+
+
+async def _plan(
+    job: WriteJob, session: Session, documents: list[dict[str, Any]], prepared: PreparedChunks | None
+) -> Planned:
+    """Verify the ledger's entries, split what is not skipped whole and decide what to write and delete."""
+    name = session.name
+    sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
+    if sources.unverified:  # left unread on their listing, but their rows changed since: read them now
+        log.info(
+            "%s %s: %d files left unread on their listing no longer match their ledger entries: reading them",
+            job.operation,
+            name,
+            len(sources.unverified),
+        )
+        documents = await asyncio.to_thread(_read_unread, job, documents, sources.unverified)
+        sources = await SourceTracking.start(session, job, documents, identity=digest_identity(session))
+    if prepared is None:
+        prepared = await asyncio.to_thread(_prepare, job, *sources.to_split(documents))
+    chunks = prepared.chunks
+    sources.stamp(chunks)
+    builder = RowBuilder(session.schema, session.tenant)
+    await asyncio.to_thread(_check_job, job, session, builder, chunks)
+    plan = await plan_write(session, job, builder, chunks, sources)
+    log.info(
+        "%s %s: %d sources skipped whole (%d chunks), %d chunks compared: %d unchanged, %d to write, "
+        "%d stale, %d of %d vanished sources",
+        job.operation,
+        name,
+        len(sources.skipped),
+        sources.skipped_chunks,
+        len(chunks),
+        plan.unchanged,
+        len(plan.to_write),
+        len(plan.stale),
+        len(plan.vanished),
+        plan.vanished_sources,
+    )
+    await sources.before_write()
+    if plan.replaced_digests:  # an untracked write changes rows of tracked sources: re-check them
+        await forget_digests(session, plan.replaced_digests)
+    return Planned(documents, sources, prepared, builder, plan)
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for ``tasks``; an error of theirs is raised by ``result()`` after a run that succeeded, else dropped."""
+    if not tasks:
+        return
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a run that fails anyway reports its own error, not this one
 
 
 def _read_unread(job: WriteJob, documents: list[dict[str, Any]], sources: set[Any]) -> list[dict[str, Any]]:
