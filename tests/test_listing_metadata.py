@@ -295,3 +295,86 @@ def test_reading_listed_objects_never_searches_the_cached_listing(s3, prefix, mo
     assert [d["metadata"]["source"] for d in read_documents(listed)] == ["doc000.md", "doc001.md", "doc002.md"]
     assert searched == []
     assert s3.gets(prefix) == ["doc000.md", "doc001.md", "doc002.md"]
+
+
+def test_the_source_ledger_is_read_while_the_folder_is_being_listed(
+    tmp_path, milvus_conn_id, embedding_conn_id, collection_name, monkeypatch
+):
+    """Listing waits on object storage and the ledger read on Milvus: a nightly run pays the longer, not both."""
+    import asyncio
+    import threading
+
+    from airflow_provider_milvus.core.files import list_sources
+    from airflow_provider_milvus.core.inline import run_in_worker
+    from airflow_provider_milvus.core.ledger import Ledger
+    from airflow_provider_milvus.core.listing import list_with_ledger
+
+    for i in range(3):
+        (tmp_path / f"doc{i}.md").write_bytes(body(i))
+    operator = MilvusAddDocumentsOperator(
+        task_id="ingest",
+        milvus_conn_id=milvus_conn_id,
+        embedding_conn_id=embedding_conn_id,
+        collection_name=collection_name,
+        source_url=str(tmp_path),
+        replace_by="source",
+        chunk_size=200,
+    )
+    run(operator, "inline")
+    listing_started, ledger_read = threading.Event(), threading.Event()
+    read_listings = Ledger.read_listings
+
+    async def read_once_the_listing_started(self):
+        assert await asyncio.to_thread(listing_started.wait, 10), "the ledger was read before the listing started"
+        rows = await read_listings(self)
+        ledger_read.set()
+        return rows
+
+    monkeypatch.setattr(Ledger, "read_listings", read_once_the_listing_started)
+
+    def list_once_the_ledger_is_read():
+        listing_started.set()
+        assert ledger_read.wait(10), "the folder was listed before the ledger was read"
+        return list_sources(str(tmp_path))
+
+    listed, known = run_in_worker(
+        list_with_ledger(
+            list_once_the_ledger_is_read,
+            operator.store_config(),
+            key="source",
+            chunk_size=200,
+            chunk_overlap=0,
+            id_key=None,
+        )
+    )
+    assert known is not None
+    assert sorted(known.unchanged(listed)) == ["doc0.md", "doc1.md", "doc2.md"]
+
+
+def test_a_listing_error_is_raised_as_it_is_while_the_ledger_is_being_read(
+    tmp_path, milvus_conn_id, embedding_conn_id, collection_name
+):
+    from airflow_provider_milvus.core.files import list_sources
+    from airflow_provider_milvus.core.inline import run_in_worker
+    from airflow_provider_milvus.core.listing import list_with_ledger
+    from airflow_provider_milvus.exceptions import MilvusProviderError
+
+    operator = MilvusAddDocumentsOperator(
+        task_id="ingest",
+        milvus_conn_id=milvus_conn_id,
+        embedding_conn_id=embedding_conn_id,
+        collection_name=collection_name,
+        source_url=str(tmp_path / "missing"),
+        replace_by="source",
+    )
+    with pytest.raises(MilvusProviderError, match="does not exist"):
+        run_in_worker(
+            list_with_ledger(
+                lambda: list_sources(str(tmp_path / "missing")),
+                operator.store_config(),
+                key="source",
+                chunk_size=None,
+                chunk_overlap=0,
+                id_key=None,
+            )
+        )

@@ -8,6 +8,7 @@ Every operator builds a plain-data job and runs the same async core either in th
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import warnings
 from collections.abc import Sequence
@@ -30,7 +31,13 @@ from airflow_provider_milvus.core.documents import (
 )
 from airflow_provider_milvus.core.files import check_encoding, list_sources, read_documents
 from airflow_provider_milvus.core.inline import run_in_worker, run_inline
-from airflow_provider_milvus.core.listing import CHANGE_DETECTION, in_shard, unchanged_sources, unread_documents
+from airflow_provider_milvus.core.listing import (
+    CHANGE_DETECTION,
+    LedgerListing,
+    in_shard,
+    list_with_ledger,
+    unread_documents,
+)
 from airflow_provider_milvus.core.operations import (
     DeleteJob,
     Job,
@@ -327,25 +334,28 @@ class _BaseWriteOperator(BaseMilvusOperator):
         """
         if _native(self.documents):
             raise MilvusProviderError("Pass documents or source_url, not both.")
-        listed = list_sources(
-            self.source_url or "", glob=_native(self.source_glob), conn_id=self.source_conn_id or None
+        list_files = functools.partial(
+            list_sources, self.source_url or "", glob=_native(self.source_glob), conn_id=self.source_conn_id or None
         )
-        if self.shard_count:
-            listed = in_shard(listed, self.shard_index or 0, self.shard_count)
-            self.log.info("Shard %d of %d: %d files", self.shard_index, self.shard_count, len(listed))
         by_listing = self.change_detection == "listing" and self.replace_by == "source" and self.track_sources
-        unread: dict[str, str] = {}
+        known: LedgerListing | None = None
         if by_listing and not self.force and ids is None:
-            unread = run_in_worker(
-                unchanged_sources(
+            listed, known = run_in_worker(
+                list_with_ledger(
+                    list_files,
                     self.store_config(),
-                    listed,
                     key="source",
                     chunk_size=self.chunk_size,
                     chunk_overlap=self.chunk_overlap,
                     id_key=self.id_key or None,
                 )
             )
+        else:
+            listed = list_files()
+        if self.shard_count:
+            listed = in_shard(listed, self.shard_index or 0, self.shard_count)
+            self.log.info("Shard %d of %d: %d files", self.shard_index, self.shard_count, len(listed))
+        unread = known.unchanged(listed) if known is not None else {}
         to_read = [item for item in listed if item.source not in unread]
         documents = normalize_documents(read_documents(to_read, encoding=self.source_encoding))
         if by_listing:

@@ -41,3 +41,25 @@ def test_a_source_keeps_its_shard_across_processes():
     assert [shard_of(f"doc{i}.md", 4) for i in range(8)] == [shard_of(f"doc{i}.md", 4) for i in range(8)]
     assert {shard_of(f"doc{i}.md", 4) for i in range(64)} == {0, 1, 2, 3}
     assert shard_of("docs/a.md", 4) == 2  # pinned: a new hash would move sources between shards on upgrade
+
+
+def test_a_file_is_unchanged_only_when_its_listing_row_binds_its_listing_to_its_entry():
+    from airflow_provider_milvus.core.ledger import source_key
+    from airflow_provider_milvus.core.listing import LedgerListing
+
+    digest, listing = "d" * 64, '{"etag": "a", "size": 1}'
+    known = LedgerListing(
+        prefix(),
+        digests={source_key(s): digest for s in ("same.md", "edited.md", "no-row.md", "unlisted.md")},
+        listings={source_key(s): listing_digest(prefix(), listing, digest) for s in ("same.md", "edited.md")},
+    )
+    listed = [
+        Listed("same.md", None, listing),
+        Listed("edited.md", None, '{"etag": "b", "size": 1}'),
+        Listed("no-row.md", None, listing),
+        Listed("unlisted.md", None, None),  # no listing metadata: always read
+        Listed("new.md", None, listing),
+    ]
+    assert known.unchanged(listed) == {"same.md": digest}
+    other_options = LedgerListing(prefix(chunk_size=400), known.digests, known.listings)
+    assert other_options.unchanged(listed) == {}
