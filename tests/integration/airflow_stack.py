@@ -47,6 +47,14 @@ class AirflowStackError(RuntimeError):
     """The stack did not start, or a run did not reach a final state in time."""
 
 
+class ApiError(AirflowStackError):
+    """The REST API answered an error status (its body in the message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _fernet_key() -> str:
     from cryptography.fernet import Fernet
 
@@ -234,8 +242,8 @@ class AirflowStack:
             process = self.start_component("api-server")
             deadline = time.monotonic() + timeout
             while process.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(OSError, ValueError):
-                    self.api("GET", "/api/v2/monitor/health")
+                with contextlib.suppress(OSError, ValueError, ApiError):
+                    self.api("GET", "/api/v2/monitor/health", attempts=1)
                     if process.poll() is None:  # still ours: a server holding the port first makes it exit
                         return
                 time.sleep(0.5)
@@ -249,8 +257,8 @@ class AirflowStack:
         health: Any = None
         while time.monotonic() < deadline:
             self._check_alive()
-            with contextlib.suppress(OSError, ValueError):
-                health = self.api("GET", "/api/v2/monitor/health")
+            with contextlib.suppress(OSError, ValueError, ApiError):
+                health = self.api("GET", "/api/v2/monitor/health", attempts=1)
                 components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
                 if all(health.get(c, {}).get("status") == "healthy" for c in components):
                     return
@@ -286,13 +294,28 @@ class AirflowStack:
         return "\n".join(parts)
 
     # ----- REST API ------------------------------------------------------------------------------
-    def api(self, method: str, path: str, body: Any = None, *, timeout: float = 30) -> Any:
+    def api(self, method: str, path: str, body: Any = None, *, timeout: float = 30, attempts: int = 4) -> Any:
+        """
+        Call the REST API; an answer of 500 is asked again (``attempts`` in all).
+
+        The stack's metadata DB is sqlite: under load, the API server's write can meet the scheduler's lock
+        and answer 500. A repeated POST that the first attempt carried out answers 409 (``trigger`` accepts it).
+        """
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read() or b"null")
+        for attempt in range(1, attempts + 1):
+            request = urllib.request.Request(
+                f"{self.base_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as error:
+                if error.code != 500 or attempt == attempts:
+                    detail = error.read().decode(errors="replace")[:2000]
+                    message = f"{method} {path}: HTTP {error.code}: {detail}\n{self.diagnostics()}"
+                    raise ApiError(error.code, message) from None
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
 
     # ----- DAGs and runs ------------------------------------------------------------------------
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
@@ -310,11 +333,15 @@ class AirflowStack:
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:
         run_id = run_id or f"it__{uuid.uuid4().hex[:10]}"
-        self.api(
-            "POST",
-            f"/api/v2/dags/{dag_id}/dagRuns",
-            {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})},
-        )
+        try:
+            self.api(
+                "POST",
+                f"/api/v2/dags/{dag_id}/dagRuns",
+                {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})},
+            )
+        except ApiError as error:
+            if error.status != 409 or self.run_state(dag_id, run_id) is None:  # 409: an earlier attempt made it
+                raise
         return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
