@@ -6,14 +6,21 @@ here are the ones the server saw. Milvus Lite, dense embeddings over loopback HT
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from airflow_provider_milvus.core.files import list_sources
+from airflow_provider_milvus.core.inline import run_in_worker
+from airflow_provider_milvus.core.ledger import Ledger
+from airflow_provider_milvus.core.listing import list_with_ledger
 from airflow_provider_milvus.core.operations import run_job
+from airflow_provider_milvus.exceptions import MilvusProviderError
 from airflow_provider_milvus.operators.milvus import MilvusAddDocumentsOperator
 
 from testing.servers.s3_server import S3Server
@@ -101,6 +108,19 @@ def sources(milvus_client, collection: str) -> dict[str, str]:
     return found
 
 
+def local_ingest(folder: Path, milvus_conn_id: str, embedding_conn_id: str, collection: str, **kwargs):
+    """The operator over a local folder (not run)."""
+    return MilvusAddDocumentsOperator(
+        task_id="ingest",
+        milvus_conn_id=milvus_conn_id,
+        embedding_conn_id=embedding_conn_id,
+        collection_name=collection,
+        source_url=str(folder),
+        replace_by="source",
+        **kwargs,
+    )
+
+
 @pytest.fixture
 def corpus(s3: CountingS3, prefix: str) -> str:
     for i in range(6):
@@ -185,8 +205,6 @@ def test_listing_reads_one_list_pass_and_no_object_head(s3, corpus, milvus_conn_
 def test_an_unread_source_its_ledger_entry_no_longer_vouches_for_is_read_by_the_write_core(
     s3, corpus, tier, embedding_conn_id, collection_name
 ):
-    import asyncio
-
     milvus_conn_id = tier.conn_id
     first = ingest(s3, corpus, milvus_conn_id, embedding_conn_id, collection_name)
     put(s3, corpus, 1, version=1)  # changed since a (hypothetical) listing that still called it unchanged
@@ -227,33 +245,29 @@ def test_local_files_are_decided_by_size_and_mtime_unless_content_is_asked(
 
     for i in range(4):
         (tmp_path / f"doc{i}.md").write_bytes(body(i))
-    options = dict(
-        task_id="ingest",
-        milvus_conn_id=milvus_conn_id,
-        embedding_conn_id=embedding_conn_id,
-        collection_name=collection_name,
-        source_url=str(tmp_path),
-        replace_by="source",
-    )
-    run(MilvusAddDocumentsOperator(**options), "inline")
+
+    def ingest_folder(**kwargs):
+        return run(local_ingest(tmp_path, milvus_conn_id, embedding_conn_id, collection_name, **kwargs), "inline")
+
+    ingest_folder()
     # An edit that keeps the size and the modification time: the listing cannot see it.
     path = tmp_path / "doc1.md"
     before = path.stat()
     path.write_bytes(body(1).replace(b"Document", b"Dokument"))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    by_listing = run(MilvusAddDocumentsOperator(**options), "inline")
+    by_listing = ingest_folder()
     assert (by_listing["skipped_sources"], by_listing["written"]) == (4, 0)
-    by_content = run(MilvusAddDocumentsOperator(**options, change_detection="content"), "inline")
+    by_content = ingest_folder(change_detection="content")
     assert (by_content["skipped_sources"], by_content["written"]) == (3, 1)
     assert "Dokument 1" in sources(milvus_client, collection_name)["doc1.md"]
     # A touched file (new mtime, same body) is read, and its digest shows nothing changed.
     os.utime(tmp_path / "doc2.md")
-    touched = run(MilvusAddDocumentsOperator(**options), "inline")
+    touched = ingest_folder()
     assert (touched["skipped_sources"], touched["written"]) == (4, 0)
 
 
 def test_objects_in_subfolders_are_named_from_the_folder_and_read_back_by_their_url(s3, prefix):
-    from airflow_provider_milvus.core.files import list_sources, read_documents, read_unread
+    from airflow_provider_milvus.core.files import read_documents, read_unread
     from airflow_provider_milvus.core.listing import unread_documents
 
     names = ["a.md", "sub/b.md", "sub/deeper/c d#e.md"]
@@ -277,7 +291,7 @@ def test_objects_in_subfolders_are_named_from_the_folder_and_read_back_by_their_
 
 def test_reading_listed_objects_never_searches_the_cached_listing(s3, prefix, monkeypatch):
     """An object is read in one GET; fsspec's ``info`` would scan the folder's cached listing (O(N) per object)."""
-    from airflow_provider_milvus.core.files import list_sources, read_documents
+    from airflow_provider_milvus.core.files import read_documents
 
     for i in range(3):
         put(s3, prefix, i)
@@ -301,25 +315,9 @@ def test_the_source_ledger_is_read_while_the_folder_is_being_listed(
     tmp_path, milvus_conn_id, embedding_conn_id, collection_name, monkeypatch
 ):
     """Listing waits on object storage and the ledger read on Milvus: a nightly run pays the longer, not both."""
-    import asyncio
-    import threading
-
-    from airflow_provider_milvus.core.files import list_sources
-    from airflow_provider_milvus.core.inline import run_in_worker
-    from airflow_provider_milvus.core.ledger import Ledger
-    from airflow_provider_milvus.core.listing import list_with_ledger
-
     for i in range(3):
         (tmp_path / f"doc{i}.md").write_bytes(body(i))
-    operator = MilvusAddDocumentsOperator(
-        task_id="ingest",
-        milvus_conn_id=milvus_conn_id,
-        embedding_conn_id=embedding_conn_id,
-        collection_name=collection_name,
-        source_url=str(tmp_path),
-        replace_by="source",
-        chunk_size=200,
-    )
+    operator = local_ingest(tmp_path, milvus_conn_id, embedding_conn_id, collection_name, chunk_size=200)
     run(operator, "inline")
     listing_started, ledger_read = threading.Event(), threading.Event()
     read_listings = Ledger.read_listings
@@ -354,23 +352,12 @@ def test_the_source_ledger_is_read_while_the_folder_is_being_listed(
 def test_a_listing_error_is_raised_as_it_is_while_the_ledger_is_being_read(
     tmp_path, milvus_conn_id, embedding_conn_id, collection_name
 ):
-    from airflow_provider_milvus.core.files import list_sources
-    from airflow_provider_milvus.core.inline import run_in_worker
-    from airflow_provider_milvus.core.listing import list_with_ledger
-    from airflow_provider_milvus.exceptions import MilvusProviderError
-
-    operator = MilvusAddDocumentsOperator(
-        task_id="ingest",
-        milvus_conn_id=milvus_conn_id,
-        embedding_conn_id=embedding_conn_id,
-        collection_name=collection_name,
-        source_url=str(tmp_path / "missing"),
-        replace_by="source",
-    )
+    missing = tmp_path / "missing"
+    operator = local_ingest(missing, milvus_conn_id, embedding_conn_id, collection_name)
     with pytest.raises(MilvusProviderError, match="does not exist"):
         run_in_worker(
             list_with_ledger(
-                lambda: list_sources(str(tmp_path / "missing")),
+                lambda: list_sources(str(missing)),
                 operator.store_config(),
                 key="source",
                 chunk_size=None,
