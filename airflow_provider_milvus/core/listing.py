@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from airflow_provider_milvus.core.files import Listed
     from airflow_provider_milvus.core.jobs import StoreConfig
     from airflow_provider_milvus.core.session import Connection
-
-log = logging.getLogger(__name__)
 
 CHANGE_DETECTION = ("listing", "content")
 

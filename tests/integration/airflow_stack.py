@@ -302,7 +302,8 @@ class AirflowStack:
         and answer 500. A repeated POST that the first attempt carried out answers 409 (``trigger`` accepts it).
         """
         data = json.dumps(body).encode() if body is not None else None
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             request = urllib.request.Request(
                 f"{self.base_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
             )
@@ -314,8 +315,8 @@ class AirflowStack:
                     detail = error.read().decode(errors="replace")[:2000]
                     message = f"{method} {path}: HTTP {error.code}: {detail}\n{self.diagnostics()}"
                     raise ApiError(error.code, message) from None
-                time.sleep(attempt)
-        raise AssertionError("unreachable")
+            time.sleep(attempt)
+            attempt += 1
 
     # ----- DAGs and runs ------------------------------------------------------------------------
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
